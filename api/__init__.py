@@ -1,0 +1,1 @@
+"""SMART PATH — the open-data API, open-data exports and the open event API (FastAPI)."""

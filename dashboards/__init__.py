@@ -1,0 +1,1 @@
+"""SMART PATH — Grafana provisioning and dashboards (data files); no Python logic."""

@@ -1,0 +1,25 @@
+"""Settings of an edge agent (``sonopolis edge``): one tree, two separate broker connections.
+
+``SONOPOLIS_EDGE_<SECTION>__<KEY>``. The smart and safe brokers have distinct hosts,
+client ids and credentials; the safe connection is optional (off = no events leave).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.config import MqttSettings, SideSettings
+
+
+class EdgeSettings(SideSettings):
+    model_config = SettingsConfigDict(env_prefix="SONOPOLIS_EDGE_", env_nested_delimiter="__", extra="forbid")
+
+    sensor_id: str = Field("sensor-01", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    calibration_offset_db: float = Field(0.0, ge=-60, le=200, description="dB added to dBFS-derived levels (from `sonopolis calibrate`)")
+    smart_mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(client_id="sonopolis-edge-smart"))
+    safe_mqtt: MqttSettings | None = Field(None, description="Safe broker; unset = security events are never sent")
+    queue_dir: Path = Field(Path("/var/lib/sonopolis/edge-queue"), description="Bounded on-disk queue of *messages* (never audio)")
+    queue_max_messages: int = Field(100_000, ge=100, le=10_000_000)

@@ -1,0 +1,29 @@
+"""Database settings and connections of the smart side (role ``sonopolis_smart``, schema ``smart``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class SmartDbSettings(BaseModel):
+    """Connection of the smart services. The role has no privilege on the safe schema."""
+
+    dsn: SecretStr | None = Field(
+        None,
+        description="libpq URI of the smart role, e.g. postgresql://sonopolis_smart@db/sonopolis. "
+        "Unset: `sonopolis demo` starts an embedded PostgreSQL; services refuse to start.",
+    )
+    schema_name: str = Field("smart", pattern=r"^[a-z_][a-z0-9_]*$", description="Schema holding the smart tables")
+    pool_min: int = Field(1, ge=1, le=64)
+    pool_max: int = Field(8, ge=1, le=256)
+    timescale: str = Field(
+        "auto",
+        pattern=r"^(auto|on|off)$",
+        description="Use TimescaleDB features: auto = when the extension is available",
+    )
+    statement_timeout_ms: int = Field(30_000, ge=100, le=3_600_000)
+
+    def require_dsn(self) -> str:
+        if self.dsn is None:
+            raise ValueError("smart database DSN is not configured (SONOPOLIS_SMART_DB__DSN)")
+        return self.dsn.get_secret_value()

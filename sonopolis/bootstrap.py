@@ -1,0 +1,84 @@
+"""Create the database, the two roles and the two schemas that keep the paths apart.
+
+Run once with an administrator connection (``sonopolis db-init``; the demo and the
+tests do it for their own clusters). After it:
+
+* role ``sonopolis_smart`` owns schema ``smart`` and has no privilege on ``safe``;
+* role ``sonopolis_safe`` owns schema ``safe`` and has no privilege on ``smart``;
+* ``PUBLIC`` can create nothing anywhere, so neither role can stash data elsewhere.
+
+Each side then applies its own migrations in its own schema, as its own role.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+SMART_ROLE = "sonopolis_smart"
+SAFE_ROLE = "sonopolis_safe"
+
+
+@dataclass(frozen=True)
+class RoleDsns:
+    smart: str
+    safe: str
+
+
+def _with_db(dsn: str, dbname: str, user: str | None = None, password: str | None = None) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info["dbname"] = dbname
+    if user:
+        info["user"] = user
+        info.pop("password", None)
+    if password:
+        info["password"] = password
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def bootstrap(
+    admin_dsn: str,
+    dbname: str = "sonopolis",
+    *,
+    smart_password: str | None = None,
+    safe_password: str | None = None,
+    timescale: bool | None = None,
+) -> RoleDsns:
+    """Idempotently create ``dbname``, both roles and both schemas; return the role DSNs.
+
+    ``timescale``: None = create the extension when the server has it.
+    """
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        for role, password in ((SMART_ROLE, smart_password), (SAFE_ROLE, safe_password)):
+            has = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            verb = "ALTER" if has else "CREATE"
+            if password:
+                conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            else:
+                conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(sql.Identifier(role)))
+
+    with psycopg.connect(_with_db(admin_dsn, dbname), autocommit=True) as conn:
+        db = sql.Identifier(dbname)
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        if timescale is not False:
+            available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+            if available:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            elif timescale:
+                raise RuntimeError("timescale=on but the timescaledb extension is not available on this server")
+        for role, schema in ((SMART_ROLE, "smart"), (SAFE_ROLE, "safe")):
+            conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(role)))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema), sql.Identifier(role)))
+            conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}, public").format(sql.Identifier(role), db, sql.Identifier(schema)))
+
+    return RoleDsns(
+        smart=_with_db(admin_dsn, dbname, SMART_ROLE, smart_password),
+        safe=_with_db(admin_dsn, dbname, SAFE_ROLE, safe_password),
+    )
