@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -75,7 +75,7 @@ class SideSettings(BaseSettings):
         case_sensitive=False,
     )
 
-    _toml_path: Path | None = None
+    _toml_path: ClassVar[Path | None] = None
 
     @classmethod
     def settings_customise_sources(
@@ -86,7 +86,9 @@ class SideSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, file_secret_settings, _TomlSource(settings_cls, cls._toml_path))
+        # Nested: /run/secrets/sonopolis_smart_db__dsn fills db.dsn, like the env variable.
+        secrets = NestedSecretsSettingsSource(file_secret_settings, secrets_dir_missing="ok")
+        return (init_settings, env_settings, secrets, _TomlSource(settings_cls, cls._toml_path))
 
 
 def load_settings(cls: type[S], config_file: Path | str | None = None, **overrides: Any) -> S:
