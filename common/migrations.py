@@ -57,8 +57,19 @@ def discover(directory: Path, *, timescale: bool) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def apply(conn: psycopg.Connection, schema: str, directory: Path, *, timescale: bool = False, lock_key: int = 0) -> list[int]:
+def apply(
+    conn: psycopg.Connection,
+    schema: str,
+    directory: Path,
+    *,
+    timescale: bool = False,
+    lock_key: int = 0,
+    table: str = "schema_migrations",
+) -> list[int]:
     """Apply pending migrations in ``schema``; return the versions applied now.
+
+    ``table`` is the bookkeeping table: a second package sharing the schema (``ngsi/``
+    next to ``ingestion/`` in ``smart``) keeps its own numbering in its own table.
 
     ``conn`` must be in autocommit mode: each migration runs in its own transaction,
     except TimescaleDB calls that must be top level (see TIMESCALE-NOTES), which a
@@ -67,20 +78,21 @@ def apply(conn: psycopg.Connection, schema: str, directory: Path, *, timescale: 
     if not conn.autocommit:
         raise MigrationError("migrations need an autocommit connection")
     ident = sql.Identifier(schema)
+    book = sql.Identifier(table)
     key = lock_key or int(hashlib.sha1(schema.encode()).hexdigest()[:8], 16)
     conn.execute("SELECT pg_advisory_lock(%s)", (key,))
     try:
         conn.execute(sql.SQL("SET search_path TO {}, public").format(ident))
         conn.execute(
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+                "CREATE TABLE IF NOT EXISTS {}.{} ("
                 " version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
-            ).format(ident)
+            ).format(ident, book)
         )
         done = {
             r[0]: r[1]
-            for r in conn.execute(sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(ident))
+            for r in conn.execute(sql.SQL("SELECT version, checksum FROM {}.{}").format(ident, book))
         }
         applied = []
         for mig in discover(directory, timescale=timescale):
@@ -91,11 +103,11 @@ def apply(conn: psycopg.Connection, schema: str, directory: Path, *, timescale: 
                 if text.startswith("-- sonopolis:autocommit"):
                     for statement in _split(text):
                         conn.execute(statement)
-                    _record(conn, ident, mig)
+                    _record(conn, ident, book, mig)
                 else:
                     with conn.transaction():
                         conn.execute(text)
-                        _record(conn, ident, mig)
+                        _record(conn, ident, book, mig)
             except psycopg.Error as exc:
                 raise MigrationError(f"{mig.path.name} failed in schema {schema!r}: {exc}") from exc
             log.info("applied migration %s to schema %s", mig.path.name, schema)
@@ -105,9 +117,9 @@ def apply(conn: psycopg.Connection, schema: str, directory: Path, *, timescale: 
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
-def _record(conn: psycopg.Connection, ident: sql.Identifier, mig: Migration) -> None:
+def _record(conn: psycopg.Connection, ident: sql.Identifier, book: sql.Identifier, mig: Migration) -> None:
     conn.execute(
-        sql.SQL("INSERT INTO {}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)").format(ident),
+        sql.SQL("INSERT INTO {}.{} (version, name, checksum) VALUES (%s, %s, %s)").format(ident, book),
         (mig.version, mig.name, mig.checksum),
     )
 
