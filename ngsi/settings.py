@@ -1,15 +1,43 @@
-"""Settings of the NGSI-LD publisher (``sonopolis ngsi-sync``)."""
+"""Settings of the NGSI-LD publisher (``sonopolis ngsi-sync``) and context source."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, SecretStr
+
+Period = Literal["1min", "15min", "1h", "1d"]
 
 
 class NgsiSettings(BaseModel):
-    """Where and how to push ``Device`` / ``NoiseLevelObserved`` entities."""
+    """Where and how to push ``Device`` / ``NoiseLevelObserved`` entities, and how to serve them."""
 
     broker_url: str | None = Field(None, description="Base URL of the NGSI-LD broker, e.g. http://orion:1026 (unset: sync off)")
     tenant: str | None = Field(None, description="NGSILD-Tenant header")
     token: SecretStr | None = Field(None, description="Bearer token for the broker")
     chunk_size: int = Field(100, ge=1, le=1000, description="Entities per batch upsert")
     timeout_s: float = Field(10.0, gt=0, le=300)
+    context_url: str = Field(
+        "http://localhost:8000/ngsi-ld/contexts/sonopolis.jsonld",
+        description="Public URL where the API serves the Sonopolis @context (the broker must be able to fetch it)",
+    )
+    periods: list[Period] = Field(
+        default_factory=lambda: ["15min", "1h", "1d"],
+        min_length=1,
+        description="Aggregation periods pushed to the broker (1min stays in the context source: too many entities)",
+    )
+    min_coverage: float = Field(
+        0.5, ge=0, le=1, description="Buckets with less coverage are not published (too little data to mean anything)"
+    )
+    settle_s: int = Field(
+        120, ge=0, le=86_400, description="Only buckets ended this long ago are pushed (late frames still land)"
+    )
+    backfill_days: int = Field(7, ge=0, le=3650, description="First run: how far back to start when no cursor exists")
+    interval_s: float = Field(60.0, ge=1, le=3600, description="Pause between sync rounds in loop mode")
+    max_attempts: int = Field(5, ge=1, le=50, description="Attempts per batch on retryable failures before giving up this round")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=600)
+    max_page: int = Field(1000, ge=1, le=10_000, description="Context source: largest `limit` accepted")
+    max_instances: int = Field(
+        10_000, ge=1, le=1_000_000, description="Context source: most temporal instances per attribute in one response"
+    )

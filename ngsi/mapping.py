@@ -1,0 +1,143 @@
+"""Rows of the smart database (docs/CONTRACTS.md) -> :mod:`ngsi.models` entities.
+
+Used by both the publisher (``ngsi.sync``) and the context source, so an entity read
+from the broker and the same entity served by Sonopolis are byte-for-byte alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from messages.bands import BAND_KEYS
+from ngsi.models import Device, GeoPoint, NoiseLevelObserved, installed_at, iso_z
+
+
+@dataclass(frozen=True)
+class PeriodSpec:
+    """One aggregation period: its table, its ISO 8601 code (used in ids) and its length."""
+
+    name: str
+    table: str
+    code: str
+    length: timedelta | None  # None: one local calendar day (23, 24 or 25 h)
+
+    def end(self, start: datetime, tz: str) -> datetime:
+        if self.length is not None:
+            return start + self.length
+        zone = ZoneInfo(tz)
+        local = start.astimezone(zone)
+        return (local.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=zone)
+
+
+PERIODS: dict[str, PeriodSpec] = {
+    "1min": PeriodSpec("1min", "levels_1min", "PT1M", timedelta(minutes=1)),
+    "15min": PeriodSpec("15min", "levels_15min", "PT15M", timedelta(minutes=15)),
+    "1h": PeriodSpec("1h", "levels_1h", "PT1H", timedelta(hours=1)),
+    "1d": PeriodSpec("1d", "levels_1d", "P1D", None),
+}
+BY_CODE: dict[str, PeriodSpec] = {p.code: p for p in PERIODS.values()}
+
+SENSOR_COLUMNS = ("sensor_id", "name", "latitude", "longitude", "street", "place", "sonometer_class", "installed_on", "timezone", "active")
+AGGREGATE_COLUMNS = ("sensor_id", "bucket", "laeq", "lamax", "lamin", "la10", "la50", "la90", "bands", "coverage", "car_horn", "siren")
+LDEN_COLUMNS = ("lden", "lday", "levening", "lnight")
+
+
+def _level(value: Any) -> float | None:
+    """dB rounded to 0.1 (the meters' resolution); NaN/None -> absent."""
+    if value is None:
+        return None
+    f = float(value)
+    return None if math.isnan(f) else round(f, 1)
+
+
+def bands_object(bands: Sequence[float | None] | None) -> dict[str, float] | None:
+    """``real[]`` in BAND_KEYS order -> ``{"25": 41.2, ...}`` without the omitted bands."""
+    if not bands:
+        return None
+    out = {key: lvl for key, value in zip(BAND_KEYS, bands, strict=False) if (lvl := _level(value)) is not None}
+    return out or None
+
+
+def device_from_row(row: Mapping[str, Any]) -> Device:
+    address = {k: v for k, v in (("streetAddress", row.get("street")), ("addressLocality", row.get("place"))) if v}
+    return Device(
+        id=Device.urn(row["sensor_id"]),
+        name=row.get("name") or row["sensor_id"],
+        location=GeoPoint.at(row["latitude"], row["longitude"]),
+        deviceState="ok" if row.get("active", True) else "inactive",
+        dateInstalled=installed_at(row.get("installed_on")),
+        address=address or None,
+        description="Acoustic sensor: computes noise levels on the device; no audio is recorded or transmitted.",
+    )
+
+
+def observation_from_row(
+    period: PeriodSpec,
+    sensor: Mapping[str, Any],
+    agg: Mapping[str, Any],
+    lden: Mapping[str, Any] | None = None,
+) -> NoiseLevelObserved:
+    """One aggregate row (+ the sensor row, + the day's Lden row for daily buckets)."""
+    start: datetime = agg["bucket"]
+    end = period.end(start, sensor.get("timezone") or "Europe/Paris")
+    klass = sensor.get("sonometer_class")
+    fields: dict[str, Any] = {
+        "LAeq": _level(agg.get("laeq")),
+        "LAmax": _level(agg.get("lamax")),
+        "LAmin": _level(agg.get("lamin")),
+        "LA10": _level(agg.get("la10")),
+        "LA50": _level(agg.get("la50")),
+        "LA90": _level(agg.get("la90")),
+        "thirdOctaveBands": bands_object(agg.get("bands")),
+        "coverage": None if agg.get("coverage") is None else round(min(1.0, max(0.0, float(agg["coverage"]))), 4),
+        "carHornCount": agg.get("car_horn"),
+        "sirenCount": agg.get("siren"),
+    }
+    if lden is not None:
+        fields.update(
+            Lden=_level(lden.get("lden")),
+            LAeq_d=_level(lden.get("lday")),
+            Levening=_level(lden.get("levening")),
+            LANight=_level(lden.get("lnight")),
+        )
+    return NoiseLevelObserved(
+        id=NoiseLevelObserved.urn(sensor["sensor_id"], period.code, start),
+        dateObserved=f"{iso_z(start)}/{iso_z(end)}",
+        dateObservedFrom=start,
+        dateObservedTo=end,
+        location=GeoPoint.at(sensor["latitude"], sensor["longitude"]),
+        refDevice=Device.urn(sensor["sensor_id"]),
+        sonometerClass=None if klass is None else str(int(klass)),
+        aggregationPeriod=period.code,
+        **fields,
+    )
+
+
+def parse_observation_id(entity_id: str) -> tuple[str, PeriodSpec, datetime] | None:
+    """``urn:ngsi-ld:NoiseLevelObserved:<sensor>:<code>:<start>`` -> parts, or None if not ours."""
+    prefix = "urn:ngsi-ld:NoiseLevelObserved:"
+    if not entity_id.startswith(prefix):
+        return None
+    rest = entity_id[len(prefix):]
+    for code, spec in BY_CODE.items():
+        marker = f":{code}:"
+        sensor, sep, stamp = rest.partition(marker)
+        if sep and sensor:
+            try:
+                start = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            if start.tzinfo is None:
+                return None
+            return sensor, spec, start
+    return None
+
+
+def day_of(start: datetime, tz: str) -> date:
+    """Local calendar day of a daily bucket (the key of ``smart.lden_daily``)."""
+    return start.astimezone(ZoneInfo(tz)).date()

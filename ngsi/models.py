@@ -1,0 +1,191 @@
+"""``Device`` and ``NoiseLevelObserved`` as pydantic models: the single source of both forms.
+
+Each model holds the *key-values* shape of the FIWARE Smart Data Model (what the
+official JSON Schemas validate) and renders the NGSI-LD *normalized* form from it
+(``{"type": "Property", "value": ..., "unitCode": "2N", "observedAt": ...}``), so the
+two can never disagree. Attribute names follow the models exactly:
+
+* standard (Environment context): ``LAeq``, ``LAmax``, ``LAeq_d`` (the day-period level
+  Lday, 06-18 h local, on daily entities), ``LANight`` (Lnight, 22-06 h), ``dateObserved``
+  (ISO 8601 interval), ``dateObservedFrom``/``dateObservedTo``, ``location``,
+  ``refDevice``, ``sonometerClass``. ``LAS`` is not published: the sensors measure
+  fast-weighted levels, and writing them under a slow-weighted name would be wrong.
+* Sonopolis context (:mod:`ngsi.context`): ``LA10``/``LA50``/``LA90``, ``LAmin``,
+  ``Lden``, ``Levening``, ``thirdOctaveBands``, ``coverage``, ``carHornCount``,
+  ``sirenCount``, ``aggregationPeriod``.
+
+Every level carries ``unitCode`` "2N" (UN/CEFACT decibel). The measured properties
+carry ``observedAt`` = start of the period (the bucket key), the interval itself is
+in ``dateObservedFrom``/``dateObservedTo``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DB_UNIT = "2N"
+"""UN/CEFACT common code of the decibel."""
+
+LEVEL_ATTRS: tuple[str, ...] = ("LAeq", "LAmax", "LAmin", "LA10", "LA50", "LA90", "LAeq_d", "LANight", "Levening", "Lden")
+"""Attributes in dB: all get ``unitCode`` 2N."""
+
+MEASURED_ATTRS: tuple[str, ...] = LEVEL_ATTRS + ("thirdOctaveBands", "coverage", "carHornCount", "sirenCount")
+"""Attributes that vary per period (temporal instances, ``observedAt``)."""
+
+DATETIME_ATTRS: tuple[str, ...] = ("dateObservedFrom", "dateObservedTo")
+
+
+def iso_z(ts: datetime) -> str:
+    """UTC, second precision, ``Z`` suffix: one spelling, so ids and values never drift."""
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts!r}: aggregates are timestamptz")
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _date_time(ts: datetime) -> dict[str, str]:
+    return {"@type": "DateTime", "@value": iso_z(ts)}
+
+
+class GeoPoint(BaseModel):
+    """GeoJSON Point; coordinates are ``[longitude, latitude]`` (RFC 7946 order)."""
+
+    model_config = ConfigDict(frozen=True)
+    type: Literal["Point"] = "Point"
+    coordinates: tuple[float, float]
+
+    @classmethod
+    def at(cls, latitude: float, longitude: float) -> GeoPoint:
+        return cls(coordinates=(longitude, latitude))
+
+
+class _Entity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    type: str
+
+    def key_values(self) -> dict[str, Any]:
+        """Key-values form (no ``@context``): what the Smart Data Model schema validates."""
+        out = self.model_dump(mode="json", exclude_none=True)
+        for name in DATETIME_ATTRS + ("dateInstalled",):
+            value = getattr(self, name, None)
+            if isinstance(value, datetime):
+                out[name] = iso_z(value)
+        if "location" in out:
+            out["location"]["coordinates"] = list(out["location"]["coordinates"])
+        return out
+
+    def _attributes(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def normalized(self, context_url: str | None = None, *, attrs: set[str] | None = None) -> dict[str, Any]:
+        """NGSI-LD normalized form; ``context_url`` adds the in-body ``@context`` (ld+json).
+
+        ``attrs`` keeps only those attributes (the ``attrs`` query parameter).
+        """
+        body: dict[str, Any] = {"id": self.id, "type": self.type}
+        for name, attribute in self._attributes().items():
+            if attrs is None or name in attrs:
+                body[name] = attribute
+        if context_url is not None:
+            body["@context"] = [context_url]
+        return body
+
+
+class Device(_Entity):
+    """A Sonopolis sensor as a FIWARE ``Device`` (dataModel.Device 0.0.9)."""
+
+    type: Literal["Device"] = "Device"
+    name: str
+    location: GeoPoint
+    controlledProperty: list[str] = Field(default_factory=lambda: ["noiseLevel"])
+    deviceCategory: list[str] = Field(default_factory=lambda: ["sensor", "meter"])
+    deviceState: Literal["ok", "inactive"] = "ok"
+    dateInstalled: datetime | None = None
+    address: dict[str, str] | None = None
+    description: str | None = None
+
+    @staticmethod
+    def urn(sensor_id: str) -> str:
+        return f"urn:ngsi-ld:Device:{sensor_id}"
+
+    def _attributes(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "name": {"type": "Property", "value": self.name},
+            "location": {"type": "GeoProperty", "value": self.location.model_dump(mode="json")},
+            "controlledProperty": {"type": "Property", "value": list(self.controlledProperty)},
+            "deviceCategory": {"type": "Property", "value": list(self.deviceCategory)},
+            "deviceState": {"type": "Property", "value": self.deviceState},
+        }
+        attrs["location"]["value"]["coordinates"] = list(self.location.coordinates)
+        if self.dateInstalled is not None:
+            attrs["dateInstalled"] = {"type": "Property", "value": _date_time(self.dateInstalled)}
+        if self.address:
+            attrs["address"] = {"type": "Property", "value": dict(self.address)}
+        if self.description:
+            attrs["description"] = {"type": "Property", "value": self.description}
+        return attrs
+
+
+class NoiseLevelObserved(_Entity):
+    """One aggregation bucket of one sensor as a FIWARE ``NoiseLevelObserved`` (dataModel.Environment 0.2.1)."""
+
+    type: Literal["NoiseLevelObserved"] = "NoiseLevelObserved"
+    dateObserved: str
+    dateObservedFrom: datetime
+    dateObservedTo: datetime
+    location: GeoPoint
+    refDevice: str
+    sonometerClass: Literal["0", "1", "2"] | None = None
+    aggregationPeriod: str
+    LAeq: float | None = None
+    LAmax: float | None = None
+    LAmin: float | None = None
+    LA10: float | None = None
+    LA50: float | None = None
+    LA90: float | None = None
+    LAeq_d: float | None = None
+    LANight: float | None = None
+    Levening: float | None = None
+    Lden: float | None = None
+    thirdOctaveBands: dict[str, float] | None = None
+    coverage: float | None = Field(None, ge=0, le=1)
+    carHornCount: int | None = Field(None, ge=0)
+    sirenCount: int | None = Field(None, ge=0)
+
+    @staticmethod
+    def urn(sensor_id: str, period_code: str, start: datetime) -> str:
+        return f"urn:ngsi-ld:NoiseLevelObserved:{sensor_id}:{period_code}:{iso_z(start)}"
+
+    def _attributes(self) -> dict[str, Any]:
+        observed = iso_z(self.dateObservedFrom)
+        attrs: dict[str, Any] = {
+            "dateObserved": {"type": "Property", "value": self.dateObserved},
+            "dateObservedFrom": {"type": "Property", "value": _date_time(self.dateObservedFrom)},
+            "dateObservedTo": {"type": "Property", "value": _date_time(self.dateObservedTo)},
+            "location": {
+                "type": "GeoProperty",
+                "value": {"type": "Point", "coordinates": list(self.location.coordinates)},
+            },
+            "refDevice": {"type": "Relationship", "object": self.refDevice},
+            "aggregationPeriod": {"type": "Property", "value": self.aggregationPeriod},
+        }
+        if self.sonometerClass is not None:
+            attrs["sonometerClass"] = {"type": "Property", "value": self.sonometerClass}
+        for name in MEASURED_ATTRS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            prop: dict[str, Any] = {"type": "Property", "value": value, "observedAt": observed}
+            if name in LEVEL_ATTRS or name == "thirdOctaveBands":
+                prop["unitCode"] = DB_UNIT
+            attrs[name] = prop
+        return attrs
+
+
+def installed_at(day: date | None) -> datetime | None:
+    """``installed_on`` (a date) as the midnight-UTC DateTime the Device model expects."""
+    return None if day is None else datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
