@@ -1,0 +1,65 @@
+"""``sonopolis ingest`` and ``sonopolis sensors``: the smart storage path's commands.
+
+Heavy imports stay inside the command bodies so ``sonopolis --help`` (and the other
+services' processes) never load psycopg, paho or prometheus for nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _settings(config: Path | None):  # noqa: ANN202 - SmartSettings, imported lazily
+    from common.config import ConfigError, load_settings
+    from smart.settings import SmartSettings
+
+    try:
+        return load_settings(SmartSettings, config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+
+def sensors(
+    load: list[Path] = typer.Option([], "--load", help="GeoJSON (.geojson) or TOML (.toml) sensor file to upsert; repeatable"),
+    deactivate: list[str] = typer.Option([], "--deactivate", help="Retire a sensor id (its frames are quarantined from then on)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON instead of a table"),
+    config: Path | None = typer.Option(None, "--config", help="Smart-side TOML configuration file"),
+) -> None:
+    """Register sensors from a file, retire sensors, and list the registry."""
+    import json
+
+    import psycopg
+
+    from ingestion import registry
+    from ingestion.schema import migrate
+
+    settings = _settings(config)
+    loaded = []
+    for path in load:
+        try:
+            loaded.append(registry.load_file(path))
+        except registry.RegistryError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from exc
+    schema = settings.db.schema_name
+    with psycopg.connect(settings.db.require_dsn()) as conn:
+        migrate(conn, timescale=settings.db.timescale, schema=schema)
+        for path, items in zip(load, loaded):
+            n = registry.upsert(conn, items, schema=schema)
+            typer.echo(f"{path}: {n} sensor(s) upserted")
+        for sensor_id in deactivate:
+            if not registry.deactivate(conn, sensor_id, schema=schema):
+                typer.echo(f"no sensor {sensor_id!r} in the registry", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"{sensor_id}: deactivated")
+        listed = registry.list_sensors(conn, schema=schema)
+    if as_json:
+        typer.echo(json.dumps([s.model_dump(mode="json") for s in listed], ensure_ascii=False, indent=2))
+        return
+    for s in listed:
+        flag = "" if s.active else "  (inactive)"
+        typer.echo(f"{s.sensor_id:<20} {s.latitude:9.5f} {s.longitude:10.5f}  class {s.sonometer_class}  {s.name}{flag}")
+    typer.echo(f"{len(listed)} sensor(s)")

@@ -1,0 +1,125 @@
+"""Plain-path aggregates checked against hand computations (energetic means, LA10/50/90, Lden)."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from ingestion import aggregates, registry
+from ingestion.writer import write_frames
+from messages.bands import BAND_KEYS
+from messages.level_frame import LevelFrame
+from tests.ingestion.factories import T0, frame_dict, ready_db, sensor
+
+
+def _energetic(levels: list[float]) -> float:
+    return 10 * math.log10(sum(10 ** (x / 10) for x in levels) / len(levels))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (what percentile_cont does)."""
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = math.floor(pos)
+    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
+
+
+def test_minute_aggregate_matches_hand_computation(db):
+    with ready_db(db.smart) as conn:
+        # 45 of 60 seconds present: 30 s at 60 dB then 15 s climbing from 70 to 84 dB.
+        levels = [60.0] * 30 + [70.0 + i for i in range(15)]
+        frames = []
+        for i, laeq in enumerate(levels):
+            bands = {k: (50.0 if i % 2 else 56.0) for k in BAND_KEYS}
+            frames.append(LevelFrame.model_validate(frame_dict("s1", T0 + timedelta(seconds=i), laeq, bands=bands, horns=1 if i == 3 else 0)))
+        write_frames(conn, frames)
+        result = aggregates.refresh(conn, T0, T0 + timedelta(minutes=1))
+        assert result.minutes == 1
+        row = conn.execute(
+            "SELECT laeq, lamax, lamin, la10, la50, la90, bands, coverage, n_seconds, car_horn FROM smart.levels_1min"
+        ).fetchone()
+        laeq, lamax, lamin, la10, la50, la90, bands, coverage, n, horns = row
+        assert abs(laeq - _energetic(levels)) < 1e-3
+        assert abs(laeq - 10 * math.log10(sum(10 ** (x / 10) for x in levels) / 45)) < 1e-3
+        assert laeq > sum(levels) / len(levels) + 5, "energetic mean is dominated by the loud seconds"
+        assert lamax == 84.0 + 3 and lamin == 60.0 - 4
+        assert abs(la10 - _percentile(levels, 0.9)) < 1e-3
+        assert abs(la50 - _percentile(levels, 0.5)) < 1e-3
+        assert abs(la90 - _percentile(levels, 0.1)) < 1e-3
+        band_hand = 10 * math.log10((23 * 10 ** 5.6 + 22 * 10 ** 5.0) / 45)
+        assert all(abs(b - band_hand) < 1e-3 for b in bands)
+        assert abs(coverage - 0.75) < 1e-6 and n == 45 and horns == 1
+        for table in ("levels_15min", "levels_1h", "levels_1d"):
+            laeq_t, cov = conn.execute(f"SELECT laeq, coverage FROM smart.{table}").fetchone()
+            assert abs(laeq_t - laeq) < 1e-3, table
+        assert abs(conn.execute("SELECT coverage FROM smart.levels_15min").fetchone()[0] - 45 / 900) < 1e-6
+
+
+def test_refresh_is_incremental_and_idempotent(db):
+    with ready_db(db.smart) as conn:
+        write_frames(conn, [LevelFrame.model_validate(frame_dict("s1", T0 + timedelta(seconds=i), 60.0)) for i in range(10)])
+        aggregates.refresh(conn, T0, T0 + timedelta(hours=1))
+        late = [LevelFrame.model_validate(frame_dict("s1", T0 + timedelta(seconds=10 + i), 70.0)) for i in range(10)]
+        write_frames(conn, late)
+        result = aggregates.refresh_touched(conn, [("s1", T0)])
+        assert result.buckets["levels_1min"] == 1
+        laeq = conn.execute("SELECT laeq FROM smart.levels_1min WHERE sensor_id = 's1'").fetchone()[0]
+        assert abs(laeq - _energetic([60.0] * 10 + [70.0] * 10)) < 1e-3
+        again = aggregates.refresh_touched(conn, [("s1", T0)])
+        assert again.buckets["levels_1min"] == 1
+        assert conn.execute("SELECT count(*) FROM smart.levels_1min").fetchone() == (1,)
+
+
+def _lden_hand(per_hour: dict[datetime, float], tz: ZoneInfo) -> tuple[float, float, float, float]:
+    groups: dict[str, list[float]] = {"d": [], "e": [], "n": []}
+    for t, lvl in per_hour.items():
+        h = t.astimezone(tz).hour
+        groups["d" if 6 <= h < 18 else "e" if 18 <= h < 22 else "n"].append(lvl)
+    ld, le, ln = (_energetic(groups[k]) for k in "den")
+    night_hours = len(groups["n"])  # every hour of the local day is present
+    lden = 10 * math.log10((12 * 10 ** (ld / 10) + 4 * 10 ** ((le + 5) / 10) + night_hours * 10 ** ((ln + 10) / 10)) / (16 + night_hours))
+    return lden, ld, le, ln
+
+
+def _write_local_day(conn, sensor_id: str, day: date, tz: ZoneInfo, level_of) -> dict[datetime, float]:
+    """Two seconds per real hour of the local day, each hour at its own level."""
+    start = datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(timezone.utc)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tz).astimezone(timezone.utc)
+    per_hour, frames, t = {}, [], start
+    while t < end:
+        lvl = level_of(t.astimezone(tz).hour)
+        per_hour[t] = lvl
+        frames += [LevelFrame.model_validate(frame_dict(sensor_id, t + timedelta(seconds=s), lvl)) for s in (0, 1)]
+        t += timedelta(hours=1)
+    write_frames(conn, frames)
+    aggregates.refresh(conn, start, end)
+    return per_hour
+
+
+def test_lden_on_dst_days_uses_the_real_night_length(db):
+    tz = ZoneInfo("Europe/Paris")
+    with ready_db(db.smart, ["paris", "lyon"]) as conn:
+        level_of = lambda h: 45.0 + (h % 6) if (h < 6 or h >= 22) else 60.0 + (h % 4)  # noqa: E731
+        cases = {date(2026, 3, 29): 23, date(2026, 10, 25): 25, date(2026, 6, 10): 24}
+        for day, hours in cases.items():
+            per_hour = _write_local_day(conn, "paris", day, tz, level_of)
+            assert len(per_hour) == hours
+            lden, ld, le, ln = _lden_hand(per_hour, tz)
+            got = conn.execute("SELECT lden, lday, levening, lnight, coverage FROM smart.lden_daily WHERE sensor_id = 'paris' AND day = %s", (day,)).fetchone()
+            assert got is not None, day
+            assert abs(got[0] - lden) < 1e-3 and abs(got[1] - ld) < 1e-3 and abs(got[2] - le) < 1e-3 and abs(got[3] - ln) < 1e-3, day
+            assert abs(got[4] - 2 * hours / (hours * 3600)) < 1e-6
+            bucket = conn.execute("SELECT bucket FROM smart.levels_1d WHERE sensor_id = 'paris' AND bucket = %s", (datetime(day.year, day.month, day.day, tzinfo=tz),)).fetchone()
+            assert bucket is not None, "daily bucket starts at local midnight"
+
+
+def test_daily_bucket_follows_the_sensor_time_zone(db):
+    with ready_db(db.smart, []) as conn:
+        registry.upsert(conn, [sensor("tokyo", timezone="Asia/Tokyo"), sensor("paris")])
+        t = datetime(2026, 11, 23, 16, 30, tzinfo=timezone.utc)  # 01:30 next day in Tokyo, 17:30 in Paris
+        write_frames(conn, [LevelFrame.model_validate(frame_dict(s, t, 55.0)) for s in ("tokyo", "paris")])
+        aggregates.refresh(conn, t, t + timedelta(seconds=1))
+        rows = dict(conn.execute("SELECT sensor_id, bucket FROM smart.levels_1d").fetchall())
+        assert rows["tokyo"] == datetime(2026, 11, 24, tzinfo=ZoneInfo("Asia/Tokyo"))
+        assert rows["paris"] == datetime(2026, 11, 23, tzinfo=ZoneInfo("Europe/Paris"))
