@@ -17,9 +17,12 @@ class NgsiSettings(BaseModel):
     token: SecretStr | None = Field(None, description="Bearer token for the broker")
     chunk_size: int = Field(100, ge=1, le=1000, description="Entities per batch upsert")
     timeout_s: float = Field(10.0, gt=0, le=300)
-    context_url: str = Field(
-        "http://localhost:8000/ngsi-ld/contexts/sonopolis.jsonld",
-        description="Public URL where the API serves the Sonopolis @context (the broker must be able to fetch it)",
+    context_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Public URL where the API serves the Sonopolis @context, e.g. "
+        "https://bruit.ville.fr/ngsi-ld/contexts/sonopolis.jsonld (the broker must be able to fetch it). "
+        "Required by ngsi-sync; the context source falls back to its own URL",
     )
     periods: list[Period] = Field(
         default_factory=lambda: ["15min", "1h", "1d"],
