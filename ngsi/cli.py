@@ -1,0 +1,79 @@
+"""``sonopolis ngsi-sync``: publish sensors and aggregates to the city's NGSI-LD broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def ngsi_sync(
+    config: Path | None = typer.Option(None, "--config", help="Smart-side TOML settings file"),
+    once: bool = typer.Option(False, "--once", help="One round (catch up everything due), then exit"),
+) -> None:
+    """Push Device and NoiseLevelObserved entities in batches, resuming from the stored cursor."""
+    import asyncio
+    import logging
+
+    from common.config import ConfigError, load_settings
+    from smart.settings import SmartSettings
+
+    try:
+        settings = load_settings(SmartSettings, config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    ngsi = settings.ngsi
+    missing = [name for name, value in (("ngsi.broker_url", ngsi.broker_url), ("ngsi.context_url", ngsi.context_url)) if not value]
+    if missing:
+        typer.echo(f"ngsi-sync needs {', '.join(missing)} (SONOPOLIS_SMART_NGSI__BROKER_URL / __CONTEXT_URL)", err=True)
+        raise typer.Exit(2)
+    try:
+        dsn = settings.db.require_dsn()
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    code = asyncio.run(_run(dsn, settings.db.schema_name, ngsi, once))
+    logging.getLogger(__name__).info("ngsi-sync stopped")
+    raise typer.Exit(code)
+
+
+async def _run(dsn: str, schema: str, settings: object, once: bool) -> int:
+    """Connect, migrate the cursor tables, then one round or rounds every ``interval_s``."""
+    import asyncio
+    import logging
+
+    import httpx
+    import psycopg
+
+    from common.backoff import Backoff
+    from ngsi.client import BrokerClient, BrokerRefused, BrokerUnavailable
+    from ngsi.schema import migrate
+    from ngsi.settings import NgsiSettings
+    from ngsi.sync import Syncer
+
+    assert isinstance(settings, NgsiSettings)
+    log = logging.getLogger("ngsi.sync")
+    with psycopg.connect(dsn) as conn:
+        migrate(conn, schema)
+    timeout = httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s))
+    backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
+    async with httpx.AsyncClient(base_url=str(settings.broker_url), timeout=timeout) as http:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            syncer = Syncer(conn, BrokerClient(http, settings), settings, schema=schema)
+            while True:
+                try:
+                    report = await syncer.run_once()
+                    backoff.reset()
+                    delay = settings.interval_s
+                    if once:
+                        return 0 if report.caught_up else 1
+                except BrokerUnavailable as exc:
+                    log.warning("broker unavailable, cursor kept; will catch up: %s", exc)
+                    if once:
+                        return 1
+                    delay = max(settings.interval_s, backoff.next_delay())
+                except BrokerRefused as exc:
+                    log.error("broker refused the requests (configuration?): %s", exc)
+                    return 3
+                await asyncio.sleep(delay)
