@@ -1,0 +1,163 @@
+"""Log-mel features of 1 s analysis windows, the one feature code of the classifier.
+
+Training (``detectors.training``) and inference (``detectors.classifier``) both call
+:func:`window_features`, so the network is always fed exactly what it was trained on:
+no second implementation that could drift. Pure numpy; the audio only ever lives in
+the arrays passed in.
+
+Geometry (16 kHz): 512-point Hann frames every 10 ms, 64 mel bands 50 Hz-8 kHz.
+A window is 1 s (16 000 samples = 97 frames); windows start every 0.5 s (8 000
+samples, a whole number of frame hops) so a stream and a file cut into the same
+windows give the same features.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+SAMPLE_RATE = 16_000
+N_FFT = 512
+FRAME_HOP = 160
+N_MELS = 64
+F_MIN = 50.0
+F_MAX = 8_000.0
+WINDOW_SAMPLES = SAMPLE_RATE  # 1.0 s analysis window
+WINDOW_HOP = SAMPLE_RATE // 2  # 0.5 s between window starts
+WINDOW_FRAMES = 1 + (WINDOW_SAMPLES - N_FFT) // FRAME_HOP  # 97
+FLOOR_DB = -120.0
+INPUT_SCALE_DB = 20.0
+"""Model inputs are (log-mel dB - window mean) / 20: level-independent shape."""
+
+
+class FeatureError(ValueError):
+    """Audio that cannot be turned into features (wrong shape, rate, or non-finite)."""
+
+
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=4)
+def mel_filterbank(
+    sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = F_MIN, fmax: float = F_MAX
+) -> np.ndarray:
+    """Triangular mel filters, shape (n_fft // 2 + 1, n_mels), area-normalised (Slaney).
+
+    Area normalisation keeps a broadband noise flat across bands, so wide high bands
+    do not dominate the log-mel image just for being wide.
+    """
+    mel_points = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
+    hz_points = _mel_to_hz(mel_points)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    bank = np.zeros((freqs.size, n_mels), dtype=np.float64)
+    for m in range(n_mels):
+        lo, centre, hi = hz_points[m : m + 3]
+        rising = (freqs - lo) / (centre - lo)
+        falling = (hi - freqs) / (hi - centre)
+        bank[:, m] = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (hi - lo))
+    bank.setflags(write=False)
+    return bank.astype(np.float32)
+
+
+def mel_band_centres(n_mels: int = N_MELS, fmin: float = F_MIN, fmax: float = F_MAX) -> np.ndarray:
+    """Centre frequency (Hz) of each mel band, in feature order."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)[1:-1])
+
+
+@lru_cache(maxsize=1)
+def _hann() -> np.ndarray:
+    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
+    # Scale so that a full-scale sine reads about 0 dB in its band.
+    return window * np.float32(2.0 / window.sum())
+
+
+def check_audio(samples: np.ndarray) -> np.ndarray:
+    """Mono float32 view of ``samples`` or a :class:`FeatureError` saying what is wrong."""
+    audio = np.asarray(samples)
+    if audio.ndim != 1:
+        raise FeatureError(f"expected mono audio (1-D array), got shape {audio.shape}")
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise FeatureError(f"expected float samples in [-1, 1], got dtype {audio.dtype}")
+    audio = audio.astype(np.float32, copy=False)
+    if audio.size and not np.isfinite(audio).all():
+        raise FeatureError("audio contains NaN or infinite samples")
+    return audio
+
+
+def resample_to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Polyphase resampling to 16 kHz (scipy ``resample_poly``); identity at 16 kHz."""
+    audio = check_audio(samples)
+    if sample_rate == SAMPLE_RATE:
+        return audio
+    if sample_rate <= 0:
+        raise FeatureError(f"sample rate must be positive, got {sample_rate}")
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(SAMPLE_RATE, int(sample_rate))
+    return resample_poly(audio, SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
+
+
+def log_mel_frames(frames: np.ndarray) -> np.ndarray:
+    """Log-mel power (dB re full scale) of frames shaped (..., N_FFT) -> (..., N_MELS)."""
+    spectrum = np.fft.rfft(frames * _hann(), axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    mel = power @ mel_filterbank()
+    return np.maximum(10.0 * np.log10(mel + 1e-12, dtype=np.float32), FLOOR_DB).astype(np.float32)
+
+
+def window_starts(n_samples: int) -> np.ndarray:
+    """Start offsets of every complete 1 s window in a clip of ``n_samples`` (hop 0.5 s)."""
+    if n_samples < WINDOW_SAMPLES:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_samples - WINDOW_SAMPLES + 1, WINDOW_HOP, dtype=np.int64)
+
+
+def window_log_mel(windows: np.ndarray) -> np.ndarray:
+    """Log-mel images of 1 s windows: (n, WINDOW_SAMPLES) -> (n, N_MELS, WINDOW_FRAMES)."""
+    windows = np.asarray(windows, dtype=np.float32)
+    if windows.ndim != 2 or windows.shape[1] != WINDOW_SAMPLES:
+        raise FeatureError(f"expected windows shaped (n, {WINDOW_SAMPLES}), got {windows.shape}")
+    frames = sliding_window_view(windows, N_FFT, axis=1)[:, ::FRAME_HOP]  # (n, 97, 512) view
+    return np.ascontiguousarray(log_mel_frames(frames).transpose(0, 2, 1))
+
+
+def normalise(log_mel: np.ndarray) -> np.ndarray:
+    """Model input from log-mel images (n, mels, frames) -> (n, 1, mels, frames).
+
+    Subtracting each window's mean makes the input independent of the gain of the
+    microphone chain (levels are kept separately, in dBFS, on each detection).
+    """
+    centred = log_mel - log_mel.mean(axis=(1, 2), keepdims=True)
+    return (centred / INPUT_SCALE_DB).astype(np.float32)[:, None, :, :]
+
+
+def window_features(windows: np.ndarray) -> np.ndarray:
+    """Network input for 1 s windows (n, WINDOW_SAMPLES) -> (n, 1, N_MELS, WINDOW_FRAMES)."""
+    return normalise(window_log_mel(windows))
+
+
+def clip_windows(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, windows) of a 16 kHz clip; a clip shorter than 1 s is zero-padded to one window."""
+    audio = check_audio(audio)
+    if audio.size < WINDOW_SAMPLES:
+        audio = np.pad(audio, (0, WINDOW_SAMPLES - audio.size))
+    starts = window_starts(audio.size)
+    windows = sliding_window_view(audio, WINDOW_SAMPLES)[starts]
+    return starts, windows
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level in dBFS (a full-scale sine reads -3 dBFS); -120 for silence."""
+    if samples.size == 0:
+        return FLOOR_DB
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return max(FLOOR_DB, 20.0 * np.log10(rms + 1e-12))

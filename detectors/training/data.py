@@ -1,0 +1,171 @@
+"""Training data: real clips, a split by source recording, and augmented 1 s windows.
+
+* The split keeps every clip of one ``source_group`` (one source recording, one
+  weapon, one Edge-Impulse sample...) on the same side, so validation measures
+  generalisation to *recordings never heard*, as the hidden evaluation set does.
+* Augmentation mixes each event into a random street/background crop at an SNR of
+  0-30 dB (or leaves it clean), shifts it in the window and draws the overall level
+  between -50 and -10 dBFS; background windows are sometimes mixes of two
+  backgrounds. Fresh augmented windows are drawn at each training round.
+
+Audio is held in memory only while the script runs; nothing derived from it is
+written except the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detectors import features
+from detectors.classifier import BACKGROUND, CLASSES
+from detectors.evaluation import load_clip
+from detectors.training.synth import spray_can_clip
+
+W = features.WINDOW_SAMPLES
+
+
+class DataError(ValueError):
+    """The training folder is unusable (missing LABELS.csv column, unknown label, bad file)."""
+
+
+@dataclass
+class Clip:
+    label: str
+    audio: np.ndarray
+    group: str
+    source: str
+    license: str
+    peak: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.peak = loudest_point(self.audio)
+
+
+def loudest_point(audio: np.ndarray) -> int:
+    """Centre of the loudest 100 ms (the README cut event clips around it)."""
+    if audio.size <= 1600:
+        return audio.size // 2
+    energy = np.convolve(np.square(audio, dtype=np.float64), np.ones(1600), mode="valid")
+    return int(np.argmax(energy)) + 800
+
+
+def load_training_clips(folder: Path) -> list[Clip]:
+    """All clips of ``folder/LABELS.csv`` (needs path, label, source_group columns)."""
+    labels = folder / "LABELS.csv"
+    try:
+        with labels.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise DataError(f"cannot read {labels}: {exc}") from exc
+    clips = []
+    for line, row in enumerate(rows, start=2):
+        if row.get("label") not in CLASSES:
+            raise DataError(f"{labels}:{line}: unknown label {row.get('label')!r}")
+        if not row.get("source_group"):
+            raise DataError(f"{labels}:{line}: no source_group (needed for the split by recording)")
+        audio, rate = load_clip(folder / row["path"])
+        audio = features.resample_to_model_rate(audio, rate)
+        clips.append(Clip(row["label"], audio, row["source_group"], row.get("source_repo", ""), row.get("license", "")))
+    return clips
+
+
+def split_by_group(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
+    """(train, validation): per label, whole source groups go to validation until ``fraction`` of its clips.
+
+    Groups are ordered by a seeded hash, so the split is stable across runs and
+    machines. A group that spans labels goes wherever its first label sends it.
+    """
+    by_label: dict[str, dict[str, int]] = {}
+    for clip in clips:
+        by_label.setdefault(clip.label, {}).setdefault(clip.group, 0)
+        by_label[clip.label][clip.group] += 1
+    validation_groups: set[str] = set()
+    decided: set[str] = set()
+    for label in sorted(by_label):
+        groups = by_label[label]
+        total = sum(groups.values())
+        order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+        taken = sum(groups[g] for g in order if g in validation_groups)
+        for group in order:
+            if group in decided:
+                continue
+            if taken < fraction * total and len(groups) > 1 and taken + groups[group] <= max(0.5 * total, 1):
+                validation_groups.add(group)
+                taken += groups[group]
+            decided.add(group)
+    train = [c for c in clips if c.group not in validation_groups]
+    validation = [c for c in clips if c.group in validation_groups]
+    return train, validation
+
+
+def synthetic_spray_cans(n: int, seed: int, group_prefix: str) -> list[Clip]:
+    rng = np.random.default_rng(seed)
+    return [Clip("spray_can", spray_can_clip(rng), f"{group_prefix}:{i}", "synthetic", "project (synthetic)") for i in range(n)]
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) + 1e-9
+
+
+def _crop(audio: np.ndarray, start: int) -> np.ndarray:
+    out = np.zeros(W, np.float32)
+    lo, hi = max(0, start), min(audio.size, start + W)
+    if hi > lo:
+        out[lo - start : hi - start] = audio[lo:hi]
+    return out
+
+
+def _event_window(clip: Clip, rng: np.random.Generator) -> np.ndarray:
+    """1 s crop with the clip's loudest point somewhere inside (5-95 %)."""
+    if clip.audio.size <= W:
+        offset = int(rng.integers(0, W - clip.audio.size + 1))
+        return _crop(clip.audio, -offset)
+    return _crop(clip.audio, clip.peak - int(rng.uniform(0.05, 0.95) * W))
+
+
+def _background_window(clips: list[Clip], rng: np.random.Generator) -> np.ndarray:
+    clip = clips[int(rng.integers(len(clips)))]
+    start = int(rng.integers(0, max(1, clip.audio.size - W + 1)))
+    return _crop(clip.audio, start)
+
+
+def _set_level(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    target = 10 ** (rng.uniform(-50.0, -10.0) / 20.0)
+    return np.clip(x * (target / _rms(x)), -1.0, 1.0).astype(np.float32)
+
+
+def augmented_windows(
+    clips: list[Clip], per_class: dict[str, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(model inputs, labels) of freshly augmented 1 s windows, ``per_class[label]`` of each."""
+    background = [c for c in clips if c.label == BACKGROUND]
+    by_label = {label: [c for c in clips if c.label == label] for label in CLASSES}
+    windows: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, count in per_class.items():
+        pool = by_label[label]
+        if not pool:
+            continue
+        for _ in range(count):
+            if label == BACKGROUND:
+                x = _background_window(background, rng)
+                if rng.random() < 0.3:
+                    other = _background_window(background, rng)
+                    x = x + other * (_rms(x) / _rms(other)) * 10 ** (rng.uniform(-15, 5) / 20)
+            else:
+                x = _event_window(pool[int(rng.integers(len(pool)))], rng)
+                if rng.random() < 0.65:
+                    noise = _background_window(background, rng)
+                    snr = rng.uniform(0.0, 30.0)
+                    x = x + noise * (_rms(x) / _rms(noise)) * 10 ** (-snr / 20)
+            windows.append(_set_level(x, rng))
+            labels.append(CLASSES.index(label))
+    order = rng.permutation(len(labels))
+    stacked = np.stack(windows)[order]
+    inputs = np.concatenate([features.window_features(stacked[i : i + 256]) for i in range(0, len(stacked), 256)])
+    return inputs, np.asarray(labels, np.int64)[order]
