@@ -1,0 +1,127 @@
+"""The open API application: ``create_app(settings, pool)``, everything injected.
+
+The caller owns the connection pool (opened before, closed after); the app only
+borrows connections. Background work (open-event evaluator, webhook dispatcher) runs
+in the app's lifespan when ``settings.events.run_in_api`` — tests drive those
+functions directly instead, through the same stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from api import page, routes_data, routes_events, routes_exports, transparency
+from api.errors import ProblemDetails, install_handlers
+from api.events import EventStore, evaluator_loop
+from api.queries import Queries
+from api.security import TokenBuckets, rate_limit_factory, require_admin_factory
+from api.settings import ApiSettings
+from api.webhooks import WebhookStore, dispatcher_loop
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Open noise data of the city's acoustic sensors: anonymous aggregates only.
+
+* **sensors** — positions and descriptions (GeoJSON);
+* **levels** — LAeq, LAmax, LA10/50/90 and third-octave bands per 1 min / 15 min / 1 h / 1 day, daily Lden, hourly counts of car horns and sirens;
+* **events** — public noise events (threshold exceeded over 5 min, sensor silent) by server-sent events or signed webhooks;
+* **open data** — daily files with Frictionless and DCAT-AP metadata, published only after a data-quality gate;
+* **transparency** — what the sensors measure and never do, who is responsible, your rights.
+
+Sensors never record, store or transmit audio. Errors are RFC 9457 Problem Details. The public routes are rate-limited per client (429 + Retry-After)."""
+
+TAGS = [
+    {"name": "sensors", "description": "Where the sensors are and what they are"},
+    {"name": "levels", "description": "Aggregated noise levels (dB(A)) and source counts"},
+    {"name": "events", "description": "Open noise events (never security events)"},
+    {"name": "opendata", "description": "Published daily files, datapackage.json, DCAT-AP catalogue, quality reports"},
+    {"name": "transparency", "description": "Information for residents (RGPD / CNIL)"},
+    {"name": "admin", "description": "Bearer-token routes: webhooks, exports"},
+    {"name": "page", "description": "Built-in map and charts for cities without Grafana"},
+]
+
+
+def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str = "smart",
+               webhook_client: httpx.AsyncClient | None = None) -> FastAPI:
+    """Build the app around an (open) async pool of the smart role."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        client = webhook_client or httpx.AsyncClient(timeout=httpx.Timeout(settings.events.webhook_timeout_s))
+        if settings.events.run_in_api:
+            tasks.append(asyncio.create_task(evaluator_loop(pool, app.state.events, settings.events, stop)))
+            tasks.append(asyncio.create_task(dispatcher_loop(pool, app.state.webhooks, client, settings.events, stop)))
+            log.info("open-event evaluator and webhook dispatcher started")
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(t, timeout=10)
+            if webhook_client is None:
+                await client.aclose()
+
+    app = FastAPI(
+        title="Sonopolis open noise data API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        license_info={"name": "EUPL-1.2 (code); data under the licence in the DCAT-AP catalogue"},
+        responses={400: {"model": ProblemDetails, "description": "Bad request (Problem Details)"},
+                   422: {"model": ProblemDetails, "description": "Invalid parameters (Problem Details)"},
+                   429: {"model": ProblemDetails, "description": "Rate limited; see Retry-After"}},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.queries = Queries(schema)
+    app.state.events = EventStore(schema)
+    app.state.webhooks = WebhookStore(schema)
+    app.state.schema = schema
+    install_handlers(app)
+
+    buckets = TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.rate_buckets = buckets
+    rate_limit = rate_limit_factory(buckets, settings.trust_forwarded_for)
+    require_admin = require_admin_factory(settings.admin_token)
+
+    app.include_router(routes_data.build_router(rate_limit))
+    app.include_router(routes_events.build_router(rate_limit, require_admin))
+    app.include_router(routes_exports.build_router(rate_limit, require_admin))
+    app.include_router(transparency.build_router(rate_limit))
+    app.include_router(page.build_router(rate_limit))
+    _mount_ngsi(app, pool, schema)
+    return app
+
+
+def _mount_ngsi(app: FastAPI, pool: AsyncConnectionPool, schema: str) -> None:
+    """Serve the NGSI-LD read routes of ``ngsi.context_source`` when that module is installed."""
+    try:
+        from ngsi import context_source
+    except ImportError:
+        log.info("ngsi.context_source not available: /ngsi-ld/v1 routes not mounted")
+        return
+    factory = getattr(context_source, "build_router", None) or getattr(context_source, "create_router", None)
+    if factory is None:
+        log.warning("ngsi.context_source has no router factory: /ngsi-ld/v1 routes not mounted")
+        return
+    app.include_router(factory(pool, schema=schema) if _accepts_schema(factory) else factory(pool))
+
+
+def _accepts_schema(func: object) -> bool:
+    import inspect
+
+    try:
+        return "schema" in inspect.signature(func).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False

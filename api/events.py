@@ -1,0 +1,134 @@
+"""Open noise events, detected from the database by a small evaluator loop.
+
+Two public event types, and only these (the ``api_events`` table has a CHECK on them;
+the smart database holds no security class to begin with):
+
+* ``noise_threshold_exceeded`` — the LAeq over an aligned 5-minute window (energetic
+  mean of the 1 s LAeq values in ``smart.levels``) is above the configured threshold;
+* ``sensor_silent`` — an active sensor has sent no frame for ``silent_after_min``.
+
+Detection is idempotent: each event is keyed by (type, sensor, window start / last
+frame time), so re-evaluating the same data, or two API replicas evaluating at once,
+never duplicates an event. New events are queued for every matching webhook in the
+same transaction, so none is lost between detection and delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from api.settings import OpenEventSettings
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("noise_threshold_exceeded", "sensor_silent")
+
+_THRESHOLD = """
+WITH w AS (
+    SELECT sensor_id, date_bin('5 minutes', time, TIMESTAMPTZ '2000-01-01') AS started_at,
+           10 * log(avg(power(10::float8, laeq / 10.0))) AS laeq5
+    FROM {levels}
+    WHERE time >= %(since)s AND time < %(now)s AND laeq IS NOT NULL
+    GROUP BY 1, 2
+)
+INSERT INTO {events} (event_type, sensor_id, started_at, value, threshold)
+SELECT 'noise_threshold_exceeded', sensor_id, started_at, round(laeq5::numeric, 1), %(threshold)s
+FROM w
+WHERE laeq5 > %(threshold)s AND started_at + interval '5 minutes' <= %(now)s
+ON CONFLICT (event_type, sensor_id, started_at) DO NOTHING
+RETURNING id
+"""
+
+_SILENT = """
+WITH last AS (
+    SELECT s.sensor_id, (SELECT max(l.time) FROM {levels} l WHERE l.sensor_id = s.sensor_id) AS last_time
+    FROM {sensors} s WHERE s.active
+)
+INSERT INTO {events} (event_type, sensor_id, started_at, value, threshold)
+SELECT 'sensor_silent', sensor_id, last_time,
+       round((extract(epoch FROM %(now)s - last_time) / 60.0)::numeric, 1), %(silent_min)s
+FROM last
+WHERE last_time IS NOT NULL AND last_time < %(now)s - make_interval(secs => %(silent_min)s * 60)
+ON CONFLICT (event_type, sensor_id, started_at) DO NOTHING
+RETURNING id
+"""
+
+_ENQUEUE = """
+INSERT INTO {deliveries} (webhook_id, event_id)
+SELECT w.id, e.id FROM {webhooks} w JOIN {events} e ON e.event_type = ANY(w.event_types)
+WHERE w.active AND e.id = ANY(%s)
+ON CONFLICT DO NOTHING
+"""
+
+
+class EventStore:
+    """SQL of the open events, bound to one schema."""
+
+    def __init__(self, schema: str = "smart"):
+        s = sql.Identifier(schema)
+        rel = lambda name: sql.SQL("{}.{}").format(s, sql.Identifier(name))  # noqa: E731
+        self.names = {k: rel(v) for k, v in {
+            "levels": "levels", "sensors": "sensors", "events": "api_events",
+            "webhooks": "api_webhooks", "deliveries": "api_webhook_deliveries"}.items()}
+
+    def q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(**self.names)
+
+    async def evaluate(self, conn: AsyncConnection, settings: OpenEventSettings, now: dt.datetime | None = None) -> list[int]:
+        """Detect new events up to ``now``; queue them for webhooks; return their ids."""
+        now = now or dt.datetime.now(dt.UTC)
+        since = now - dt.timedelta(minutes=settings.lookback_min)
+        async with conn.transaction():
+            cur = await conn.execute(self.q(_THRESHOLD), {"since": since, "now": now, "threshold": settings.laeq_5min_threshold_db})
+            ids = [r[0] for r in await cur.fetchall()]
+            cur = await conn.execute(self.q(_SILENT), {"now": now, "silent_min": settings.silent_after_min})
+            ids += [r[0] for r in await cur.fetchall()]
+            if ids:
+                await conn.execute(self.q(_ENQUEUE), (ids,))
+        if ids:
+            log.info("open events detected: %d new", len(ids))
+        return ids
+
+    async def after(self, conn: AsyncConnection, last_id: int, limit: int = 500, types: list[str] | None = None,
+                    sensors: list[str] | None = None) -> list[dict[str, Any]]:
+        conds = [sql.SQL("id > %s")]
+        params: list[Any] = [last_id]
+        if types:
+            conds.append(sql.SQL("event_type = ANY(%s)"))
+            params.append(types)
+        if sensors:
+            conds.append(sql.SQL("sensor_id = ANY(%s)"))
+            params.append(sensors)
+        q = sql.SQL("SELECT id, event_type, sensor_id, started_at, value, threshold FROM {} WHERE {} ORDER BY id LIMIT %s").format(
+            self.names["events"], sql.SQL(" AND ").join(conds))
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(q, (*params, limit))
+            return await cur.fetchall()
+
+    async def last_id(self, conn: AsyncConnection) -> int:
+        cur = await conn.execute(self.q("SELECT coalesce(max(id), 0) FROM {events}"))
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def evaluator_loop(pool: AsyncConnectionPool, store: EventStore, settings: OpenEventSettings, stop: asyncio.Event) -> None:
+    """Evaluate every ``evaluate_every_s`` until ``stop``; a database outage is waited out."""
+    from psycopg import OperationalError
+
+    while not stop.is_set():
+        try:
+            async with pool.connection() as conn:
+                await store.evaluate(conn, settings)
+        except OperationalError as exc:
+            log.warning("event evaluation skipped, database unavailable: %s", type(exc).__name__)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=settings.evaluate_every_s)
+        except TimeoutError:
+            pass

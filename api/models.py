@@ -1,0 +1,183 @@
+"""The open API's schemas: the single source of its JSON, its CSV columns and its OpenAPI.
+
+Rows come straight from the smart aggregate relations (``docs/CONTRACTS.md``); the
+models add units and descriptions so the OpenAPI document explains what a value is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+
+class Period(str, Enum):
+    """Aggregation period of a level series; each maps to one relation."""
+
+    min1 = "1min"
+    min15 = "15min"
+    h1 = "1h"
+    d1 = "1d"
+
+
+PERIOD_RELATION: dict[Period, str] = {
+    Period.min1: "levels_1min",
+    Period.min15: "levels_15min",
+    Period.h1: "levels_1h",
+    Period.d1: "levels_1d",
+}
+
+
+class PointGeometry(BaseModel):
+    type: Literal["Point"] = "Point"
+    coordinates: tuple[float, float] = Field(..., description="[longitude, latitude] (WGS84, GeoJSON order)")
+
+
+class SensorProperties(BaseModel):
+    sensor_id: str = Field(..., examples=["SE-042"])
+    name: str = Field(..., examples=["Place Jean-Jaurès"])
+    street: str | None = None
+    place: str | None = None
+    sonometer_class: int | None = Field(None, ge=1, le=2, description="IEC 61672 class of the sound level meter")
+    installed_on: dt.date | None = None
+    timezone: str = Field("Europe/Paris")
+    active: bool = True
+    measures: list[str] = Field(
+        default_factory=lambda: ["LAeq", "LAFmax", "LAFmin", "LA10", "LA50", "LA90", "third-octave bands", "counts of car horns and sirens"],
+        description="Aggregate acoustic indicators only: the sensor never records, stores or transmits audio",
+    )
+
+
+class SensorFeature(BaseModel):
+    """One sensor as a GeoJSON Feature."""
+
+    type: Literal["Feature"] = "Feature"
+    id: str
+    geometry: PointGeometry
+    properties: SensorProperties
+
+
+class SensorCollection(BaseModel):
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[SensorFeature]
+
+
+class LevelRow(BaseModel):
+    """Levels of one sensor over one bucket (dB(A) re 20 µPa)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "sensor_id": "SE-042", "bucket": "2025-06-01T10:00:00+00:00", "period": "1h", "laeq": 62.3, "lamax": 81.0,
+        "lamin": 48.2, "la10": 66.1, "la50": 60.4, "la90": 52.7, "coverage": 0.998, "n_seconds": 3593,
+        "car_horn": 4, "siren": 0}]})
+
+    sensor_id: str
+    bucket: dt.datetime = Field(..., description="Start of the bucket (1d: local midnight of the sensor's zone)")
+    period: Period
+    laeq: float | None = Field(None, description="Energetic mean A-weighted level, dB(A)")
+    lamax: float | None = Field(None, description="Highest 1 s LAFmax, dB(A)")
+    lamin: float | None = Field(None, description="Lowest 1 s LAFmin, dB(A)")
+    la10: float | None = Field(None, description="Level exceeded 10 % of the time, dB(A)")
+    la50: float | None = Field(None, description="Median level, dB(A)")
+    la90: float | None = Field(None, description="Background level exceeded 90 % of the time, dB(A)")
+    coverage: float | None = Field(None, ge=0, le=1, description="Seconds measured / seconds in the bucket")
+    n_seconds: int | None = None
+    car_horn: int | None = Field(None, description="Car horns counted in the bucket")
+    siren: int | None = Field(None, description="Sirens counted in the bucket")
+    bands: dict[str, float] | None = Field(None, description="Third-octave band levels keyed by nominal centre (Hz), dB")
+
+
+class LdenRow(BaseModel):
+    """Daily noise indicators of Directive 2002/49/EC (day 6-18 h, evening 18-22 h, night 22-6 h local)."""
+
+    sensor_id: str
+    day: dt.date
+    lden: float | None = Field(None, description="Day-evening-night level, dB(A)")
+    lday: float | None = None
+    levening: float | None = None
+    lnight: float | None = None
+    coverage: float | None = Field(None, ge=0, le=1)
+
+
+class SourceCountRow(BaseModel):
+    """Non-security noise sources counted per hour (no security class is ever counted here)."""
+
+    sensor_id: str
+    hour: dt.datetime
+    car_horn: int
+    siren: int
+
+
+class Page(BaseModel):
+    """A page of rows; follow ``next`` (also in the ``Link`` header) for the rest."""
+
+    items: list[Any]
+    count: int
+    next: str | None = Field(None, description="URL of the next page, absent on the last one")
+
+
+class LevelPage(Page):
+    items: list[LevelRow]
+
+
+class LdenPage(Page):
+    items: list[LdenRow]
+
+
+class SourceCountPage(Page):
+    items: list[SourceCountRow]
+
+
+class LatestLevel(BaseModel):
+    sensor_id: str
+    bucket: dt.datetime
+    laeq: float | None
+
+
+OpenEventType = Literal["noise_threshold_exceeded", "sensor_silent"]
+"""The only event types of the open API: public noise information, never a security class."""
+
+
+class OpenEvent(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 17, "event_type": "noise_threshold_exceeded", "sensor_id": "SE-042",
+        "started_at": "2025-06-01T22:15:00+00:00", "value": 78.4, "threshold": 75.0}]})
+
+    id: int
+    event_type: OpenEventType
+    sensor_id: str
+    started_at: dt.datetime = Field(..., description="Start of the 5 min window, or time of the last frame for sensor_silent")
+    value: float | None = Field(None, description="LAeq,5min in dB(A), or minutes without data")
+    threshold: float | None = None
+
+
+class WebhookCreate(BaseModel):
+    url: AnyHttpUrl = Field(..., examples=["https://hooks.example.org/sonopolis"])
+    event_types: list[OpenEventType] = Field(default_factory=lambda: ["noise_threshold_exceeded", "sensor_silent"], min_length=1)
+    description: str | None = Field(None, max_length=200)
+
+
+class Webhook(BaseModel):
+    id: UUID
+    url: str
+    event_types: list[str]
+    description: str | None = None
+    active: bool
+    created_at: dt.datetime
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(..., description="HMAC-SHA256 key, shown once: verify `X-Sonopolis-Signature: t=<unix>,v1=<hex>` over `<t>.<body>`")
+
+
+class ExportRun(BaseModel):
+    id: int
+    day: dt.date
+    dataset: str
+    status: Literal["published", "rejected"]
+    rows: int
+    started_at: dt.datetime
+    report: dict[str, Any]
+    file_path: str | None = None
