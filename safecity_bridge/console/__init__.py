@@ -1,0 +1,1 @@
+"""The operator console: a FastAPI app on the bridge's own port, authentication required."""

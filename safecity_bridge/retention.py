@@ -1,0 +1,79 @@
+"""Retention: incidents, their events and camera moves, journal entries and quarantined
+messages older than ``retention_days`` (default 15, at most 30) are deleted, except
+incidents under legal hold and the journal entries about them.
+
+The purge runs in the database (``purge_expired``, the only code allowed past the
+journal's append-only trigger) and is itself journaled with its cutoff and counts,
+in the same transaction. The clock is injected so tests can travel in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from safecity_bridge import journal
+from safecity_bridge.journal import SYSTEM, Action
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    cutoff: datetime
+    incidents: int
+    journal_entries: int
+    quarantined: int
+
+
+async def purge(conn: psycopg.AsyncConnection[Any], schema: str, retention_days: int, *, clock: Clock = utc_now) -> PurgeResult:
+    """Delete what is past retention and journal the purge (one transaction)."""
+    if not 1 <= retention_days <= 30:
+        raise ValueError(f"retention_days={retention_days} refused: between 1 and 30 days")
+    now = clock()
+    cutoff = now - timedelta(days=retention_days)
+    async with conn.transaction():
+        cur = await conn.execute(sql.SQL("SELECT * FROM {}.purge_expired(%s)").format(sql.Identifier(schema)), (cutoff,))
+        row = await cur.fetchone()
+        assert row is not None
+        result = PurgeResult(cutoff, int(row[0]), int(row[1]), int(row[2]))
+        await journal.append(
+            conn,
+            schema,
+            at=now,
+            actor=SYSTEM,
+            action=Action.PURGE,
+            details={"cutoff": cutoff.isoformat(), "retention_days": retention_days, "incidents": result.incidents,
+                     "journal_entries": result.journal_entries, "quarantined": result.quarantined},
+        )
+    log.info("retention purge: cutoff=%s incidents=%d journal=%d quarantine=%d", cutoff.isoformat(), result.incidents, result.journal_entries, result.quarantined)
+    return result
+
+
+async def run_periodically(
+    connect: Callable[[], Any], schema: str, retention_days: int, interval_s: float, stop: asyncio.Event, *, clock: Clock = utc_now
+) -> None:
+    """Purge at start and every ``interval_s`` until ``stop``; a DB outage is retried next round."""
+    while not stop.is_set():
+        try:
+            async with await connect() as conn:
+                await purge(conn, schema, retention_days, clock=clock)
+        except psycopg.OperationalError as exc:
+            log.warning("retention purge postponed (database unavailable: %s)", exc.__class__.__name__)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except asyncio.TimeoutError:
+            pass

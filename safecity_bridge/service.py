@@ -1,0 +1,288 @@
+"""The bridge process: safe broker in, cameras and control room out.
+
+Hot path for one event (one asyncio task, in order)::
+
+    MQTT (paho thread) -> intake checks -> correlate (plan) -> ONE SQL statement
+    (event + incident + journal, committed) -> PUBACK -> live feed (synchronous fan-out)
+    -> camera steering task (concurrent) -> webhooks queued (background)
+
+Commit first: an alert the operator sees always exists in the journal, and a crash
+before the commit leaves the message unacknowledged for the broker to re-deliver. The
+commit is a single round trip, the feed push never awaits a client, the ONVIF clients
+are kept warm by the controller, and steering runs concurrently with the next event:
+a dead camera costs its own timeout, never the alert, which then says "camera
+unavailable". What follows the alert (camera outcomes, delivery journal) is written by
+a second connection so it never queues in front of the next incident.
+
+Refuses to exist without a complete legal declaration (:class:`DeclarationMissing`),
+and journals the declaration at every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+import psycopg
+
+from common.backoff import Backoff
+from safecity_bridge import journal, store
+from safecity_bridge.consumer import Inbound, SafeConsumer
+from safecity_bridge.correlation import Correlator, IncidentState, Plan
+from safecity_bridge.delivery.feed import FeedHub
+from safecity_bridge.delivery.webhooks import Delivery, WebhookSender
+from safecity_bridge.intake import RateLimiter, RecentIds, Rejected, parse
+from safecity_bridge.journal import SYSTEM, Action
+from safecity_bridge.onvif_events import metadata_stream
+from safecity_bridge.retention import Clock, utc_now
+from safecity_bridge.settings import SafeSettings
+
+log = logging.getLogger(__name__)
+
+
+class DeclarationMissing(RuntimeError):
+    """No complete legal declaration: the bridge does not steer cameras nor deliver alerts."""
+
+
+class Steerer(Protocol):
+    """Turns cameras toward an incident; never raises, one outcome dict per camera tried.
+
+    Outcome keys: camera_id, outcome ('moved_preset' | 'moved_absolute' | 'unavailable'),
+    preset, pan, tilt, zoom, reason, latency_ms.
+    """
+
+    async def steer(self, incident: IncidentState) -> list[dict[str, Any]]: ...
+
+    def camera_ids(self) -> list[str]: ...
+
+
+def require_declaration(settings: SafeSettings) -> None:
+    decl = settings.declaration
+    if not decl.complete:
+        raise DeclarationMissing(
+            "the safe path is disabled: no complete legal declaration. Coupling sound detection with "
+            "video-protection cameras requires a specific legal basis in France (CNIL warning to "
+            "Saint-Etienne 2019; TA Orleans 12 July 2024, n°2104478). Missing: " + "; ".join(decl.missing())
+        )
+    if decl.fictitious:
+        off_loopback = [c for c in settings.cameras if not _is_loopback(getattr(c, "host", "127.0.0.1"))]
+        if off_loopback:
+            raise DeclarationMissing("the fictitious demo declaration only allows simulated cameras on this machine (127.0.0.1/localhost)")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    incidents: int = 0
+    correlated: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    db_retries: int = 0
+
+
+@dataclass
+class BridgeService:
+    settings: SafeSettings
+    steerer: Steerer
+    http_client: httpx.AsyncClient
+    clock: Clock = utc_now
+    hub: FeedHub = field(init=False)
+    stats: Stats = field(default_factory=Stats)
+    camera_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require_declaration(self.settings)
+        if self.settings.db.dsn is None:
+            raise DeclarationMissing("db.dsn (SONOPOLIS_SAFE_DB__DSN) is required: the journal is mandatory")
+        self.schema = self.settings.db.schema_name
+        self.dsn = self.settings.db.dsn.get_secret_value()
+        self.hub = FeedHub(queue_size=self.settings.feed_queue_size)
+        self.correlator = Correlator(self.settings.correlation, {s.sensor_id: s for s in self.settings.sensors})
+        self.limiter = RateLimiter(self.settings.rate_limit)
+        self.recent = RecentIds(self.settings.dedup_memory)
+        self.webhooks = WebhookSender(self.http_client, queue_size=self.settings.webhook_queue_size, on_failure=self._webhook_failed)
+        self.camera_status = {cid: {"camera_id": cid, "status": "unknown", "reason": None, "at": None} for cid in self.steerer.camera_ids()}
+        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._side: asyncio.Queue[Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._hot: psycopg.AsyncConnection[Any] | None = None
+        self.consumer: SafeConsumer | None = None
+
+    # ------------------------------------------------------------------ life cycle
+    async def connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+
+    async def start(self) -> None:
+        """Migrate, journal the declaration, then start consuming (call inside the loop)."""
+        await asyncio.to_thread(store.migrate, self.dsn, self.schema)
+        self._hot = await self.connect()
+        decl = self.settings.declaration
+        await journal.append(
+            self._hot, self.schema, at=self.clock(), actor=SYSTEM, action=Action.BRIDGE_STARTED,
+            details={"legal_basis": decl.legal_basis, "dpia_reference": decl.dpia_reference, "declared_by": decl.declared_by,
+                     "fictitious": decl.fictitious, "cameras": len(self.settings.cameras), "sensors": len(self.settings.sensors),
+                     "retention_days": self.settings.retention_days},
+        )
+        if decl.fictitious:
+            log.warning("FICTITIOUS legal declaration (demo): simulated cameras only")
+        self.webhooks.start()
+        self._spawn(self._worker(), "intake")
+        self._spawn(self._side_writer(), "side-writer")
+        self.consumer = SafeConsumer(self.settings.mqtt, asyncio.get_running_loop(), self._inbox.put_nowait)
+        self.consumer.start()
+
+    async def stop(self) -> None:
+        if self.consumer:
+            self.consumer.stop()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.webhooks.stop()
+        self.hub.close()
+        if self._hot:
+            await self._hot.close()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ hot path
+    async def _worker(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            await self.handle(item)
+
+    async def _db(self, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Any]]) -> Any:
+        """Run ``op`` on the hot connection; ride out an outage (the message stays unacked meanwhile)."""
+        backoff = Backoff(initial=0.05, maximum=5.0)
+        while True:
+            try:
+                if self._hot is None or self._hot.closed:
+                    self._hot = await self.connect()
+                return await op(self._hot)
+            except psycopg.OperationalError as exc:
+                self.stats.db_retries += 1
+                delay = backoff.next_delay()
+                log.warning("safe database unavailable (%s): retry in %.2f s", exc.__class__.__name__, delay)
+                if self._hot is not None:
+                    await self._hot.close()
+                self._hot = None
+                await asyncio.sleep(delay)
+
+    async def handle(self, item: Inbound) -> None:
+        self.stats.received += 1
+        received_at = self.clock()
+        try:
+            ev = parse(item.topic, item.payload, set(self.correlator.sensors), received_at)
+            if ev.event_id in self.recent:
+                self.stats.duplicates += 1
+                self._ack(item)
+                return
+            self.limiter.check(ev)
+        except Rejected as rej:
+            await self._quarantine(item, rej, received_at)
+            return
+        plan = self.correlator.plan(ev, received_at)
+        stored = await self._db(lambda c: store.record_event(c, self.schema, ev, plan.incident, is_new=plan.is_new, received_at=received_at))
+        self.recent.add(ev.event_id)
+        self._ack(item)
+        if not stored:
+            self.stats.duplicates += 1
+            return
+        self.correlator.commit(plan)
+        self.correlator.prune()
+        self._alert(plan, ev.event_id)
+
+    def _ack(self, item: Inbound) -> None:
+        if self.consumer is not None:
+            self.consumer.ack(item)
+
+    async def _quarantine(self, item: Inbound, rej: Rejected, received_at: datetime) -> None:
+        self.stats.quarantined += 1
+        log.info("quarantined a message (%s) from sensor %s", rej.code, rej.sensor_id)
+        await self._db(lambda c: store.quarantine(c, self.schema, received_at=received_at, topic=item.topic, payload=item.payload,
+                                                  reason_code=rej.code, reason=rej.reason, sensor_id=rej.sensor_id, event_id=rej.event_id))
+        self._ack(item)
+
+    def _alert(self, plan: Plan, event_id: uuid.UUID) -> None:
+        inc = store.incident_dict(plan.incident)
+        steer = plan.is_new or plan.reaim
+        if plan.is_new:
+            self.stats.incidents += 1
+        else:
+            self.stats.correlated += 1
+        if steer:
+            self._spawn(self._steer(plan.incident), "steer")
+        kind = "incident" if plan.is_new else "incident_update"
+        n = self.hub.publish(kind, {"incident": inc, "event_id": str(event_id), "cameras": "steering" if steer else "unchanged"})
+        if plan.is_new or plan.reaim:
+            self._submit_webhooks(inc)
+        self._side.put_nowait(lambda c: journal.append(c, self.schema, at=self.clock(), actor=SYSTEM, action=Action.ALERT_DELIVERED,
+                                                       incident_id=plan.incident.incident_id, details={"feed_clients": n, "kind": kind}))
+
+    async def _steer(self, inc: IncidentState) -> None:
+        started = time.monotonic()
+        outcomes = await self.steerer.steer(inc)
+        at = self.clock()
+        for o in outcomes:
+            ok = o["outcome"] != "unavailable"
+            self.camera_status[o["camera_id"]] = {"camera_id": o["camera_id"], "status": "ok" if ok else "unavailable", "reason": o.get("reason"), "at": at.isoformat()}
+        summary = [{**o, "message": "camera unavailable" if o["outcome"] == "unavailable" else o["outcome"]} for o in outcomes]
+        self.hub.publish("cameras", {"incident_id": str(inc.incident_id), "cameras": summary,
+                                     "message": "no camera in range" if not outcomes else None,
+                                     "elapsed_ms": round((time.monotonic() - started) * 1000, 1)})
+        self._side.put_nowait(lambda c: store.record_camera_outcomes(c, self.schema, inc.incident_id, outcomes, at))
+
+    def _submit_webhooks(self, inc: dict[str, Any]) -> None:
+        for target in self.settings.webhooks:
+            if target.format == "onvif":
+                body, ctype = metadata_stream([inc]), "application/xml"
+            else:
+                body, ctype = json.dumps({"type": "incident", "incident": inc}, separators=(",", ":")).encode(), "application/json"
+            self.webhooks.submit(Delivery(target, body, ctype, inc["incident_id"]))
+
+    async def _webhook_failed(self, d: Delivery, why: str) -> None:
+        self._side.put_nowait(lambda c: journal.append(c, self.schema, at=self.clock(), actor=SYSTEM, action=Action.WEBHOOK_FAILED,
+                                                       incident_id=uuid.UUID(d.incident_id), details={"target": d.target.name, "delivery_id": d.delivery_id, "error": why}))
+
+    async def _side_writer(self) -> None:
+        conn: psycopg.AsyncConnection[Any] | None = None
+        backoff = Backoff(initial=0.1, maximum=5.0)
+        while True:
+            op = await self._side.get()
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await self.connect()
+                    await op(conn)
+                    backoff.reset()
+                    break
+                except psycopg.OperationalError as exc:
+                    log.warning("side writer: database unavailable (%s), retrying", exc.__class__.__name__)
+                    conn = None
+                    await asyncio.sleep(backoff.next_delay())
+            self._side.task_done()
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until the inbox and the side writes are done (tests, graceful stop)."""
+        deadline = time.monotonic() + timeout
+        while self._inbox.qsize() or any(t.get_name() == "steer" for t in self._tasks):
+            if time.monotonic() > deadline:
+                raise TimeoutError("bridge did not settle")
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(self._side.join(), max(0.1, deadline - time.monotonic()))
