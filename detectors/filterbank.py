@@ -21,6 +21,7 @@ dBFS-referenced); the meter integrates those into 1 s band Leq.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy import signal
@@ -48,6 +49,7 @@ def _relative_attenuation(sos: np.ndarray, fm: float, rate: float) -> list[tuple
     return [(om, float(a - att[0])) for om, a in zip(points, att[1:])]
 
 
+@lru_cache(maxsize=512)
 def _band_sos(position: int, rate: float) -> np.ndarray:
     """Smallest Butterworth order (>= 3) meeting class 1 with 0.3 dB headroom at ``rate``.
 
@@ -63,6 +65,7 @@ def _band_sos(position: int, rate: float) -> np.ndarray:
     raise ValueError(f"no Butterworth order <= {MAX_ORDER} meets IEC 61260-1 class 1 for {fm:.0f} Hz at {rate:g} Hz")
 
 
+@lru_cache(maxsize=1)
 def _aa_sos() -> np.ndarray:
     """Decimate-by-2 anti-alias low-pass, normalised to the *input* rate (Nyquist = 1)."""
     # Pass band up to 0.2245*R_out (top band edge processed below), stop band from R_out/2.
@@ -135,12 +138,14 @@ class ThirdOctaveBank:
         counts = np.zeros(len(self._slot))
         i = 0
         for stage in self._stages:
+            if x.size == 0:
+                break
             for band in stage.bands:
                 y, band.zi = signal.sosfilt(band.sos, x, zi=band.zi)
                 sums[i] = float(np.dot(y, y))
                 counts[i] = y.size
                 i += 1
-            if stage.aa_sos is None or x.size == 0:
+            if stage.aa_sos is None:
                 break
             y, stage.aa_zi = signal.sosfilt(stage.aa_sos, x, zi=stage.aa_zi)
             x = y[stage.phase :: 2]
