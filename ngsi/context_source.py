@@ -1,0 +1,469 @@
+"""Sonopolis as an NGSI-LD context source: read-only ``NoiseLevelObserved`` straight from the aggregates.
+
+The city registers Sonopolis with its broker (``csourceRegistration``, see
+docs/ngsi.md) instead of copying years of history into it; the broker forwards
+queries here. Two views of the same rows (``smart.levels_1min/15min/1h/1d``, never the
+raw 1 s table):
+
+* ``GET /ngsi-ld/v1/entities``: one entity per sensor, period and bucket,
+  ``urn:ngsi-ld:NoiseLevelObserved:<sensor>:<PT1M|PT15M|PT1H|P1D>:<start>``, exactly as
+  ``ngsi-sync`` pushes them; newest first.
+* ``GET /ngsi-ld/v1/temporal/entities``: one entity per sensor and period,
+  ``urn:ngsi-ld:NoiseLevelObserved:<sensor>:<period>``, whose measured attributes are
+  arrays of instances (``observedAt`` = bucket start), or ``[value, time]`` pairs with
+  ``options=temporalValues``. ``q`` filters instances; series without any are left out.
+
+``application/json`` answers carry the ``@context`` in a ``Link`` header,
+``application/ld+json`` answers in the body; errors are ProblemDetails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from ngsi.context import context_document, link_header
+from ngsi.mapping import BY_CODE, PERIODS, PeriodSpec, observation_from_row, parse_observation_id
+from ngsi.models import MEASURED_ATTRS, iso_z
+from ngsi.query import (
+    NOISE_TYPES, Column, GeoQuery, NgsiProblem, TimeRange, bad, compact, compile_q, parse_geo, parse_time, parse_timerel,
+)
+from ngsi.registration import registration_example
+from ngsi.settings import NgsiSettings
+
+log = logging.getLogger(__name__)
+
+CONTEXT_PATH = "/ngsi-ld/contexts/sonopolis.jsonld"
+_SERIES = re.compile(r"^urn:ngsi-ld:NoiseLevelObserved:(?P<sensor>[a-z0-9][a-z0-9_-]*):(?P<code>PT1M|PT15M|PT1H|P1D)$")
+_DAILY_EXTRA = ("lden", "lday", "levening", "lnight")
+
+
+def _columns(period: PeriodSpec) -> dict[str, Column]:
+    """Queryable attributes of ``period``'s rows, rounded as published."""
+
+    def lvl(expr: str) -> Column:
+        return Column(sql.SQL("round(({})::numeric, 1)::float8").format(sql.SQL(expr)), "number")
+
+    daily = period.length is None
+    cols = {
+        "LAeq": lvl("a.laeq"), "LAmax": lvl("a.lamax"), "LAmin": lvl("a.lamin"),
+        "LA10": lvl("a.la10"), "LA50": lvl("a.la50"), "LA90": lvl("a.la90"),
+        "coverage": Column(sql.SQL("a.coverage::float8"), "number"),
+        "carHornCount": Column(sql.SQL("a.car_horn::float8"), "number"),
+        "sirenCount": Column(sql.SQL("a.siren::float8"), "number"),
+        "sonometerClass": Column(sql.SQL("s.sonometer_class::text"), "text"),
+        "refDevice": Column(sql.SQL("('urn:ngsi-ld:Device:' || a.sensor_id)"), "text"),
+        "aggregationPeriod": Column(sql.Literal(period.code), "text"),
+        "dateObservedFrom": Column(sql.SQL("a.bucket"), "datetime"),
+    }
+    for attr, col in (("Lden", "lden"), ("LAeq_d", "lday"), ("Levening", "levening"), ("LANight", "lnight")):
+        cols[attr] = lvl(f"l.{col}") if daily else Column(sql.SQL("NULL::float8"), "number")
+    return cols
+
+
+@dataclass
+class Selection:
+    """What a request selects, common to both views."""
+
+    periods: list[PeriodSpec]
+    sensors: list[str] | None  # None: all
+    keys: list[tuple[str, Any]] | None  # (sensor, bucket) pairs from per-bucket ids
+    id_pattern: str | None
+    q: str | None
+    time: TimeRange
+
+
+def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, series: bool) -> tuple[sql.Composable, list[Any]]:
+    """One period's SELECT with every filter; ``series``: idPattern applies to series ids."""
+    daily = period.length is None
+    extra = (
+        sql.SQL(", l.lden, l.lday, l.levening, l.lnight")
+        if daily
+        else sql.SQL(", NULL::real AS lden, NULL::real AS lday, NULL::real AS levening, NULL::real AS lnight")
+    )
+    join = (
+        sql.SQL(" LEFT JOIN {}.lden_daily l ON l.sensor_id = a.sensor_id AND l.day = (a.bucket AT TIME ZONE s.timezone)::date").format(schema)
+        if daily
+        else sql.SQL("")
+    )
+    where: list[sql.Composable] = []
+    params: list[Any] = []
+    if sel.sensors is not None:
+        where.append(sql.SQL("a.sensor_id = ANY(%s)"))
+        params.append(sel.sensors)
+    if sel.keys is not None:
+        where.append(sql.SQL("(a.sensor_id, a.bucket) IN (SELECT * FROM unnest(%s::text[], %s::timestamptz[]))"))
+        params += [[k[0] for k in sel.keys], [k[1] for k in sel.keys]]
+    if sel.id_pattern is not None:
+        stamp = sql.SQL("") if series else sql.SQL(" || ':' || to_char(a.bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+        where.append(sql.SQL("('urn:ngsi-ld:NoiseLevelObserved:' || a.sensor_id || ':' || {}{}) ~ %s").format(sql.Literal(period.code), stamp))
+        params.append(sel.id_pattern)
+    t = sel.time
+    for value, op in ((t.after, ">"), (t.since, ">="), (t.before, "<")):
+        if value is not None:
+            where.append(sql.SQL("a.bucket {} %s").format(sql.SQL(op)))
+            params.append(value)
+    if sel.q:
+        expr, qparams = compile_q(sel.q, _columns(period))
+        where.append(expr)
+        params += qparams
+    query = sql.SQL(
+        "SELECT a.sensor_id, a.bucket, a.laeq, a.lamax, a.lamin, a.la10, a.la50, a.la90, a.bands, a.coverage,"
+        " a.car_horn, a.siren, s.name, s.latitude, s.longitude, s.sonometer_class, s.timezone{extra}, {code} AS code"
+        " FROM {schema}.{table} a JOIN {schema}.sensors s USING (sensor_id){join} WHERE {where}"
+    ).format(
+        extra=extra, code=sql.Literal(period.code), schema=schema, table=sql.Identifier(period.table), join=join,
+        where=sql.SQL(" AND ").join(where) if where else sql.SQL("true"),
+    )
+    return query, params
+
+
+def _entity(row: dict[str, Any]) -> Any:
+    period = BY_CODE[row["code"]]
+    return observation_from_row(period, row, row, row if period.length is None else None)
+
+
+class _Negotiated:
+    """Response media type from ``Accept``; 406 for what NGSI-LD does not serve."""
+
+    def __init__(self, request: Request, context_url: str) -> None:
+        accept = request.headers.get("accept", "*/*").lower()
+        if "application/ld+json" in accept:
+            self.ld = True
+        elif any(t in accept for t in ("application/json", "*/*", "application/*")):
+            self.ld = False
+        else:
+            raise NgsiProblem(406, "NotAcceptable", "Not Acceptable", "serve application/json or application/ld+json")
+        self.context_url = context_url
+
+    def respond(self, body: Any, *, status: int = 200, links: list[str] | None = None, headers: dict[str, str] | None = None) -> Response:
+        headers = dict(headers or {})
+        links = list(links or [])
+        if self.ld:
+            if isinstance(body, list):
+                body = [{**e, "@context": [self.context_url]} for e in body]
+            else:
+                body = {**body, "@context": [self.context_url]}
+        else:
+            links.insert(0, link_header(self.context_url))
+        if links:
+            headers["Link"] = ", ".join(links)
+        media = "application/ld+json" if self.ld else "application/json"
+        return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type=media, headers=headers)
+
+
+def _problem_response(exc: NgsiProblem) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, media_type="application/json")
+
+
+def _page(request: Request, settings: NgsiSettings) -> tuple[int, int]:
+    p = request.query_params
+    try:
+        limit = int(p.get("limit", 20))
+        offset = int(p.get("offset", 0))
+    except ValueError as exc:
+        raise bad("limit and offset must be integers") from exc
+    if limit < 0:
+        raise bad("limit must be >= 0")
+    if limit > settings.max_page:
+        raise NgsiProblem(403, "TooManyResults", "limit too large", f"limit must be at most {settings.max_page}")
+    if offset < 0:
+        raise bad("offset must be >= 0")
+    return limit, offset
+
+
+def _page_links(request: Request, limit: int, offset: int, has_next: bool) -> list[str]:
+    links = []
+    base = dict(request.query_params)
+    if offset > 0:
+        links.append(f'<{request.url.path}?{urlencode({**base, "offset": max(0, offset - limit)})}>; rel="prev"; type="application/json"')
+    if has_next:
+        links.append(f'<{request.url.path}?{urlencode({**base, "offset": offset + limit})}>; rel="next"; type="application/json"')
+    return links
+
+
+def _attrs(request: Request) -> set[str] | None:
+    raw = request.query_params.get("attrs")
+    if not raw:
+        return None
+    return {compact(a.strip()) for a in raw.split(",") if a.strip()}
+
+
+def _options(request: Request) -> set[str]:
+    out = set()
+    for key in ("options", "format"):
+        out |= {o.strip() for o in request.query_params.get(key, "").split(",") if o.strip()}
+    return out
+
+
+def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: NgsiSettings | None = None) -> APIRouter:
+    """The read-only NGSI-LD routes over ``pool`` (smart role); the API mounts this router."""
+    settings = settings or NgsiSettings()
+    ident = sql.Identifier(schema)
+    router = APIRouter(tags=["ngsi-ld"])
+
+    def context_url(request: Request) -> str:
+        return settings.context_url or str(request.base_url).rstrip("/") + CONTEXT_PATH
+
+    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except NgsiProblem as exc:
+                return _problem_response(exc)
+
+        run.__name__ = handler.__name__
+        run.__doc__ = handler.__doc__
+        return run
+
+    async def sensor_rows() -> list[dict[str, Any]]:
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql.SQL("SELECT sensor_id, latitude, longitude FROM {}.sensors ORDER BY sensor_id").format(ident))
+            return await cur.fetchall()
+
+    async def geo_sensors(geo: GeoQuery | None) -> list[str] | None:
+        if geo is None:
+            return None
+        return [r["sensor_id"] for r in await sensor_rows() if geo.matches(r["latitude"], r["longitude"])]
+
+    def check_type(request: Request, required: bool) -> bool:
+        """False when the query names only types we do not serve (empty answer, not an error)."""
+        raw = request.query_params.get("type")
+        if raw is None:
+            if required:
+                raise bad("Too broad query", "give type, id, idPattern, q, attrs or a geo-query")
+            return True
+        return any(t.strip() in NOISE_TYPES for t in raw.split(","))
+
+    def query_params_common(request: Request) -> tuple[str | None, GeoQuery | None, TimeRange]:
+        p = request.query_params
+        pattern = p.get("idPattern")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise bad("Invalid idPattern", str(exc)) from exc
+        geo = parse_geo(p.get("georel"), p.get("geometry"), p.get("coordinates"), p.get("geoproperty"))
+        time = parse_timerel(p.get("timerel"), p.get("timeAt"), p.get("endTimeAt"), p.get("timeproperty"))
+        return pattern, geo, time
+
+    @router.get(CONTEXT_PATH, name="ngsi_sonopolis_context", summary="The Sonopolis JSON-LD @context")
+    async def sonopolis_context() -> Response:
+        """Device + Environment contexts and the Sonopolis terms (percentiles, Lden, bands...)."""
+        return Response(json.dumps(context_document(), indent=2), media_type="application/ld+json",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    @router.get("/ngsi-ld/csourceRegistration.json", summary="csourceRegistration to POST to the city's broker")
+    async def csource_registration(request: Request) -> JSONResponse:
+        """Registers this API as a context source for NoiseLevelObserved (see docs/ngsi.md)."""
+        return JSONResponse(registration_example(str(request.base_url).rstrip("/"), context_url(request)),
+                            media_type="application/ld+json")
+
+    @router.get("/ngsi-ld/v1/entities", summary="Query NoiseLevelObserved entities (NGSI-LD)")
+    @guarded
+    async def query_entities(request: Request) -> Response:
+        """type, id, idPattern, q, georel/geometry/coordinates, timerel (extension), attrs, limit/offset, count."""
+        p = request.query_params
+        neg = _Negotiated(request, context_url(request))
+        if not any(k in p for k in ("type", "id", "idPattern", "q", "attrs", "georel")):
+            raise bad("Too broad query", "give type, id, idPattern, q, attrs or a geo-query")
+        limit, offset = _page(request, settings)
+        pattern, geo, time = query_params_common(request)
+        served = check_type(request, required=False)
+        periods = list(PERIODS.values())
+        keys = None
+        if "id" in p:
+            parsed = [parse_observation_id(i.strip()) for i in p["id"].split(",")]
+            found = [x for x in parsed if x is not None]
+            keys = [(sensor, start) for sensor, _, start in found]
+            periods = [spec for spec in periods if any(x[1] is spec for x in found)]
+        sensors = await geo_sensors(geo)
+        count = p.get("count") == "true"
+        rows: list[dict[str, Any]] = []
+        total = 0
+        if served and periods and (keys is None or keys) and (sensors is None or sensors):
+            sel = Selection(periods, sensors, keys, pattern, p.get("q"), time)
+            parts, params = [], []
+            for period in periods:
+                part, pp = _select_sql(ident, period, sel, series=False)
+                parts.append(part)
+                params += pp
+            union = sql.SQL(" UNION ALL ").join(parts)
+            async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                if limit > 0:
+                    await cur.execute(
+                        sql.SQL("SELECT * FROM ({}) u ORDER BY bucket DESC, sensor_id, code LIMIT %s OFFSET %s").format(union),
+                        [*params, limit + 1, offset],
+                    )
+                    rows = await cur.fetchall()
+                if count:
+                    await cur.execute(sql.SQL("SELECT count(*) AS n FROM ({}) u").format(union), params)
+                    total = (await cur.fetchone())["n"]  # type: ignore[index]
+        has_next = len(rows) > limit
+        rows = rows[:limit]
+        attrs = _attrs(request)
+        key_values = "keyValues" in _options(request) or "simplified" in _options(request)
+        body = []
+        for row in rows:
+            ent = _entity(row)
+            if key_values:
+                kv = ent.key_values()
+                body.append({k: v for k, v in kv.items() if attrs is None or k in attrs or k in ("id", "type")})
+            else:
+                body.append(ent.normalized(attrs=attrs))
+        headers = {"NGSILD-Results-Count": str(total)} if count else {}
+        return neg.respond(body, links=_page_links(request, limit, offset, has_next), headers=headers)
+
+    @router.get("/ngsi-ld/v1/entities/{entity_id:path}", summary="Retrieve one NoiseLevelObserved entity")
+    @guarded
+    async def retrieve_entity(request: Request) -> Response:
+        entity_id = request.path_params["entity_id"]
+        neg = _Negotiated(request, context_url(request))
+        parsed = parse_observation_id(entity_id)
+        if parsed is None:
+            raise NgsiProblem(404, "ResourceNotFound", "Entity not found", entity_id)
+        sensor, period, start = parsed
+        sel = Selection([period], [sensor], [(sensor, start)], None, None, TimeRange())
+        query, params = _select_sql(ident, period, sel, series=False)
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
+        if row is None:
+            raise NgsiProblem(404, "ResourceNotFound", "Entity not found", entity_id)
+        return neg.respond(_entity(row).normalized(attrs=_attrs(request)))
+
+    @router.get("/ngsi-ld/v1/temporal/entities", summary="Temporal evolution of NoiseLevelObserved (NGSI-LD)")
+    @guarded
+    async def query_temporal(request: Request) -> Response:
+        """type, id (series or per-bucket), idPattern, q, georel, timerel/timeAt/endTimeAt, lastN, attrs, limit/offset, count."""
+        p = request.query_params
+        neg = _Negotiated(request, context_url(request))
+        if not any(k in p for k in ("type", "id", "idPattern", "q", "attrs", "georel")):
+            raise bad("Too broad query", "give type, id, idPattern, q, attrs or a geo-query")
+        limit, offset = _page(request, settings)
+        pattern, geo, time = query_params_common(request)
+        last_n = None
+        if "lastN" in p:
+            try:
+                last_n = int(p["lastN"])
+            except ValueError as exc:
+                raise bad("lastN must be a positive integer") from exc
+            if last_n < 1:
+                raise bad("lastN must be a positive integer")
+        per_entity = min(last_n or settings.max_instances, settings.max_instances)
+        attrs = _attrs(request)
+        temporal_values = "temporalValues" in _options(request)
+        sensors_all = [r["sensor_id"] for r in await sensor_rows()]
+        allowed = set(await geo_sensors(geo) or []) if geo else set(sensors_all)
+        series: list[tuple[str, PeriodSpec]] = [(s, per) for s in sensors_all if s in allowed for per in PERIODS.values()]
+        keys = None
+        if "id" in p:
+            wanted: set[tuple[str, str]] = set()
+            keys = []
+            for raw in (i.strip() for i in p["id"].split(",")):
+                if m := _SERIES.match(raw):
+                    wanted.add((m["sensor"], m["code"]))
+                elif (parsed := parse_observation_id(raw)) is not None:
+                    wanted.add((parsed[0], parsed[1].code))
+                    keys.append((parsed[0], parsed[2]))
+            series = [x for x in series if (x[0], x[1].code) in wanted]
+            keys = keys or None
+        if pattern is not None:
+            rx = re.compile(pattern)
+            series = [x for x in series if rx.fullmatch(f"urn:ngsi-ld:NoiseLevelObserved:{x[0]}:{x[1].code}")]
+        if not check_type(request, required=False):
+            series = []
+        q = p.get("q")
+        # drop series without any instance in range (one index probe per series)
+        present: list[tuple[str, PeriodSpec]] = []
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            for period in PERIODS.values():
+                mine = [s for s, per in series if per is period]
+                if not mine:
+                    continue
+                sel = Selection([period], mine, keys, None, q, time)
+                if q or keys or time != TimeRange():
+                    inner, params = _select_sql(ident, period, sel, series=True)
+                    await cur.execute(sql.SQL("SELECT DISTINCT sensor_id FROM ({}) x").format(inner), params)
+                else:
+                    await cur.execute(
+                        sql.SQL("SELECT sensor_id FROM unnest(%s::text[]) AS t(sensor_id)"
+                                " WHERE EXISTS (SELECT 1 FROM {}.{} a WHERE a.sensor_id = t.sensor_id)").format(ident, sql.Identifier(period.table)),
+                        [mine],
+                    )
+                have = {r["sensor_id"] for r in await cur.fetchall()}
+                present += [(s, period) for s in mine if s in have]
+            order = {spec.code: i for i, spec in enumerate(PERIODS.values())}
+            present.sort(key=lambda x: (x[0], order[x[1].code]))
+            page = present[offset : offset + limit]
+            body: list[dict[str, Any]] = []
+            truncated: list[tuple[str, str]] = []
+            for period in PERIODS.values():
+                mine = [s for s, per in page if per is period]
+                if not mine:
+                    continue
+                sel = Selection([period], mine, keys, None, q, time)
+                inner, params = _select_sql(ident, period, sel, series=True)
+                direction = sql.SQL("DESC") if last_n else sql.SQL("ASC")
+                await cur.execute(
+                    sql.SQL("SELECT * FROM (SELECT x.*, row_number() OVER (PARTITION BY sensor_id ORDER BY bucket {}) AS rn"
+                            " FROM ({}) x) y WHERE rn <= %s ORDER BY sensor_id, bucket").format(direction, inner),
+                    [*params, per_entity + (0 if last_n else 1)],
+                )
+                by_sensor: dict[str, list[dict[str, Any]]] = {}
+                for row in await cur.fetchall():
+                    by_sensor.setdefault(row["sensor_id"], []).append(row)
+                for sensor in mine:
+                    rows = by_sensor.get(sensor, [])
+                    if not last_n and len(rows) > per_entity:
+                        rows = rows[:per_entity]
+                        truncated.append((iso_z(rows[0]["bucket"]), iso_z(rows[-1]["bucket"])))
+                    if rows:
+                        body.append(_temporal_entity(sensor, period, rows, attrs, temporal_values))
+        body.sort(key=lambda e: (e["id"].rsplit(":", 1)[0], order[e["id"].rsplit(":", 1)[1]]))
+        headers = {"NGSILD-Results-Count": str(len(present))} if p.get("count") == "true" else {}
+        status = 200
+        if truncated:
+            status = 206
+            headers["Content-Range"] = f"date-time {truncated[0][0]}-{truncated[0][1]}/{settings.max_instances}"
+        return neg.respond(body, status=status, links=_page_links(request, limit, offset, offset + limit < len(present)), headers=headers)
+
+    return router
+
+
+def _temporal_entity(sensor: str, period: PeriodSpec, rows: list[dict[str, Any]], attrs: set[str] | None, temporal_values: bool) -> dict[str, Any]:
+    """Instances of one series: measured attributes as arrays, static ones once."""
+    entities = [_entity(r).normalized() for r in rows]
+    first = entities[0]
+    out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor}:{period.code}", "type": "NoiseLevelObserved"}
+    for name in ("location", "refDevice", "sonometerClass", "aggregationPeriod"):
+        if name in first and (attrs is None or name in attrs):
+            out[name] = first[name]
+    for name in MEASURED_ATTRS:
+        if attrs is not None and name not in attrs:
+            continue
+        instances = [e[name] for e in entities if name in e]
+        if not instances:
+            continue
+        if temporal_values:
+            values: dict[str, Any] = {"type": "Property", "values": [[i["value"], i["observedAt"]] for i in instances]}
+            if "unitCode" in instances[0]:
+                values["unitCode"] = instances[0]["unitCode"]
+            out[name] = values
+        else:
+            out[name] = instances
+    return out
+
+
+__all__ = ["build_router", "CONTEXT_PATH", "parse_time"]

@@ -1,0 +1,177 @@
+"""The NGSI-LD context source over real PostgreSQL (contract tables filled directly), through ASGITransport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta, timezone
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from ngsi.context import parse_link_header
+from ngsi.context_source import build_router
+from ngsi.settings import NgsiSettings
+from sonopolis.bootstrap import RoleDsns
+from tests.ngsi import seed
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2024, 6, 10, 0, 0, tzinfo=timezone.utc)
+NOISE = "NoiseLevelObserved"
+ERR = "https://uri.etsi.org/ngsi-ld/errors/"
+
+
+@pytest.fixture
+async def api(db: RoleDsns) -> AsyncIterator[httpx.AsyncClient]:
+    seed.migrate(db.smart)
+    with psycopg.connect(db.smart) as conn:
+        seed.add_sensors(conn)
+        seed.add_aggregates(conn, "levels_1min", T0, timedelta(minutes=1), 120)
+        seed.add_aggregates(conn, "levels_1h", T0, timedelta(hours=1), 24)
+        seed.add_aggregates(conn, "levels_1d", datetime(2024, 6, 9, 22, tzinfo=timezone.utc), timedelta(days=1), 2)
+        seed.add_lden(conn, date(2024, 6, 10))
+    async with AsyncConnectionPool(db.smart, min_size=1, max_size=2, open=False) as pool:
+        app = FastAPI()
+        app.include_router(build_router(pool, settings=NgsiSettings(max_page=100, max_instances=100)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonopolis.test",
+                                     timeout=httpx.Timeout(10.0)) as client:
+            yield client
+
+
+async def get(api: httpx.AsyncClient, path: str, **params: object) -> httpx.Response:
+    return await api.get(path, params={k: str(v) for k, v in params.items()})
+
+
+async def test_entities_by_type_newest_first_with_link_context_and_count(api: httpx.AsyncClient) -> None:
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, limit=5, count="true")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert parse_link_header(r.headers["link"]) == "http://sonopolis.test/ngsi-ld/contexts/sonopolis.jsonld"
+    total = 3 * (120 + 24 + 2)
+    assert r.headers["NGSILD-Results-Count"] == str(total)
+    body = r.json()
+    assert len(body) == 5 and all("@context" not in e for e in body)
+    starts = [e["dateObservedFrom"]["value"]["@value"] for e in body]
+    assert starts == sorted(starts, reverse=True)
+    assert 'rel="next"' in r.headers["link"] and "offset=5" in r.headers["link"]
+    # pages do not overlap and cover everything
+    seen: set[str] = set()
+    for offset in range(0, total, 100):
+        page = (await get(api, "/ngsi-ld/v1/entities", type=NOISE, limit=100, offset=offset)).json()
+        seen |= {e["id"] for e in page}
+    assert len(seen) == total
+
+
+async def test_ld_json_has_context_in_body(api: httpx.AsyncClient) -> None:
+    r = await api.get("/ngsi-ld/v1/entities", params={"type": NOISE, "limit": 1}, headers={"Accept": "application/ld+json"})
+    assert r.headers["content-type"].startswith("application/ld+json")
+    assert r.json()[0]["@context"] == ["http://sonopolis.test/ngsi-ld/contexts/sonopolis.jsonld"]
+    assert "link" not in r.headers or "json-ld#context" not in r.headers["link"]
+    ctx = await api.get("/ngsi-ld/contexts/sonopolis.jsonld")
+    assert ctx.headers["content-type"].startswith("application/ld+json") and "LA90" in ctx.json()["@context"][-1]
+    bad = await api.get("/ngsi-ld/v1/entities", params={"type": NOISE}, headers={"Accept": "text/html"})
+    assert bad.status_code == 406 and bad.json()["type"] == ERR + "NotAcceptable"
+
+
+async def test_q_comparisons_match_the_published_values(api: httpx.AsyncClient) -> None:
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, q='LAeq>70;aggregationPeriod=="PT1H"', limit=100, count="true")
+    body = r.json()
+    expected = sum(1 for si in range(3) for k in range(24) if seed.level(si, k) > 70)
+    assert int(r.headers["NGSILD-Results-Count"]) == expected == len(body) > 0
+    assert all(e["LAeq"]["value"] > 70 and e["aggregationPeriod"]["value"] == "PT1H" for e in body)
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, q='(LAeq<52|LAeq>=79);sonometerClass=="2";aggregationPeriod=="PT1H"', limit=100)
+    body = r.json()
+    assert body and all(e["refDevice"]["object"] == "urn:ngsi-ld:Device:se-chavanelle" for e in body)
+    assert all(e["LAeq"]["value"] < 52 or e["LAeq"]["value"] >= 79 for e in body)
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, q="Lden==60..65.5", limit=100)
+    assert [e["Lden"]["value"] for e in r.json()] == [65.0]
+    for q in ("LAeq>>3", "nope>1", "LAeq>loud", "(LAeq>1"):
+        r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, q=q)
+        assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", q
+
+
+async def test_georel_near_and_within(api: httpx.AsyncClient) -> None:
+    # 1.5 km around Place Jacquard, Saint-Étienne: Jacquard and Chavanelle (~600 m), not Lyon
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="near;maxDistance==1500", geometry="Point",
+                  coordinates="[4.3872,45.4397]", q='aggregationPeriod=="P1D"', limit=100)
+    assert sorted(e["refDevice"]["object"] for e in r.json()) == ["urn:ngsi-ld:Device:se-chavanelle"] * 2 + ["urn:ngsi-ld:Device:se-jacquard"] * 2
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="near;maxDistance==300", geometry="Point",
+                  coordinates="[4.3872,45.4397]", q='aggregationPeriod=="P1D"', limit=100)
+    assert {e["refDevice"]["object"] for e in r.json()} == {"urn:ngsi-ld:Device:se-jacquard"}
+    lyon = "[[[4.80,45.74],[4.86,45.74],[4.86,45.78],[4.80,45.78],[4.80,45.74]]]"
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="within", geometry="Polygon", coordinates=lyon,
+                  q='aggregationPeriod=="P1D"', limit=100)
+    assert {e["refDevice"]["object"] for e in r.json()} == {"urn:ngsi-ld:Device:lyon-bellecour"}
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="near", geometry="Point", coordinates="[4.38,45.43]")
+    assert r.status_code == 400
+
+
+async def test_id_idpattern_attrs_keyvalues_and_retrieve(api: httpx.AsyncClient) -> None:
+    eid = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
+    r = await get(api, "/ngsi-ld/v1/entities", id=eid, attrs="LAeq,LA90")
+    (ent,) = r.json()
+    assert set(ent) == {"id", "type", "LAeq", "LA90"} and ent["LAeq"]["value"] == round(seed.level(0, 5), 1)
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, idPattern=r".*:lyon-bellecour:P1D:.*", options="keyValues")
+    days = {e["id"].rsplit("P1D:", 1)[1]: e for e in r.json()}
+    assert set(days) == {"2024-06-09T22:00:00Z", "2024-06-10T22:00:00Z"}
+    assert days["2024-06-09T22:00:00Z"]["Lden"] == 67.0 and "Lden" not in days["2024-06-10T22:00:00Z"]
+    assert isinstance(days["2024-06-09T22:00:00Z"]["LAeq"], float)
+    one = await api.get(f"/ngsi-ld/v1/entities/{eid}")
+    assert one.status_code == 200 and one.json()["id"] == eid
+    missing = await api.get("/ngsi-ld/v1/entities/urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2020-01-01T00:00:00Z")
+    assert missing.status_code == 404 and missing.json()["type"] == ERR + "ResourceNotFound"
+    assert (await get(api, "/ngsi-ld/v1/entities", type="Streetlight")).json() == []
+    assert (await get(api, "/ngsi-ld/v1/entities", limit=5)).status_code == 400  # too broad
+    assert (await get(api, "/ngsi-ld/v1/entities", type=NOISE, limit=101)).json()["type"] == ERR + "TooManyResults"
+
+
+async def test_temporal_between_one_series(api: httpx.AsyncClient) -> None:
+    sid = "urn:ngsi-ld:NoiseLevelObserved:se-chavanelle:PT1M"
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, timerel="between",
+                  timeAt="2024-06-10T00:30:00Z", endTimeAt="2024-06-10T01:00:00Z")
+    assert r.status_code == 200
+    (ent,) = r.json()
+    assert ent["id"] == sid and ent["location"]["type"] == "GeoProperty"
+    times = [i["observedAt"] for i in ent["LAeq"]]
+    assert len(times) == 30 and times[0] == "2024-06-10T00:30:00Z" and times[-1] == "2024-06-10T00:59:00Z"
+    assert [i["value"] for i in ent["LAeq"]] == [round(seed.level(1, k), 1) for k in range(30, 60)]
+    assert ent["LAeq"][0]["unitCode"] == "2N"
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, timerel="before", timeAt="2024-06-10T00:03:00Z",
+                  attrs="LAeq", options="temporalValues")
+    (ent,) = r.json()
+    assert set(ent) == {"id", "type", "LAeq"}
+    assert ent["LAeq"]["values"] == [[round(seed.level(1, k), 1), f"2024-06-10T00:0{k}:00Z"] for k in range(3)]
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, timerel="after", timeAt="2024-06-10T01:58:00Z", attrs="LAeq")
+    assert [i["observedAt"] for i in r.json()[0]["LAeq"]] == ["2024-06-10T01:59:00Z"]
+
+
+async def test_temporal_lastn_q_pagination_and_truncation(api: httpx.AsyncClient) -> None:
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", type=NOISE, q='aggregationPeriod=="PT1H"', lastN=3, attrs="LAeq",
+                  count="true", limit=2)
+    assert r.headers["NGSILD-Results-Count"] == "3" and 'rel="next"' in r.headers["link"]
+    body = r.json()
+    assert [e["id"] for e in body] == ["urn:ngsi-ld:NoiseLevelObserved:lyon-bellecour:PT1H", "urn:ngsi-ld:NoiseLevelObserved:se-chavanelle:PT1H"]
+    assert [i["observedAt"] for i in body[0]["LAeq"]] == ["2024-06-10T21:00:00Z", "2024-06-10T22:00:00Z", "2024-06-10T23:00:00Z"]
+    nxt = (await get(api, "/ngsi-ld/v1/temporal/entities", type=NOISE, q='aggregationPeriod=="PT1H"', lastN=3, attrs="LAeq", limit=2, offset=2)).json()
+    assert [e["id"] for e in nxt] == ["urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H"]
+    # q filters instances: only the loud minutes come back
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", id="urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1M", q="LAeq>=75", attrs="LAeq")
+    values = [i["value"] for i in r.json()[0]["LAeq"]]
+    assert values and all(v >= 75 for v in values)
+    assert len(values) == sum(1 for k in range(120) if seed.level(0, k) >= 75)
+    # 120 instances > max_instances=100: 206 with Content-Range, earliest first
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", id="urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1M", attrs="LAeq")
+    assert r.status_code == 206 and r.headers["Content-Range"] == "date-time 2024-06-10T00:00:00Z-2024-06-10T01:39:00Z/100"
+    assert len(r.json()[0]["LAeq"]) == 100
+    for params in ({"timerel": "between", "timeAt": "2024-06-10T01:00:00Z"}, {"timerel": "before"}, {"lastN": 0},
+                   {"timerel": "after", "timeAt": "yesterday"}):
+        r = await get(api, "/ngsi-ld/v1/temporal/entities", type=NOISE, **params)
+        assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", params
+
+
+async def test_csource_registration_example(api: httpx.AsyncClient) -> None:
+    reg = (await api.get("/ngsi-ld/csourceRegistration.json")).json()
+    assert reg["type"] == "ContextSourceRegistration" and reg["endpoint"] == "http://sonopolis.test"
+    assert reg["information"][0]["entities"] == [{"type": NOISE}] and "LAeq" in reg["information"][0]["propertyNames"]
