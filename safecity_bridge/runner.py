@@ -43,13 +43,7 @@ class NoCameras:
 
 def map_data_for(settings: SafeSettings, service: BridgeService) -> Callable[[], dict[str, Any]]:
     def data() -> dict[str, Any]:
-        cams = []
-        for c in settings.cameras:
-            cams.append({
-                "camera_id": getattr(c, "camera_id", None) or getattr(c, "id", None) or getattr(c, "name", "?"),
-                "latitude": getattr(c, "latitude", None) if getattr(c, "latitude", None) is not None else getattr(c, "lat", 0.0),
-                "longitude": getattr(c, "longitude", None) if getattr(c, "longitude", None) is not None else getattr(c, "lon", 0.0),
-            })
+        cams = [{"camera_id": c.id, "name": c.name, "latitude": c.latitude, "longitude": c.longitude, "range_m": c.range_m} for c in settings.cameras]
         return {
             "sensors": [s.model_dump() for s in settings.sensors],
             "cameras": cams,
@@ -74,6 +68,10 @@ class Bridge:
         s = self.settings
         async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as http:
             self.service = service = BridgeService(s, self.steerer, http, clock=self.clock)
+            warm = getattr(self.steerer, "start", None)
+            if warm is not None:  # connect cameras and warm the ONVIF clients before the first alert
+                for cid, reason in (await warm()).items():
+                    service.camera_status[cid] = {"camera_id": cid, "status": "unavailable" if reason else "ok", "reason": reason, "at": None}
             await service.start()
             dsn = service.dsn
             pool = AsyncConnectionPool(dsn, min_size=1, max_size=s.db.pool_max, kwargs={"autocommit": True}, open=False)

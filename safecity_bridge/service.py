@@ -73,7 +73,7 @@ def require_declaration(settings: SafeSettings) -> None:
             "Saint-Etienne 2019; TA Orleans 12 July 2024, n°2104478). Missing: " + "; ".join(decl.missing())
         )
     if decl.fictitious:
-        off_loopback = [c for c in settings.cameras if not _is_loopback(getattr(c, "host", "127.0.0.1"))]
+        off_loopback = [c.id for c in settings.cameras if not _is_loopback(c.host)]
         if off_loopback:
             raise DeclarationMissing("the fictitious demo declaration only allows simulated cameras on this machine (127.0.0.1/localhost)")
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import SettingsConfigDict
 
 from common.config import MqttSettings, SideSettings
+from safecity_bridge.cameras.config import CameraConfig
+from safecity_bridge.cameras.ptz import PtzSettings
 
 FICTITIOUS_MARK = "FICTITIOUS"
 
@@ -125,7 +127,8 @@ class SafeSettings(SideSettings):
     http_port: int = Field(8443, ge=1, le=65535)
     operators: list[OperatorAccount] = Field(default_factory=list)
     sensors: list[SensorPosition] = Field(default_factory=list)
-    cameras: list[Any] = Field(default_factory=list, description="Camera registry: safecity_bridge.cameras.config.CameraConfig items")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Camera registry (safe side only)")
+    ptz: PtzSettings = Field(default_factory=PtzSettings)
     webhooks: list[WebhookTarget] = Field(default_factory=list)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
@@ -140,16 +143,6 @@ class SafeSettings(SideSettings):
             raise ValueError(f"retention of {int(v)} days refused: at most 30 days (CNIL proportionality)")
         return v
 
-    @field_validator("cameras", mode="after")
-    @classmethod
-    def _camera_models(cls, v: list[Any]) -> list[Any]:
-        # TODO(integration): type the field directly once safecity_bridge.cameras lands.
-        if not v:
-            return v
-        from safecity_bridge.cameras.config import CameraConfig
-
-        return [c if isinstance(c, CameraConfig) else CameraConfig.model_validate(c) for c in v]
-
     @model_validator(mode="after")
     def _consistent(self) -> "SafeSettings":
         ids = [s.sensor_id for s in self.sensors]
@@ -158,4 +151,7 @@ class SafeSettings(SideSettings):
         names = [o.name for o in self.operators]
         if len(names) != len(set(names)):
             raise ValueError("operators: duplicate name")
+        cams = [c.id for c in self.cameras]
+        if len(cams) != len(set(cams)):
+            raise ValueError("cameras: duplicate id")
         return self

@@ -1,0 +1,93 @@
+"""The bridge steering real ONVIF clients (onvif-zeep-async) at the camera simulator.
+
+Event in -> the right preset on the right camera -> alert on the feed with the camera
+outcome; a dead camera and a wrong password still deliver the alert, which then says
+"camera unavailable".
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from safecity_bridge.cameras import CameraConfig, PresetConfig, PtzSettings
+from safecity_bridge.runner import BridgeThread
+from safecity_bridge.steering import OnvifSteerer
+from simulators.onvif_camera import OnvifCameraSimulator, SimulatedCamera
+from simulators.onvif_ptz import Preset
+from tests.safecity_bridge.bridge_harness import SENSORS, FeedReader, Publisher, event, make_settings
+from tests.safecity_bridge.conftest import OPERATOR
+
+USER, PASSWORD = "vms-bridge", "cam-secret-123"
+
+
+def sim_camera() -> SimulatedCamera:
+    presets = [Preset(token=f"p-{s.sensor_id}", name=s.sensor_id, pan=round(-0.6 + 0.4 * i, 2), tilt=-0.3) for i, s in enumerate(SENSORS)]
+    return SimulatedCamera(name="cam-square", users={USER: PASSWORD}, presets=presets)
+
+
+def camera_config(port: int, password: str = PASSWORD) -> CameraConfig:
+    return CameraConfig(
+        id="cam-square", host="127.0.0.1", port=port, username=USER, password=password,
+        latitude=45.4398, longitude=4.3866, range_m=600,
+        presets=[PresetConfig(token=f"p-{s.sensor_id}", latitude=s.latitude, longitude=s.longitude, sensor_id=s.sensor_id) for s in SENSORS],
+    )
+
+
+def run(db, broker, operators, cam: CameraConfig):
+    settings = make_settings(db.safe, broker.port, operators=operators, cameras=[cam],
+                             ptz=PtzSettings(command_timeout_s=0.5, total_budget_s=1.0, retries=0, connect_timeout_s=2.0))
+    return BridgeThread(settings, lambda: OnvifSteerer(settings, environ={}))
+
+
+def test_event_moves_the_camera_to_the_preset_of_the_sensor_then_alerts(db, mqtt_broker, operators):
+    with OnvifCameraSimulator(sim_camera()) as sim, run(db, mqtt_broker, operators, camera_config(sim.port)) as bt:
+        feed = FeedReader(f"http://127.0.0.1:{bt.settings.http_port}/feed", OPERATOR).start()
+        pub = Publisher(mqtt_broker.port)
+        try:
+            pub.publish(event("s-south", "gunshot"))
+            cmd = sim.wait_for_command(timeout=5)
+            assert (cmd.operation, cmd.preset_token, cmd.user) == ("GotoPreset", "p-s-south", USER)
+            inc = feed.wait_for(lambda m: m["type"] == "incident")["incident"]
+            cams = feed.wait_for(lambda m: m["type"] == "cameras")
+            assert cams["incident_id"] == inc["incident_id"]
+            assert [(c["camera_id"], c["outcome"], c["preset"]) for c in cams["cameras"]] == [("cam-square", "moved_preset", "p-s-south")]
+            bt.call(bt.service.settle())
+            with psycopg.connect(db.safe) as conn:
+                moves = conn.execute("SELECT camera_id, outcome, preset FROM safe.camera_moves WHERE incident_id = %s", (uuid.UUID(inc["incident_id"]),)).fetchall()
+                journaled = conn.execute("SELECT details->>'preset' FROM safe.journal WHERE action = 'camera_moved'").fetchall()
+            assert moves == [("cam-square", "moved_preset", "p-s-south")] and journaled == [("p-s-south",)]
+        finally:
+            feed.stop()
+            pub.close()
+
+
+@pytest.mark.parametrize("fault", ["dead", "wrong_password"])
+def test_camera_failure_never_blocks_the_alert(db, mqtt_broker, operators, fault):
+    with OnvifCameraSimulator(sim_camera()) as sim:
+        cam = camera_config(sim.port, password="not-the-password" if fault == "wrong_password" else PASSWORD)
+        if fault == "dead":
+            sim.set_dead("refuse")
+        with run(db, mqtt_broker, operators, cam) as bt:
+            feed = FeedReader(f"http://127.0.0.1:{bt.settings.http_port}/feed", OPERATOR).start()
+            pub = Publisher(mqtt_broker.port)
+            try:
+                pub.publish(event("s-north", "explosion"))
+                inc = feed.wait_for(lambda m: m["type"] == "incident", timeout=5)["incident"]
+                cams = feed.wait_for(lambda m: m["type"] == "cameras", timeout=10)
+                assert cams["incident_id"] == inc["incident_id"]
+                [c] = cams["cameras"]
+                assert c["outcome"] == "unavailable" and c["message"] == "camera unavailable" and c["reason"]
+                assert sim.commands == []
+                if fault == "wrong_password":
+                    assert sim.auth_failures > 0
+                assert bt.service.camera_status["cam-square"]["status"] == "unavailable"
+                bt.call(bt.service.settle())
+                with psycopg.connect(db.safe) as conn:
+                    rows = conn.execute("SELECT action FROM safe.journal WHERE incident_id = %s ORDER BY id", (uuid.UUID(inc["incident_id"]),)).fetchall()
+                assert ("camera_unavailable",) in rows and ("incident_opened",) in rows
+            finally:
+                feed.stop()
+                pub.close()
