@@ -68,6 +68,11 @@ ON CONFLICT DO NOTHING
 """
 
 
+def _floor_5min(t: dt.datetime) -> dt.datetime:
+    epoch = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    return t - (t - epoch) % dt.timedelta(minutes=5)
+
+
 class EventStore:
     """SQL of the open events, bound to one schema."""
 
@@ -84,7 +89,7 @@ class EventStore:
     async def evaluate(self, conn: AsyncConnection, settings: OpenEventSettings, now: dt.datetime | None = None) -> list[int]:
         """Detect new events up to ``now``; queue them for webhooks; return their ids."""
         now = now or dt.datetime.now(dt.UTC)
-        since = now - dt.timedelta(minutes=settings.lookback_min)
+        since = _floor_5min(now - dt.timedelta(minutes=settings.lookback_min))  # whole windows only
         async with conn.transaction():
             cur = await conn.execute(self.q(_THRESHOLD), {"since": since, "now": now, "threshold": settings.laeq_5min_threshold_db})
             ids = [r[0] for r in await cur.fetchall()]
