@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,10 +63,12 @@ def _export(net: object, out: Path, config: TrainConfig) -> str:
     path = out / MODEL_FILE
     example = torch.zeros(1, 1, features.N_MELS, features.WINDOW_FRAMES)
     model = WithSoftmax(net).eval()  # type: ignore[arg-type]
-    torch.onnx.export(
-        model, (example,), str(path), input_names=["log_mel"], output_names=["probabilities"],
-        dynamic_axes={"log_mel": {0: "windows"}, "probabilities": {0: "windows"}}, opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (example,), str(path), input_names=["log_mel"], output_names=["probabilities"],
+            dynamic_axes={"log_mel": {0: "windows"}, "probabilities": {0: "windows"}}, opset_version=17, dynamo=False,
+        )
     proto = onnx.load(str(path))
     digest = hashlib.sha256(proto.graph.SerializeToString()).hexdigest()[:12]
     model_id = f"sonopolis-sed-{digest}"

@@ -1,0 +1,158 @@
+"""The committed ONNX classifier: loads with onnxruntime alone, streams like it classifies files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from detectors import features
+from detectors.classifier import (
+    CLASSES,
+    DEFAULT_MODEL,
+    DEFAULT_THRESHOLDS,
+    ClassifierError,
+    EventClassifier,
+    StreamingClassifier,
+)
+
+SR = features.SAMPLE_RATE
+START = datetime(2025, 6, 21, 22, 15, 3, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> EventClassifier:
+    return EventClassifier()
+
+
+def street(seconds: float, seed: int = 0) -> np.ndarray:
+    """Brown-ish noise with a slow rumble: a stand-in for street background."""
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal(int(seconds * SR))
+    brown = np.cumsum(white)
+    brown -= np.convolve(brown, np.ones(400) / 400, mode="same")
+    x = brown / np.std(brown) * 0.01 + 0.002 * white
+    return x.astype(np.float32)
+
+
+def burst(seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = 6000
+    return (0.4 * rng.standard_normal(n) * np.exp(-np.arange(n) / 900.0)).astype(np.float32)
+
+
+def test_committed_model_is_small_and_declares_its_classes() -> None:
+    import onnx
+
+    assert DEFAULT_MODEL.stat().st_size < 3_000_000
+    meta = {p.key: p.value for p in onnx.load(str(DEFAULT_MODEL)).metadata_props}
+    assert tuple(json.loads(meta["classes"])) == CLASSES
+    thresholds = json.loads(DEFAULT_THRESHOLDS.read_text())
+    assert thresholds["model_id"] == meta["model_id"]
+    assert set(thresholds["thresholds"]) == set(CLASSES) - {"background"}
+
+
+def test_model_runs_with_numpy_and_onnxruntime_only() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from detectors.classifier import EventClassifier\n"
+        "c = EventClassifier()\n"
+        "p = c.window_probabilities(np.zeros(40000, np.float32), 16000)\n"
+        "assert p.shape == (4, 9) and np.allclose(p.sum(1), 1, atol=1e-4), p\n"
+        "heavy = sorted(m for m in ('torch', 'sklearn', 'tensorflow', 'onnx') if m in sys.modules)\n"
+        "print('heavy=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "heavy="
+
+
+def test_probabilities_are_a_distribution_per_window(classifier: EventClassifier) -> None:
+    audio = street(3.2)
+    p = classifier.window_probabilities(audio, SR)
+    assert p.shape == (len(features.window_starts(audio.size)), len(CLASSES))
+    assert np.allclose(p.sum(axis=1), 1.0, atol=1e-4)
+    assert (p >= 0).all()
+
+
+def test_streaming_in_odd_chunks_equals_offline(classifier: EventClassifier) -> None:
+    audio = street(7.3, seed=3)
+    for at in (0.7, 2.9, 5.15):
+        i = int(at * SR)
+        audio[i : i + 6000] += burst(int(at * 10))
+    # Low thresholds so that many classes fire and the comparison is not vacuous.
+    low = {c: 0.02 for c in CLASSES if c != "background"}
+    offline = EventClassifier(thresholds=low).classify_clip(audio, SR, start=START)
+    assert len(offline) >= 2
+
+    stream = StreamingClassifier(thresholds=low)
+    rng = np.random.default_rng(5)
+    got, i = [], 0
+    while i < audio.size:
+        n = int(rng.choice([1, 160, 999, 4000, 8000, 12345, 20000]))
+        got += stream.feed(audio[i : i + n], START + timedelta(seconds=i / SR))
+        i += n
+        assert stream._tail.size <= 24_000 + n  # bounded tail: 1.5 s + the chunk just fed
+    assert [d.model_dump(exclude={"confidence"}) for d in got] == [d.model_dump(exclude={"confidence"}) for d in offline]
+    assert np.allclose([d.confidence for d in got], [d.confidence for d in offline], atol=1e-4)
+
+
+def test_onset_of_an_impulse_is_reported_to_the_millisecond() -> None:
+    """End to end through the stream: 0.7 s after the start, within 2 ms.
+
+    Thresholds at 0 make every class fire on the first window, whose onset search
+    region (the window and the 0.5 s before it) holds the burst.
+    """
+    audio = street(3.0, seed=7)
+    at = int(0.7123 * SR)
+    audio[at : at + 6000] += burst(7)
+    stream = StreamingClassifier(thresholds={c: 0.0 for c in CLASSES if c != "background"})
+    detections = []
+    for i in range(0, audio.size, 1600):  # 100 ms chunks, as a sound card delivers them
+        detections += stream.feed(audio[i : i + 1600], START + timedelta(seconds=i / SR))
+    assert detections, "zero thresholds must fire"
+    expected = START + timedelta(seconds=at / SR)
+    for d in detections:
+        assert abs((d.onset - expected).total_seconds()) <= 0.002
+        assert d.onset.microsecond % 1000 == 0  # millisecond resolution
+        assert d.window_start == START.replace(microsecond=123000)
+        assert d.level_dbfs is not None and -40 < d.level_dbfs < 0
+
+
+def test_a_gap_in_the_stream_restarts_windows() -> None:
+    stream = StreamingClassifier(thresholds={c: 0.0 for c in CLASSES if c != "background"})
+    first = stream.feed(street(1.2), START)
+    assert first and all(d.window_start == START.replace(microsecond=123000) for d in first)
+    later = START + timedelta(seconds=60)
+    second = stream.feed(street(1.0, seed=2), later)
+    # A new stream: its first window starts at the new chunk, classes fire again.
+    assert second and second[0].window_start == later.replace(microsecond=123000)
+
+
+def test_silence_and_street_noise_raise_no_security_event(classifier: EventClassifier) -> None:
+    for audio in (np.zeros(5 * SR, np.float32), street(5.0, seed=11)):
+        assert [d for d in classifier.classify_clip(audio, SR) if d.is_security] == []
+
+
+def test_other_sample_rates_are_resampled(classifier: EventClassifier) -> None:
+    at_16k = classifier.window_probabilities(street(2.0), SR)
+    from scipy.signal import resample_poly
+
+    at_48k = classifier.window_probabilities(resample_poly(street(2.0), 3, 1).astype(np.float32), 48_000)
+    assert at_48k.shape == at_16k.shape
+    assert np.abs(at_48k - at_16k).max() < 0.1
+
+
+def test_bad_thresholds_and_models_are_refused(tmp_path) -> None:
+    with pytest.raises(ClassifierError, match="unknown classes"):
+        EventClassifier(thresholds={"dog": 0.5})
+    with pytest.raises(ClassifierError, match=r"\[0, 1\]"):
+        EventClassifier(thresholds={"gunshot": 1.5})
+    broken = tmp_path / "sound_events.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ClassifierError, match="cannot load model"):
+        EventClassifier(broken)
