@@ -1,0 +1,90 @@
+"""Retention with an injected clock: purge after N days, legal holds kept, purge journaled,
+and the journal append-only for everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from messages.security_event import SecurityEvent
+from safecity_bridge import journal, retention, store
+from safecity_bridge.correlation import Correlator
+from safecity_bridge.journal import Action
+from safecity_bridge.settings import CorrelationSettings
+from tests.safecity_bridge.bridge_harness import SENSORS, event
+
+T0 = datetime(2030, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+async def _seed(dsn: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    corr = Correlator(CorrelationSettings(), {s.sensor_id: s for s in SENSORS})
+    ids = []
+    store.migrate(dsn, "safe")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for day, sid in ((0, "s-north"), (0, "s-east"), (14, "s-west")):
+            at = T0 + timedelta(days=day)
+            ev = SecurityEvent.model_validate(event(sid, onset=at))
+            plan = corr.plan(ev, at)
+            assert await store.record_event(conn, "safe", ev, plan.incident, is_new=True, received_at=at)
+            await store.record_camera_outcomes(conn, "safe", plan.incident.incident_id, [{"camera_id": "cam-1", "outcome": "moved_preset", "preset": "p1"}], at)
+            ids.append(plan.incident.incident_id)
+        await store.place_hold(conn, "safe", ids[1], "réquisition judiciaire 2030/123", "dominique", T0 + timedelta(days=1))
+        await store.quarantine(conn, "safe", received_at=T0, topic="t", payload=b"x", reason_code="invalid_json", reason="r")
+    return ids[0], ids[1], ids[2]
+
+
+def count(conn, q, *p):
+    return conn.execute(q, p).fetchone()[0]
+
+
+def test_purge_respects_retention_and_legal_hold_and_is_journaled(db):
+    old, held, recent = asyncio.run(_seed(db.safe))
+
+    async def purge_at(now: datetime) -> retention.PurgeResult:
+        async with await psycopg.AsyncConnection.connect(db.safe, autocommit=True) as conn:
+            return await retention.purge(conn, "safe", 15, clock=lambda: now)
+
+    first = asyncio.run(purge_at(T0 + timedelta(days=10)))  # nothing old enough yet
+    assert (first.incidents, first.quarantined) == (0, 0)
+    result = asyncio.run(purge_at(T0 + timedelta(days=16)))
+    assert result.cutoff == T0 + timedelta(days=1)
+    assert result.incidents == 1 and result.quarantined == 1
+    with psycopg.connect(db.safe) as conn:
+        remaining = {r[0] for r in conn.execute("SELECT incident_id FROM safe.incidents")}
+        assert remaining == {held, recent}
+        assert count(conn, "SELECT count(*) FROM safe.events WHERE incident_id = %s", old) == 0
+        assert count(conn, "SELECT count(*) FROM safe.camera_moves WHERE incident_id = %s", old) == 0
+        assert count(conn, "SELECT count(*) FROM safe.journal WHERE incident_id = %s", old) == 0
+        assert count(conn, "SELECT count(*) FROM safe.journal WHERE incident_id = %s", held) >= 3  # opened, camera, hold
+        purges = conn.execute("SELECT at, details FROM safe.journal WHERE action = 'purge' ORDER BY id").fetchall()
+        assert len(purges) == 2 and purges[-1][1]["incidents"] == 1 and purges[-1][1]["retention_days"] == 15
+        assert purges[-1][0] == T0 + timedelta(days=16)
+
+
+def test_journal_is_append_only(db):
+    asyncio.run(_seed(db.safe))
+    with psycopg.connect(db.safe, autocommit=True) as conn:
+        for stmt in ("UPDATE safe.journal SET actor = 'x'", "DELETE FROM safe.journal", "TRUNCATE safe.journal"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(stmt)
+        assert count(conn, "SELECT count(*) FROM safe.journal") > 0
+
+
+def test_retention_bounds_enforced_by_purge():
+    with pytest.raises(ValueError, match="between 1 and 30"):
+        asyncio.run(retention.purge(None, "safe", 31))  # type: ignore[arg-type]
+
+
+def test_journal_entries_query(db):
+    old, held, _ = asyncio.run(_seed(db.safe))
+
+    async def q() -> list[dict]:
+        async with await psycopg.AsyncConnection.connect(db.safe, autocommit=True) as conn:
+            return await journal.entries(conn, "safe", incident_id=held, action=Action.LEGAL_HOLD_PLACED)
+
+    [entry] = asyncio.run(q())
+    assert entry["actor"] == "dominique" and entry["details"]["reason"].startswith("réquisition")
