@@ -7,6 +7,61 @@ from pathlib import Path
 import typer
 
 
+def edge(
+    source: str = typer.Argument(..., help="WAV/FLAC file or folder, '-' for raw PCM on stdin, 'soundcard' for live input"),
+    config: Path | None = typer.Option(None, "--config", help="Edge settings TOML (else SONOPOLIS_EDGE_* variables)"),
+    realtime: bool = typer.Option(False, "--realtime/--fast", help="Replay files at real-time pace or as fast as possible"),
+    start: str | None = typer.Option(None, "--start", help="UTC time of the first sample (ISO 8601); default: now"),
+    rate: int = typer.Option(48000, "--rate", help="Sample rate of stdin PCM or the sound card"),
+    pcm_format: str = typer.Option("s16le", "--format", help="stdin PCM format: s16le, s32le or f32le"),
+    channels: int = typer.Option(1, "--channels", min=1, max=32, help="Interleaved channels (mixed to mono)"),
+    device: str | None = typer.Option(None, "--device", help="Sound card name or index"),
+) -> None:
+    """Run the edge agent: level frames to the smart broker, security events to the safe broker."""
+    from common.config import ConfigError, load_settings
+    from detectors.runner import RunError, run_edge
+    from detectors.settings import EdgeSettings
+
+    try:
+        settings = load_settings(EdgeSettings, config)
+        stats = run_edge(settings, source, realtime=realtime, start=start, rate=rate, pcm_format=pcm_format, channels=channels, device=device)
+    except ConfigError as exc:
+        typer.echo(f"edge: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except RunError as exc:
+        typer.echo(f"edge: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"edge: frames={stats.frames} events={stats.events} events_withheld={stats.events_withheld} "
+        f"queued={stats.still_queued} dropped={stats.dropped}"
+    )
+
+
+def calibrate(
+    recording: Path = typer.Argument(..., exists=True, dir_okay=False, help="WAV/FLAC recording of the calibrator on the sensor's microphone"),
+    reference_db: float = typer.Option(94.0, "--reference-db", help="Calibrator level: 94 or 114 dB"),
+) -> None:
+    """Derive the sensor's calibration offset from a 1 kHz calibrator recording."""
+    import soundfile as sf
+
+    from detectors.calibration import REFERENCE_LEVELS_DB, CalibrationError, derive_offset
+
+    if reference_db not in REFERENCE_LEVELS_DB:
+        typer.echo(f"calibrate: --reference-db must be one of {REFERENCE_LEVELS_DB}, got {reference_db}", err=True)
+        raise typer.Exit(2)
+    try:
+        audio, fs = sf.read(str(recording), dtype="float64", always_2d=True)
+        result = derive_offset(audio.mean(axis=1), fs, reference_db)
+    except (RuntimeError, CalibrationError) as exc:
+        typer.echo(f"calibrate: {recording.name}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"tone {result.tone_frequency_hz:.1f} Hz at {result.tone_level_dbfs:.2f} dBFS, stable within {result.spread_db:.2f} dB, "
+        f"{result.tone_to_noise_db:.1f} dB above noise"
+    )
+    typer.echo(f"SONOPOLIS_EDGE_CALIBRATION_OFFSET_DB={result.offset_db:.2f}")
+
+
 def eval_detector(
     folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder with LABELS.csv (path,label) and clips"),
     model: Path | None = typer.Option(None, "--model", help="ONNX model (default: detectors/model/sound_events.onnx)"),

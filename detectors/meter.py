@@ -109,6 +109,10 @@ class SoundLevelMeter:
         self._band_counts = np.zeros(len(self.bank.positions))
 
     @property
+    def periods_completed(self) -> int:
+        return self._index
+
+    @property
     def next_period_start(self) -> datetime:
         return self._start + timedelta(seconds=self._index * self.period_s)
 

@@ -1,0 +1,188 @@
+"""The edge agent: audio blocks in, level frames and security events out (as messages).
+
+Flow for each block (held in memory only, released after the call):
+
+* the level meter integrates it into 1 s periods (smart path);
+* the block, resampled to the classifier's rate, goes to the sound-event classifier;
+* each detection is *routed*: security classes become ``SecurityEvent`` messages
+  for the safe channel, ``car_horn``/``siren`` only increment the anonymous count of
+  the 1 s period they started in, anything else (``background``) is ignored.
+
+A period is held back until the classifier has heard the audio that can still
+report an onset inside it (its window plus hop), then leaves as a ``LevelFrame``
+with its counts. Messages go to the outbox and the links publish them; without a
+safe broker configured, security events are counted and never leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from datetime import datetime, timedelta, timezone
+from typing import Literal, Protocol
+
+import numpy as np
+
+from detectors.meter import PeriodLevels, SoundLevelMeter
+from detectors.outbox import Outbox
+from detectors.publisher import BrokerLink
+from detectors.resample import StreamingResampler
+from messages.level_frame import NOISE_SOURCES, SourceCounts
+from messages.security_event import SECURITY_CLASSES, SecurityEvent
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_LOOKAHEAD_S = 2.0
+"""How long after a period ends a detection may still report an onset inside it."""
+
+
+class DetectionLike(Protocol):
+    label: str
+    confidence: float
+    onset: datetime
+
+
+class ClassifierLike(Protocol):
+    """What the agent needs of ``detectors.classifier.StreamingClassifier``."""
+
+    sample_rate: int
+
+    def feed(self, samples: np.ndarray, start: datetime) -> list[DetectionLike]: ...
+
+
+Route = Literal["safe", "count", "ignore"]
+
+
+def route(label: str) -> Route:
+    """The separation rule in one place: where a detected class may go."""
+    if label in SECURITY_CLASSES:
+        return "safe"
+    if label in NOISE_SOURCES:
+        return "count"
+    return "ignore"
+
+
+class EdgeAgent:
+    """One sensor's pipeline. Not thread-safe: one loop feeds it."""
+
+    def __init__(
+        self,
+        *,
+        sensor_id: str,
+        calibration_offset_db: float,
+        sample_rate: int,
+        start: datetime,
+        outbox: Outbox,
+        smart: BrokerLink | None,
+        safe: BrokerLink | None,
+        classifier: ClassifierLike | None = None,
+        model_id: str = "",
+    ):
+        self.sensor_id = sensor_id
+        self.offset = calibration_offset_db
+        self.sample_rate = int(sample_rate)
+        self.start = start.astimezone(timezone.utc)
+        self.outbox = outbox
+        self.smart = smart
+        self.safe = safe
+        self.classifier = classifier
+        self.model_id = model_id[:64]
+        self.meter = SoundLevelMeter(self.sample_rate, calibration_offset_db, self.start)
+        self._resampler = StreamingResampler(self.sample_rate, classifier.sample_rate) if classifier else None
+        self._cls_samples = 0
+        self._n = 0
+        self._held: deque[PeriodLevels] = deque()
+        self._counts: dict[int, dict[str, int]] = {}
+        self._last_lafmax = 0.0
+        self.frames_queued = 0
+        self.events_queued = 0
+        self.events_withheld = 0  # security events with no safe broker configured
+        self.late_counts = 0
+
+    @property
+    def stream_time(self) -> datetime:
+        """Time of the next sample to arrive."""
+        return self.start + timedelta(seconds=self._n / self.sample_rate)
+
+    def feed(self, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float32)
+        self._n += block.size
+        self._held.extend(self.meter.feed(block))
+        if self._held:
+            self._last_lafmax = self._held[-1].lafmax
+        if self.classifier is not None and self._resampler is not None:
+            chunk = self._resampler(block)
+            if chunk.size:
+                t = self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate)
+                self._cls_samples += chunk.size
+                for detection in self.classifier.feed(chunk, t):
+                    self._on_detection(detection)
+        self._release(final=False)
+        self.pump()
+
+    def _period_index(self, t: datetime) -> int:
+        return math.floor((t - self.start).total_seconds() / self.meter.period_s)
+
+    def _on_detection(self, d: DetectionLike) -> None:
+        where = route(d.label)
+        if where == "count":
+            index = self._period_index(d.onset)
+            released = self.meter.periods_completed - len(self._held)  # periods already sent
+            if index < released:
+                self.late_counts += 1
+                index = released
+            per = self._counts.setdefault(index, {})
+            per[d.label] = per.get(d.label, 0) + 1
+        elif where == "safe":
+            self._queue_event(d)
+
+    def _queue_event(self, d: DetectionLike) -> None:
+        if self.safe is None:
+            self.events_withheld += 1
+            log.info("security detection not sent: no safe broker configured (%d so far)", self.events_withheld)
+            return
+        level_dbfs = getattr(d, "level_dbfs", None)
+        level = level_dbfs + self.offset if level_dbfs is not None else self._last_lafmax
+        event = SecurityEvent.model_validate(
+            {
+                "sensor_id": self.sensor_id,
+                "class": d.label,
+                "confidence": round(float(d.confidence), 4),
+                "onset": d.onset,
+                "level_db": round(min(180.0, max(0.0, level)), 2),
+                "model": self.model_id,
+            }
+        )
+        self.outbox.put("safe", "event", event.topic(), event.to_json())
+        self.events_queued += 1
+        log.info("security event %s queued for the safe broker", event.event_id)
+
+    def _release(self, final: bool) -> None:
+        horizon = self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate) if self.classifier else None
+        while self._held:
+            p = self._held[0]
+            end = p.start + timedelta(seconds=p.period_s)
+            if not final and horizon is not None and horizon < end + timedelta(seconds=CLASSIFIER_LOOKAHEAD_S):
+                break
+            self._held.popleft()
+            index = self._period_index(p.start)
+            counts = self._counts.pop(index, {})
+            frame = p.to_frame(self.sensor_id, SourceCounts(**counts))
+            if self.smart is not None:
+                self.outbox.put("smart", "frame", frame.topic(), frame.model_dump_json(by_alias=True))
+                self.frames_queued += 1
+
+    def pump(self) -> None:
+        for link in (self.smart, self.safe):
+            if link is not None:
+                link.pump()
+
+    def finish(self, drain_timeout_s: float = 10.0) -> bool:
+        """End of stream: release held periods and try to deliver the queue."""
+        self._release(final=True)
+        ok = True
+        for link in (self.smart, self.safe):
+            if link is not None:
+                ok &= link.drain(drain_timeout_s)
+        return ok

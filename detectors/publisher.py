@@ -1,0 +1,162 @@
+"""One MQTT connection per broker, fed from the on-disk outbox.
+
+The edge agent holds two of these with *separate* settings (host, client id,
+credentials): ``smart`` for level frames and ``safe`` for security events. A link
+never looks at the other channel's rows of the outbox, so nothing queued for one
+broker can leave through the other.
+
+Delivery: rows are published at QoS 1 only while connected and deleted when the
+broker's PUBACK arrives; after a disconnect the unacknowledged rows are sent again
+(receivers are idempotent: frames on (sensor, time), events on ``event_id``). When
+several frames wait (catching up after an outage) they leave as one ``LevelBatch``.
+paho's network thread only records connection state and acknowledged message ids;
+the outbox is touched from the agent's thread alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from common.config import MqttSettings
+from detectors.outbox import Channel, Outbox, Pending
+from messages.level_frame import LevelBatch, LevelFrame
+
+log = logging.getLogger(__name__)
+
+CATCHUP_BATCH_FRAMES = 300
+"""Frames per ``LevelBatch`` when replaying a backlog (~200 kB per message)."""
+MAX_IN_FLIGHT = 50
+
+
+class BrokerLink:
+    """Publishes one outbox channel to one broker; ``pump()`` from the agent's loop."""
+
+    def __init__(self, channel: Channel, settings: MqttSettings, outbox: Outbox):
+        self.channel = channel
+        self.settings = settings
+        self.outbox = outbox
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._connected = False
+        self._acked: set[int] = set()
+        self._in_flight: dict[int, list[int]] = {}  # mid -> outbox ids
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        if settings.username:
+            password = settings.password.get_secret_value() if settings.password else None
+            self._client.username_pw_set(settings.username, password)
+        if settings.tls_ca_file:
+            self._client.tls_set(ca_certs=str(settings.tls_ca_file))
+        self._client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+    # paho network thread -------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.error("%s broker refused the connection: %s", self.channel, reason)
+            return
+        with self._lock:
+            self._connected = True
+        log.info("%s broker connected (%s:%d)", self.channel, self.settings.host, self.settings.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        with self._lock:
+            self._connected = False
+        log.warning("%s broker disconnected (%s); messages stay queued", self.channel, reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        with self._lock:
+            self._acked.add(mid)
+
+    # agent thread ---------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
+
+    def start(self) -> None:
+        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def pump(self) -> int:
+        """Acknowledge what the broker confirmed, publish what waits; returns rows sent."""
+        with self._lock:
+            connected = self._connected
+            acked, self._acked = self._acked, set()
+        done = [i for mid in acked for i in self._in_flight.pop(mid, [])]
+        self.outbox.ack(done)
+        if not connected:
+            if self._in_flight:
+                self._in_flight.clear()  # re-sent after reconnection
+            return 0
+        busy = {i for ids in self._in_flight.values() for i in ids}
+        room = MAX_IN_FLIGHT - len(self._in_flight)
+        if room <= 0:
+            return 0
+        rows = self.outbox.pending(self.channel, limit=room * CATCHUP_BATCH_FRAMES, exclude=busy)
+        sent = 0
+        for group in self._messages(rows)[:room]:
+            topic, payload, ids = group
+            info = self._client.publish(topic, payload, qos=self.settings.qos)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                log.warning("%s publish not accepted (rc=%s); will retry", self.channel, info.rc)
+                break
+            if self.settings.qos == 0:
+                self.outbox.ack(ids)
+            else:
+                self._in_flight[info.mid] = ids
+            sent += len(ids)
+        self.sent += sent
+        return sent
+
+    def _messages(self, rows: list[Pending]) -> list[tuple[str, str, list[int]]]:
+        """Rows -> wire messages: single rows as they are, runs of frames as batches."""
+        out: list[tuple[str, str, list[int]]] = []
+        run: list[Pending] = []
+
+        def flush() -> None:
+            if len(run) == 1:
+                out.append((run[0].topic, run[0].payload, [run[0].id]))
+            elif run:
+                frames = [LevelFrame.model_validate_json(r.payload) for r in run]
+                batch = LevelBatch(sensor_id=frames[0].sensor_id, frames=frames)
+                out.append((run[0].topic, batch.model_dump_json(by_alias=True), [r.id for r in run]))
+            run.clear()
+
+        for row in rows:
+            if row.kind == "frame" and (not run or (row.topic == run[0].topic and len(run) < CATCHUP_BATCH_FRAMES)):
+                run.append(row)
+                continue
+            flush()
+            if row.kind == "frame":
+                run.append(row)
+            else:
+                out.append((row.topic, row.payload, [row.id]))
+        flush()
+        return out
+
+    def drain(self, timeout_s: float) -> bool:
+        """Pump until this channel's queue is empty (True) or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.pump()
+            if self.outbox.count(self.channel) == 0:
+                return True
+            time.sleep(0.02)
+        return False

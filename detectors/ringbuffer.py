@@ -1,0 +1,59 @@
+"""A fixed-size in-memory ring buffer of audio samples (the only place audio waits).
+
+The capture thread writes, the agent reads. When the reader falls behind by more
+than the capacity, the oldest samples are overwritten and counted in ``overruns``
+(the meter then under-reads that second, which the operator sees in the logs);
+memory never grows.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+class RingBuffer:
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError("ring buffer capacity must be at least one sample")
+        self.capacity = capacity
+        self._buf = np.zeros(capacity, dtype=np.float32)
+        self._read = 0  # absolute indices
+        self._write = 0
+        self.overruns = 0
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return self._write - self._read
+
+    def write(self, samples: np.ndarray) -> None:
+        x = np.asarray(samples, dtype=np.float32).ravel()
+        with self._cond:
+            if x.size > self.capacity:
+                skipped = x.size - self.capacity
+                self._write += skipped  # those samples are lost at once
+                x = x[-self.capacity :]
+            start = self._write % self.capacity
+            first = min(x.size, self.capacity - start)
+            self._buf[start : start + first] = x[:first]
+            self._buf[: x.size - first] = x[first:]
+            self._write += x.size
+            lost = self._write - self._read - self.capacity
+            if lost > 0:
+                self.overruns += lost
+                self._read += lost
+            self._cond.notify_all()
+
+    def read(self, n: int, timeout_s: float | None = None) -> np.ndarray:
+        """Up to ``n`` samples (a copy); waits up to ``timeout_s`` for at least one."""
+        with self._cond:
+            if self._write == self._read and timeout_s:
+                self._cond.wait(timeout_s)
+            take = min(n, self._write - self._read)
+            start = self._read % self.capacity
+            first = min(take, self.capacity - start)
+            out = np.concatenate([self._buf[start : start + first], self._buf[: take - first]])
+            self._read += take
+            return out

@@ -1,0 +1,139 @@
+"""Start-up and shutdown of ``sonopolis edge``: settings in, one agent loop, clean stop.
+
+Order: open the outbox (replays anything left by a previous run), start the smart
+link and, only if configured, the safe link, load the classifier, then feed blocks
+from the source until it ends (file, stdin) or the process is stopped (sound card).
+At the end the held periods are released and the queue is drained for at most
+``drain_timeout_s``; what is not delivered stays in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from detectors.agent import ClassifierLike, EdgeAgent
+from detectors.outbox import Outbox, OutboxError
+from detectors.publisher import BrokerLink
+from detectors.settings import EdgeSettings
+from detectors.sources import FileSource, SoundCardSource, SourceError, StdinSource
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """The agent cannot start or run (source, queue, classifier)."""
+
+
+@dataclass(frozen=True)
+class RunStats:
+    frames: int
+    events: int
+    events_withheld: int
+    still_queued: int
+    dropped: int
+
+
+def load_classifier(settings: EdgeSettings) -> tuple[ClassifierLike | None, str]:
+    """The project's streaming classifier, or ``None`` (levels only) when disabled."""
+    if not settings.classifier_enabled:
+        log.info("classifier disabled: levels only")
+        return None, ""
+    from detectors.classifier import ClassifierError, StreamingClassifier
+
+    try:
+        classifier = StreamingClassifier(settings.model_path)
+    except ClassifierError as exc:
+        raise RunError(f"cannot load the sound-event classifier: {exc}") from exc
+    return classifier, classifier.model_id
+
+
+def open_source(source: str, *, realtime: bool, rate: int, pcm_format: str, channels: int, device: str | None):
+    try:
+        if source == "-":
+            return StdinSource(rate, pcm_format, channels)  # type: ignore[arg-type]
+        if source == "soundcard":
+            return SoundCardSource(rate, device=device, channels=channels)
+        return FileSource(Path(source), realtime=realtime)
+    except SourceError as exc:
+        raise RunError(str(exc)) from exc
+
+
+def run_agent(
+    settings: EdgeSettings,
+    blocks: Iterator[np.ndarray],
+    sample_rate: int,
+    start: datetime,
+    classifier: ClassifierLike | None,
+    model_id: str = "",
+    on_block: Callable[[EdgeAgent], None] | None = None,
+) -> RunStats:
+    """Feed ``blocks`` through one agent with its own outbox and broker links."""
+    try:
+        outbox = Outbox(settings.queue_dir, settings.queue_max_messages)
+    except OutboxError as exc:
+        raise RunError(str(exc)) from exc
+    smart = BrokerLink("smart", settings.smart_mqtt, outbox)
+    safe = BrokerLink("safe", settings.safe_mqtt, outbox) if settings.safe_mqtt else None
+    if safe is None:
+        log.info("no safe broker configured: security events will not leave this sensor")
+    for link in (smart, safe):
+        if link:
+            link.start()
+    agent = EdgeAgent(
+        sensor_id=settings.sensor_id,
+        calibration_offset_db=settings.calibration_offset_db,
+        sample_rate=sample_rate,
+        start=start,
+        outbox=outbox,
+        smart=smart,
+        safe=safe,
+        classifier=classifier,
+        model_id=model_id,
+    )
+    try:
+        try:
+            for block in blocks:
+                agent.feed(block)
+                if on_block:
+                    on_block(agent)
+        except SourceError as exc:
+            raise RunError(str(exc)) from exc
+        except KeyboardInterrupt:
+            log.info("stopped by the operator")
+        delivered = agent.finish(settings.drain_timeout_s)
+        if not delivered:
+            log.warning("%d message(s) not yet delivered; they stay queued for the next start", outbox.count())
+        return RunStats(agent.frames_queued, agent.events_queued, agent.events_withheld, outbox.count(), outbox.dropped)
+    finally:
+        for link in (smart, safe):
+            if link:
+                link.stop()
+        outbox.close()
+
+
+def run_edge(
+    settings: EdgeSettings,
+    source: str,
+    *,
+    realtime: bool = False,
+    start: str | None = None,
+    rate: int = 48000,
+    pcm_format: str = "s16le",
+    channels: int = 1,
+    device: str | None = None,
+) -> RunStats:
+    src = open_source(source, realtime=realtime, rate=rate, pcm_format=pcm_format, channels=channels, device=device)
+    try:
+        t0 = datetime.fromisoformat(start) if start else datetime.now(timezone.utc)
+    except ValueError as exc:
+        raise RunError(f"--start {start!r} is not an ISO 8601 time") from exc
+    if t0.tzinfo is None:
+        raise RunError("--start must carry a UTC offset, e.g. 2026-11-23T10:00:00Z")
+    classifier, model_id = load_classifier(settings)
+    return run_agent(settings, src.blocks(), src.sample_rate, t0, classifier, model_id)

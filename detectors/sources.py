@@ -1,0 +1,144 @@
+"""Where audio comes from: a WAV/FLAC file or folder, raw PCM on stdin, a sound card.
+
+Every source yields mono float32 blocks (full scale = 1.0) of at most ``block_s``
+seconds and never keeps more than a bounded ring buffer of audio: files are read
+block by block, stdin in fixed chunks, and the sound card's callback writes into a
+:class:`~detectors.ringbuffer.RingBuffer` that the agent drains. Nothing here
+writes audio anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+
+from detectors.ringbuffer import RingBuffer
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+PcmFormat = Literal["s16le", "s32le", "f32le"]
+_DTYPES = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2147483648.0), "f32le": ("<f4", 1.0)}
+
+
+class SourceError(RuntimeError):
+    """The audio source cannot be opened or read (file, format, device)."""
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    return (block.mean(axis=1) if block.ndim == 2 else block).astype(np.float32, copy=False)
+
+
+class FileSource:
+    """One file, or every WAV/FLAC file of a folder in name order (same rate required)."""
+
+    def __init__(self, path: Path, realtime: bool = False, block_s: float = 0.1):
+        import soundfile as sf
+
+        path = Path(path)
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+            if not self.files:
+                raise SourceError(f"no .wav or .flac file in {path}")
+        elif path.is_file():
+            self.files = [path]
+        else:
+            raise SourceError(f"audio source {path} does not exist")
+        rates = {}
+        for f in self.files:
+            try:
+                rates[f] = sf.info(str(f)).samplerate
+            except (RuntimeError, sf.LibsndfileError) as exc:
+                raise SourceError(f"cannot read {f}: {exc}") from exc
+        distinct = sorted(set(rates.values()))
+        if len(distinct) != 1:
+            raise SourceError(f"files in {path} mix sample rates {distinct}; replay them separately")
+        self.sample_rate = distinct[0]
+        self.realtime = realtime
+        self.block = max(1, int(block_s * self.sample_rate))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        t0 = time.monotonic()
+        done = 0
+        for f in self.files:
+            log.info("replaying %s", f.name)
+            with sf.SoundFile(str(f)) as snd:
+                for block in snd.blocks(blocksize=self.block, dtype="float32", always_2d=True):
+                    yield _mono(block)
+                    done += block.shape[0]
+                    if self.realtime:
+                        ahead = done / self.sample_rate - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+
+
+class StdinSource:
+    """Raw little-endian PCM (interleaved channels) from a byte stream, e.g. ``arecord``."""
+
+    def __init__(self, sample_rate: int, fmt: PcmFormat = "s16le", channels: int = 1, stream: BinaryIO | None = None, block_s: float = 0.1):
+        if fmt not in _DTYPES:
+            raise SourceError(f"unknown PCM format {fmt!r}; expected one of {sorted(_DTYPES)}")
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.dtype, self.scale = _DTYPES[fmt]
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.frame_bytes = np.dtype(self.dtype).itemsize * channels
+        self.block = max(1, int(block_s * sample_rate))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        pending = b""
+        while True:
+            data = self.stream.read(self.block * self.frame_bytes)
+            if not data:
+                break
+            data = pending + data
+            usable = len(data) - len(data) % self.frame_bytes
+            pending = data[usable:]
+            if usable:
+                raw = np.frombuffer(data[:usable], dtype=self.dtype).reshape(-1, self.channels)
+                yield _mono(raw.astype(np.float32) / self.scale)
+        if pending:
+            log.warning("stdin ended inside a sample frame: %d trailing byte(s) ignored", len(pending))
+
+
+class SoundCardSource:
+    """Live input through PortAudio (``sounddevice``, optional dependency)."""
+
+    def __init__(self, sample_rate: int, device: str | int | None = None, channels: int = 1, buffer_s: float = 2.0, block_s: float = 0.1):
+        try:
+            import sounddevice
+        except (ImportError, OSError) as exc:  # OSError: PortAudio library missing
+            raise SourceError(
+                "live capture needs the 'sounddevice' package and the PortAudio library "
+                "(pip install 'sonopolis[soundcard]'; apt-get install libportaudio2): " + str(exc)
+            ) from exc
+        self._sd = sounddevice
+        self.sample_rate = sample_rate
+        self.device = device
+        self.channels = channels
+        self.block = max(1, int(block_s * sample_rate))
+        self.ring = RingBuffer(int(buffer_s * sample_rate))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        def callback(indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
+            self.ring.write(_mono(indata))
+
+        try:
+            stream = self._sd.InputStream(
+                samplerate=self.sample_rate, device=self.device, channels=self.channels, dtype="float32", callback=callback, blocksize=self.block
+            )
+        except self._sd.PortAudioError as exc:
+            raise SourceError(f"cannot open sound card {self.device!r}: {exc}") from exc
+        with stream:
+            while True:
+                block = self.ring.read(self.block, timeout_s=1.0)
+                if block.size:
+                    yield block
