@@ -14,7 +14,7 @@ and :func:`refresh_touched` (the service's precise incremental refresh).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -131,13 +131,21 @@ def _prepare_touched(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("pg_temp", _TOUCHED)))
 
 
-def _run(conn: psycopg.Connection, schema: str, default_tz: str) -> RefreshResult:
+SHORT_TABLES: tuple[str, ...] = ("levels_1min", "levels_15min", "levels_1h")
+DAILY_TABLES: tuple[str, ...] = ("levels_1d", "lden_daily")
+"""The service refreshes the short buckets often and the whole-day ones less often
+(a daily bucket is recomputed from up to 86,400 rows per sensor); Lden reads levels_1h."""
+
+
+def _run(conn: psycopg.Connection, schema: str, default_tz: str, tables: Collection[str] | None = None) -> RefreshResult:
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("pg_temp", _TOUCHED))).fetchone()
     minutes = int(n[0]) if n else 0
     counts: dict[str, int] = {}
     if minutes:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("pg_temp", _TOUCHED)))
         for table, stmt in _statements(schema):
+            if tables is not None and table not in tables:
+                continue
             counts[table] = conn.execute(stmt, {"default_tz": default_tz}).rowcount
     log.debug("aggregate refresh: %d touched minutes, upserts %s", minutes, counts)
     return RefreshResult(minutes, counts)
@@ -161,8 +169,19 @@ def refresh(conn: psycopg.Connection, start: datetime, end: datetime, *, schema:
         return _run(conn, schema, default_tz)
 
 
-def refresh_touched(conn: psycopg.Connection, touched: Iterable[tuple[str, datetime]], *, schema: str = "smart", default_tz: str = DEFAULT_TIMEZONE) -> RefreshResult:
-    """Recompute the buckets holding the given (sensor_id, minute start) pairs."""
+def refresh_touched(
+    conn: psycopg.Connection,
+    touched: Iterable[tuple[str, datetime]],
+    *,
+    schema: str = "smart",
+    default_tz: str = DEFAULT_TIMEZONE,
+    tables: Collection[str] | None = None,
+) -> RefreshResult:
+    """Recompute the buckets holding the given (sensor_id, minute start) pairs.
+
+    ``tables`` limits the refresh (e.g. :data:`SHORT_TABLES`); ``lden_daily`` reads
+    ``levels_1h``, so refresh that first.
+    """
     pairs = list(touched)
     with conn.transaction():
         _prepare_touched(conn)
@@ -170,7 +189,7 @@ def refresh_touched(conn: psycopg.Connection, touched: Iterable[tuple[str, datet
             with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} (sensor_id, minute) FROM STDIN").format(sql.Identifier("pg_temp", _TOUCHED))) as copy:
                 for pair in pairs:
                     copy.write_row(pair)
-        return _run(conn, schema, default_tz)
+        return _run(conn, schema, default_tz, tables)
 
 
-__all__ = ["RefreshResult", "refresh", "refresh_touched"]
+__all__ = ["DAILY_TABLES", "SHORT_TABLES", "RefreshResult", "refresh", "refresh_touched"]

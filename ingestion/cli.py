@@ -63,3 +63,35 @@ def sensors(
         flag = "" if s.active else "  (inactive)"
         typer.echo(f"{s.sensor_id:<20} {s.latitude:9.5f} {s.longitude:10.5f}  class {s.sonometer_class}  {s.name}{flag}")
     typer.echo(f"{len(listed)} sensor(s)")
+
+
+def ingest(
+    config: Path | None = typer.Option(None, "--config", help="Smart-side TOML configuration file"),
+    validate_config: bool = typer.Option(False, "--validate-config", help="Check the configuration and exit"),
+) -> None:
+    """Consume level frames from the smart broker into PostgreSQL (runs until SIGTERM/SIGINT)."""
+    import logging
+    import signal
+
+    from ingestion.metrics import IngestMetrics
+    from ingestion.service import IngestService
+
+    settings = _settings(config)
+    try:
+        settings.db.require_dsn()
+    except ValueError as exc:
+        typer.echo(f"invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if validate_config:
+        typer.echo("configuration OK")
+        return
+    metrics = IngestMetrics()
+    metrics.serve(settings.ingest.metrics_port)
+    service = IngestService(settings.db, settings.ingest, metrics=metrics)
+    stop = lambda signum, frame: service.stop_event.set()  # noqa: E731
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    service.start()
+    service.wait()
+    logging.getLogger(__name__).info("signal received: committing what is buffered, then leaving the broker")
+    service.drain_and_stop()

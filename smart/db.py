@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import BaseModel, Field, SecretStr
+
+if TYPE_CHECKING:  # keep psycopg out of settings-only imports
+    import psycopg
+    from psycopg_pool import ConnectionPool
 
 
 class SmartDbSettings(BaseModel):
@@ -27,3 +33,24 @@ class SmartDbSettings(BaseModel):
         if self.dsn is None:
             raise ValueError("smart database DSN is not configured (SONOPOLIS_SMART_DB__DSN)")
         return self.dsn.get_secret_value()
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """libpq options every smart connection uses: search path and statement timeout."""
+        return {"options": f"-c search_path={self.schema_name},public -c statement_timeout={self.statement_timeout_ms}"}
+
+
+def connect(settings: SmartDbSettings, **kwargs: Any) -> "psycopg.Connection":
+    """One connection of the smart role (the caller owns and closes it)."""
+    import psycopg
+
+    return psycopg.connect(settings.require_dsn(), **{**settings.connect_kwargs(), **kwargs})
+
+
+def pool(settings: SmartDbSettings, **kwargs: Any) -> "ConnectionPool":
+    """A connection pool of the smart role, not yet opened (call ``.open()`` or use ``with``)."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(
+        settings.require_dsn(), min_size=settings.pool_min, max_size=settings.pool_max,
+        kwargs=settings.connect_kwargs(), open=False, **kwargs,
+    )

@@ -1,0 +1,174 @@
+"""The smart broker side of ingestion: a persistent MQTT v5 session with manual acks.
+
+Why each setting:
+
+* **QoS 1 + persistent session** (``clean_start=False``, a stable client id and a
+  session expiry interval): while ``sonopolis ingest`` is down or restarting, the
+  broker keeps our subscription and queues what sensors publish.
+* **Manual acks** (``manual_ack_set(True)``): paho would otherwise PUBACK as soon as
+  a message is read. Here the service calls :meth:`MqttConsumer.ack` only after the
+  message's rows (or its quarantine entry) are committed, so a crash or a database
+  outage leaves the message unacknowledged and the broker redelivers it.
+* **Receive Maximum** = the in-memory buffer size: the broker never has more
+  unacknowledged messages in flight to us than we can hold, so when the database
+  stalls, the buffer fills, acks stop and the broker stops sending (back-pressure,
+  bounded memory) instead of us growing without limit.
+* Acks are tagged with the connection generation: after a reconnect the broker
+  resends unacked messages with packet ids of the new connection, so an ack for a
+  message received on an old connection is never sent (it could acknowledge an
+  unrelated message); the redelivered copy is written idempotently and acked.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from common.config import MqttSettings
+from ingestion.metrics import IngestMetrics
+from messages.level_frame import TOPIC_FILTER
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received message, waiting for its commit and ack."""
+
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+class MqttConsumer:
+    """Subscribes to level topics and feeds a bounded queue; acks on request."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        inbox: "queue.Queue[Inbound]",
+        metrics: IngestMetrics,
+        *,
+        receive_maximum: int,
+        session_expiry_s: int,
+        topic_filter: str = TOPIC_FILTER,
+    ):
+        self.settings = settings
+        self.inbox = inbox
+        self.metrics = metrics
+        self.topic_filter = topic_filter
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        """Set when the broker confirmed the subscription (SUBACK) on the current connection."""
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5,
+        )
+        client.manual_ack_set(True)
+        if settings.username:
+            client.username_pw_set(settings.username, settings.password.get_secret_value() if settings.password else None)
+        if settings.tls_ca_file:
+            client.tls_set(ca_certs=str(settings.tls_ca_file))
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self._props = Properties(PacketTypes.CONNECT)
+        self._props.SessionExpiryInterval = session_expiry_s
+        self._props.ReceiveMaximum = max(1, min(receive_maximum, 65_535))
+        self.client = client
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Connect in the background (retrying until the broker is there) and start the loop."""
+        self.client.connect_async(
+            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
+            clean_start=False, properties=self._props,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect cleanly; unacked messages stay with the broker for the next start."""
+        self._stopping.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+        self.metrics.connected.set(0)
+
+    # ---------------------------------------------------------------- acks
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def ack(self, items: list[Inbound]) -> int:
+        """PUBACK the committed ``items`` received on the current connection; return how many."""
+        n = 0
+        with self._lock:
+            current = self._generation
+        if not self.connected.is_set():
+            return 0
+        for item in items:
+            if item.qos > 0 and item.generation == current:
+                rc = self.client.ack(item.mid, item.qos)
+                if rc == mqtt.MQTT_ERR_SUCCESS:
+                    n += 1
+        self.metrics.acked.inc(n)
+        return n
+
+    # ---------------------------------------------------------------- callbacks (network thread)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.warning("smart broker refused the connection: %s", reason_code)
+            return
+        with self._lock:
+            self._generation += 1
+        client.subscribe(self.topic_filter, qos=self.settings.qos)
+        self.connected.set()
+        self.metrics.connected.set(1)
+        log.info(
+            "connected to smart broker %s:%d as %s (session present: %s)",
+            self.settings.host, self.settings.port, self.settings.client_id, flags.session_present,
+        )
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        failed = [rc for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("smart broker refused the subscription to %s: %s", self.topic_filter, failed)
+            return
+        self.subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        self.metrics.connected.set(0)
+        if not self._stopping.is_set():
+            log.warning("disconnected from smart broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        item = Inbound(self._generation, msg.mid, msg.qos, msg.topic, msg.payload, datetime.now(timezone.utc))
+        self.metrics.messages.inc()
+        # Receive Maximum keeps the broker within the queue size; should a broker
+        # ignore it, blocking here stops reading from the socket (TCP back-pressure).
+        while not self._stopping.is_set():
+            try:
+                self.inbox.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue

@@ -1,0 +1,143 @@
+"""Background upkeep of the smart tables: aggregates, partitions, retention.
+
+Runs in its own thread with its own connection, so a long daily refresh never holds
+up the write path. On the plain path it refreshes the aggregates of the (sensor,
+minute) pairs the pipeline committed (short buckets every ``aggregate_refresh_s``,
+local days and Lden every ``daily_refresh_s``), creates daily partitions ahead and
+applies retention. On the TimescaleDB path the database's own policies do all that
+and only the quarantine purge runs here. A failed refresh puts its pairs back and is
+retried: aggregates are eventually exact, never silently stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+from common.backoff import Backoff
+from ingestion import aggregates, partitions, quarantine
+from ingestion.settings import IngestSettings
+from ingestion.writer import LevelRow
+from smart.db import SmartDbSettings, connect
+
+log = logging.getLogger(__name__)
+
+_HOUSEKEEPING_S = 3600.0
+
+
+class Maintainer:
+    def __init__(self, db: SmartDbSettings, settings: IngestSettings, *, timescale: bool):
+        self.db = db
+        self.settings = settings
+        self.timescale = timescale
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._short: set[tuple[str, datetime]] = set()
+        self._daily: set[tuple[str, datetime]] = set()
+        self._conn: psycopg.Connection | None = None
+        self.refreshes = 0
+
+    def touched(self, rows: Iterable[LevelRow]) -> None:
+        """Called by the pipeline after a commit: mark the minutes these rows fall in."""
+        if self.timescale:
+            return
+        marks = {(r.sensor_id, r.time.replace(second=0, microsecond=0)) for r in rows}
+        with self._lock:
+            self._short |= marks
+            self._daily |= marks
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._short) + len(self._daily)
+
+    def run(self) -> None:
+        next_short = next_daily = next_house = 0.0
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        try:
+            while True:
+                stopping = self.stop_event.is_set()
+                now = time.monotonic()
+                try:
+                    if now >= next_house:
+                        self.housekeeping()
+                        next_house = now + _HOUSEKEEPING_S
+                    if stopping or now >= next_short:
+                        self.refresh_short()
+                        next_short = now + self.settings.aggregate_refresh_s
+                    if stopping or now >= next_daily:
+                        self.refresh_daily()
+                        next_daily = now + self.settings.daily_refresh_s
+                    backoff.reset()
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    self.close()
+                    if stopping:
+                        log.warning("stopping before aggregates could be refreshed (%s); the next start recomputes them", exc)
+                        return
+                    delay = backoff.next_delay()
+                    log.warning("maintenance: database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
+                    self.stop_event.wait(delay)
+                    continue
+                if stopping:
+                    return
+                self.stop_event.wait(min(1.0, self.settings.aggregate_refresh_s))
+        finally:
+            self.close()
+
+    # ---------------------------------------------------------------- jobs
+
+    def refresh_short(self) -> None:
+        self._refresh("_short", aggregates.SHORT_TABLES)
+
+    def refresh_daily(self) -> None:
+        # Lden reads levels_1h: bring the short buckets up to date first.
+        self.refresh_short()
+        self._refresh("_daily", aggregates.DAILY_TABLES)
+
+    def _refresh(self, attr: str, tables: tuple[str, ...]) -> None:
+        if self.timescale:
+            return
+        with self._lock:
+            marks = getattr(self, attr)
+            setattr(self, attr, set())
+        if not marks:
+            return
+        try:
+            result = aggregates.refresh_touched(
+                self._connection(), marks, schema=self.db.schema_name, default_tz=self.settings.local_timezone, tables=tables,
+            )
+        except BaseException:
+            with self._lock:
+                getattr(self, attr).update(marks)
+            raise
+        self.refreshes += 1
+        log.debug("refreshed %s for %d touched minute(s): %s", "/".join(tables), result.minutes, result.buckets)
+
+    def housekeeping(self) -> None:
+        conn = self._connection()
+        with conn.transaction():
+            if not self.timescale:
+                today = datetime.now(timezone.utc).date()
+                partitions.ensure_ahead(conn, today, self.settings.partitions_ahead_days, self.db.schema_name)
+                if self.settings.raw_retention_days:
+                    partitions.drop_older_than(conn, today - timedelta(days=self.settings.raw_retention_days), self.db.schema_name)
+            purged = quarantine.purge_older_than(conn, timedelta(days=self.settings.quarantine_retention_days), schema=self.db.schema_name)
+        if purged:
+            log.info("purged %d quarantine entr(ies) past retention", purged)
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.db, connect_timeout=5)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:  # pragma: no cover
+                pass
+            self._conn = None

@@ -1,0 +1,122 @@
+"""``sonopolis ingest``: smart broker -> validated rows -> PostgreSQL, nothing lost.
+
+Threads, in start order (stopped in reverse):
+
+1. schema: wait for the database (backoff), apply migrations, create partitions ahead;
+2. :class:`~ingestion.maintenance.Maintainer`: aggregates, partitions, retention;
+3. :class:`~ingestion.pipeline.Pipeline`: batches, commits, then acks;
+4. :class:`~ingestion.consumer.MqttConsumer`: the persistent MQTT session feeding the
+   bounded inbox.
+
+Stopping disconnects from the broker first (nothing new arrives), lets the pipeline
+commit and ack what it holds, then lets the maintainer refresh the aggregates of the
+last rows. A hard crash at any point loses nothing: unacked messages stay with the
+broker and are redelivered; redelivered rows are deduplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import psycopg
+
+from common.backoff import Backoff
+from ingestion.consumer import Inbound, MqttConsumer
+from ingestion.maintenance import Maintainer
+from ingestion.metrics import IngestMetrics
+from ingestion.pipeline import Pipeline
+from ingestion.schema import migrate, use_timescale
+from ingestion.settings import IngestSettings
+from smart.db import SmartDbSettings, connect
+
+log = logging.getLogger(__name__)
+
+
+class IngestService:
+    def __init__(self, db: SmartDbSettings, settings: IngestSettings, *, metrics: IngestMetrics | None = None):
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics or IngestMetrics()
+        self.inbox: "queue.Queue[Inbound]" = queue.Queue(maxsize=settings.buffer_max_messages)
+        self.stop_event = threading.Event()
+        self.timescale = False
+        self.consumer: MqttConsumer | None = None
+        self.pipeline: Pipeline | None = None
+        self.maintainer: Maintainer | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "IngestService":
+        self.timescale = self._prepare_database()
+        self.maintainer = Maintainer(self.db, self.settings, timescale=self.timescale)
+        self.consumer = MqttConsumer(
+            self.settings.mqtt, self.inbox, self.metrics,
+            receive_maximum=self.settings.buffer_max_messages, session_expiry_s=self.settings.session_expiry_s,
+        )
+        self.pipeline = Pipeline(
+            self.db, self.settings, self.inbox, self.metrics, self.consumer.ack,
+            timescale=self.timescale, on_committed=self.maintainer.touched,
+        )
+        self._threads = [
+            threading.Thread(target=self.maintainer.run, name="ingest-maintenance", daemon=True),
+            threading.Thread(target=self.pipeline.run, name="ingest-pipeline", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self.consumer.start()
+        log.info(
+            "ingest started: %s path, batch %d rows / %.2f s, buffer %d messages",
+            "timescale" if self.timescale else "plain", self.settings.batch_max_rows,
+            self.settings.batch_max_delay_s, self.settings.buffer_max_messages,
+        )
+        return self
+
+    def _prepare_database(self) -> bool:
+        """Wait for the database, migrate, and return whether the Timescale path is used."""
+        backoff = Backoff(initial=0.5, maximum=15.0)
+        while True:
+            try:
+                with connect(self.db, connect_timeout=5) as conn:
+                    migrate(conn, timescale=self.db.timescale, schema=self.db.schema_name)
+                    ts = use_timescale(conn, self.db.timescale, self.db.schema_name)
+                maintainer = Maintainer(self.db, self.settings, timescale=ts)
+                maintainer.housekeeping()
+                maintainer.close()
+                return ts
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if self.stop_event.is_set():
+                    raise
+                delay = backoff.next_delay()
+                log.warning("database not reachable at start (%s); retrying in %.1f s", type(exc).__name__, delay)
+                self.stop_event.wait(delay)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self.pipeline is not None:
+            # The consumer is gone: the pipeline's final flush can no longer ack, so its
+            # rows are committed and the broker redelivers them (deduplicated) next time.
+            self.pipeline.stop_event.set()
+        for t in self._threads:
+            if t.name == "ingest-pipeline":
+                t.join(timeout)
+        if self.maintainer is not None:
+            self.maintainer.stop_event.set()
+        for t in self._threads:
+            t.join(timeout)
+        log.info("ingest stopped")
+
+    def drain_and_stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop: commit and ack what is buffered *before* leaving the broker."""
+        if self.pipeline is not None:
+            self.pipeline.stop_event.set()
+            for t in self._threads:
+                if t.name == "ingest-pipeline":
+                    t.join(timeout)
+        self.stop(timeout)
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called (from a signal handler)."""
+        self.stop_event.wait()
