@@ -99,7 +99,12 @@ def run_gate(frame: pd.DataFrame, dataset: str, settings: ExportSettings, expect
     for col in spec.value_columns + (("coverage",) if spec.has_coverage else ()):
         if col in data:
             data[col] = pd.to_numeric(data[col], errors="coerce")
-    context = gx.get_context(mode="ephemeral")
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig
+
+    # In memory, no telemetry (a city's export server has no business phoning home), no progress bars in logs.
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(), analytics_enabled=False,
+                               progress_bars=ProgressBarsConfig(globally=False))
+    context = gx.get_context(mode="ephemeral", project_config=config)
     batch_def = context.data_sources.add_pandas("export").add_dataframe_asset(dataset).add_batch_definition_whole_dataframe("batch")
     suite = gx.ExpectationSuite(name=f"{dataset}-gate")
     for exp in _expectations(spec, settings, expected_sensors):
