@@ -69,14 +69,14 @@ def derive_offset(samples: np.ndarray, sample_rate: int, reference_db: float = 9
         levels.append(10 * math.log10(max(sums[k] / counts[k], 1e-30)))
         band_total += sums[k] / counts[k]
         total += float(np.mean(body[i : i + seg] ** 2))
-    spread = max(levels) - min(levels)
-    if spread > MAX_SPREAD_DB:
-        raise CalibrationError(f"tone level varies by {spread:.2f} dB (> {MAX_SPREAD_DB} dB): is the calibrator seated on the microphone?")
     tone = band_total / len(levels)
     noise = max(total / len(levels) - tone, 1e-30)
     tnr = 10 * math.log10(tone / noise)
     if tnr < MIN_TONE_TO_NOISE_DB:
         raise CalibrationError(f"tone only {tnr:.1f} dB above the rest of the spectrum (< {MIN_TONE_TO_NOISE_DB} dB): too noisy")
+    spread = max(levels) - min(levels)
+    if spread > MAX_SPREAD_DB:
+        raise CalibrationError(f"tone level varies by {spread:.2f} dB (> {MAX_SPREAD_DB} dB): is the calibrator seated on the microphone?")
     tone_dbfs = 10 * math.log10(tone)
     return Calibration(
         offset_db=round(reference_db - tone_dbfs, 2),
