@@ -24,6 +24,7 @@ from api.queries import Queries
 from api.security import TokenBuckets, rate_limit_factory, require_admin_factory
 from api.settings import ApiSettings
 from api.webhooks import WebhookStore, dispatcher_loop
+from ngsi.settings import NgsiSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,12 @@ TAGS = [
 
 
 def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str = "smart",
-               webhook_client: httpx.AsyncClient | None = None) -> FastAPI:
-    """Build the app around an (open) async pool of the smart role."""
+               webhook_client: httpx.AsyncClient | None = None, ngsi_settings: NgsiSettings | None = None) -> FastAPI:
+    """Build the app around an (open) async pool of the smart role.
+
+    The NGSI-LD context-source routes of ``ngsi.context_source`` are mounted too, so
+    one public service answers both the open API and the city's NGSI-LD broker.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,28 +105,12 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
     app.include_router(routes_exports.build_router(rate_limit, require_admin))
     app.include_router(transparency.build_router(rate_limit))
     app.include_router(page.build_router(rate_limit))
-    _mount_ngsi(app, pool, schema)
+    _mount_ngsi(app, pool, schema, ngsi_settings)
     return app
 
 
-def _mount_ngsi(app: FastAPI, pool: AsyncConnectionPool, schema: str) -> None:
-    """Serve the NGSI-LD read routes of ``ngsi.context_source`` when that module is installed."""
-    try:
-        from ngsi import context_source
-    except ImportError:
-        log.info("ngsi.context_source not available: /ngsi-ld/v1 routes not mounted")
-        return
-    factory = getattr(context_source, "build_router", None) or getattr(context_source, "create_router", None)
-    if factory is None:
-        log.warning("ngsi.context_source has no router factory: /ngsi-ld/v1 routes not mounted")
-        return
-    app.include_router(factory(pool, schema=schema) if _accepts_schema(factory) else factory(pool))
+def _mount_ngsi(app: FastAPI, pool: AsyncConnectionPool, schema: str, ngsi_settings: NgsiSettings | None) -> None:
+    """Serve the read-only NGSI-LD context-source routes (``/ngsi-ld/v1/...``) from the same aggregates."""
+    from ngsi.context_source import build_router
 
-
-def _accepts_schema(func: object) -> bool:
-    import inspect
-
-    try:
-        return "schema" in inspect.signature(func).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
+    app.include_router(build_router(pool, schema=schema, settings=ngsi_settings))

@@ -54,7 +54,7 @@ def api(
         opts = f"-c statement_timeout={settings.db.statement_timeout_ms}"
         async with AsyncConnectionPool(dsn, min_size=settings.db.pool_min, max_size=settings.db.pool_max,
                                        kwargs={"options": opts, "autocommit": True}, open=False) as pool:
-            app = create_app(api_settings, pool, schema=settings.db.schema_name)
+            app = create_app(api_settings, pool, schema=settings.db.schema_name, ngsi_settings=settings.ngsi)
             server = uvicorn.Server(uvicorn.Config(app, host=host or api_settings.host, port=port or api_settings.port,
                                                    log_level="info", proxy_headers=api_settings.trust_forwarded_for))
             await server.serve()

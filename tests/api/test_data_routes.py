@@ -158,3 +158,16 @@ async def test_openapi_documents_routes_with_tags(client: httpx.AsyncClient, sma
     assert "text/csv" in op["responses"]["200"]["content"]
     assert {t["name"] for t in spec["tags"]} >= {"sensors", "levels", "events", "opendata", "transparency", "admin"}
     assert "examples" in spec["components"]["schemas"]["LevelRow"] or "example" in str(spec["components"]["schemas"]["LevelRow"])
+
+
+async def test_ngsi_ld_temporal_routes_are_mounted(client: httpx.AsyncClient, recent_dsn: str) -> None:
+    end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    start = end - dt.timedelta(hours=1)
+    r = await client.get("/ngsi-ld/v1/temporal/entities", params={
+        "type": "NoiseLevelObserved", "id": "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1M", "timerel": "between",
+        "timeAt": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "endTimeAt": end.strftime("%Y-%m-%dT%H:%M:%SZ"), "lastN": 1000})
+    assert r.status_code == 200, r.text
+    entities = r.json()
+    assert len(entities) == 1 and entities[0]["id"] == "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1M"
+    instances = entities[0]["LAeq"]
+    assert 55 <= len(instances) <= 61 and all(i["unitCode"] == "2N" for i in instances)
