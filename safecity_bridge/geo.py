@@ -109,10 +109,28 @@ class LocalFrame:
 
     def to_enu(self, lat: ArrayLike, lon: ArrayLike, h: ArrayLike = 0.0) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
         """WGS84 -> (east, north, up) metres relative to the origin."""
+        if isinstance(lat, float | int) and isinstance(lon, float | int) and isinstance(h, float | int):
+            return self._to_enu_scalar(float(lat), float(lon), float(h))
         x, y, z = geodetic_to_ecef(lat, lon, h)
         d = np.stack([np.asarray(x) - self._ecef0[0], np.asarray(y) - self._ecef0[1], np.asarray(z) - self._ecef0[2]])
         e, n, u = np.tensordot(self._rot, d, axes=1)
         return _scalar(e), _scalar(n), _scalar(u)
+
+    def _to_enu_scalar(self, lat: float, lon: float, h: float) -> tuple[float, float, float]:
+        """Same maths with ``math`` on floats: ~10x faster than numpy for one point (hot path)."""
+        phi, lam = math.radians(lat), math.radians(lon)
+        sp = math.sin(phi)
+        n = WGS84_A / math.sqrt(1.0 - WGS84_E2 * sp * sp)
+        cp = math.cos(phi)
+        dx = (n + h) * cp * math.cos(lam) - self._ecef0[0]
+        dy = (n + h) * cp * math.sin(lam) - self._ecef0[1]
+        dz = (n * (1.0 - WGS84_E2) + h) * sp - self._ecef0[2]
+        r = self._rot
+        return (
+            float(r[0, 0] * dx + r[0, 1] * dy + r[0, 2] * dz),
+            float(r[1, 0] * dx + r[1, 1] * dy + r[1, 2] * dz),
+            float(r[2, 0] * dx + r[2, 1] * dy + r[2, 2] * dz),
+        )
 
     def to_geodetic(self, e: ArrayLike, n: ArrayLike, u: ArrayLike = 0.0) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
         """(east, north, up) metres -> WGS84 (lat, lon, h)."""
