@@ -27,6 +27,7 @@ import numpy as np
 from scipy import signal
 
 from detectors.iec61260 import class1_points, violations
+from detectors.sosfilter import SosFilter
 from messages.bands import BAND_KEYS, bands_below, exact_centre_hz
 
 G = 10 ** (3 / 10)
@@ -76,16 +77,14 @@ def _aa_sos() -> np.ndarray:
 @dataclass
 class _Band:
     position: int
-    sos: np.ndarray
-    zi: np.ndarray
+    filter: SosFilter
 
 
 @dataclass
 class _Stage:
     rate: float
     bands: list[_Band] = field(default_factory=list)
-    aa_sos: np.ndarray | None = None
-    aa_zi: np.ndarray | None = None
+    aa: SosFilter | None = None
     phase: int = 0  # index (mod 2) of the next input sample that survives decimation
 
 
@@ -112,17 +111,14 @@ class ThirdOctaveBank:
         stages: list[_Stage] = []
         remaining = sorted(self.positions, reverse=True)
         rate = self.fs
-        aa = _aa_sos().astype(self.dtype)
         while remaining:
             stage = _Stage(rate=rate)
             floor = rate / 10
             while remaining and exact_centre_hz(remaining[0]) > floor:
                 p = remaining.pop(0)
-                sos = _band_sos(p, rate).astype(self.dtype)
-                stage.bands.append(_Band(p, sos, np.zeros((sos.shape[0], 2), dtype=self.dtype)))
+                stage.bands.append(_Band(p, SosFilter(_band_sos(p, rate), self.dtype)))
             if remaining:
-                stage.aa_sos = aa
-                stage.aa_zi = np.zeros((aa.shape[0], 2), dtype=self.dtype)
+                stage.aa = SosFilter(_aa_sos(), self.dtype)
             stages.append(stage)
             rate /= 2
         return stages
@@ -141,13 +137,13 @@ class ThirdOctaveBank:
             if x.size == 0:
                 break
             for band in stage.bands:
-                y, band.zi = signal.sosfilt(band.sos, x, zi=band.zi)
+                y = band.filter(x)
                 sums[i] = float(np.dot(y, y))
                 counts[i] = y.size
                 i += 1
-            if stage.aa_sos is None:
+            if stage.aa is None:
                 break
-            y, stage.aa_zi = signal.sosfilt(stage.aa_sos, x, zi=stage.aa_zi)
+            y = stage.aa(x)
             x = y[stage.phase :: 2]
             stage.phase = (stage.phase - y.size) % 2
         return sums[self._order], counts[self._order]

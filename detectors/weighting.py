@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 from scipy import optimize, signal
 
+from detectors.sosfilter import SosFilter
+
 Weighting = Literal["A", "C", "Z"]
 
 # IEC 61672-1:2013 Annex E: pole frequencies derived from the defining constants.
@@ -174,16 +176,5 @@ def response_db(weighting: Weighting, fs: float, f: np.ndarray | float) -> np.nd
     return 20 * np.log10(np.abs(h))
 
 
-class StreamingSos:
+class StreamingSos(SosFilter):
     """``sosfilt`` with its state carried across blocks, so streaming equals one-shot."""
-
-    def __init__(self, sos: np.ndarray, dtype: type = np.float64):
-        self.sos = np.asarray(sos, dtype=dtype)
-        self._zi = np.zeros((self.sos.shape[0], 2), dtype=dtype)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        y, self._zi = signal.sosfilt(self.sos, x, zi=self._zi)
-        return y
-
-    def reset(self) -> None:
-        self._zi[:] = 0.0

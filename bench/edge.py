@@ -1,0 +1,99 @@
+"""Edge agent speed: real-time factor per core of the levels and of the classifier.
+
+Same 60 s of 48 kHz synthetic street audio (``simulators.scene``) for both, fed in
+100 ms blocks as the agent does. Times are *CPU* seconds of this process
+(``time.process_time``) with single-threaded onnxruntime, i.e. per core, so other
+load on the machine inflates them only through cache sharing.
+
+(a) levels: A/C weighting, Fast time weighting, Leq/LAFmax/LAFmin/LCpeak and the
+    30-band third-octave bank (everything the smart path needs);
+(b) classifier: streaming resampling 48 -> 16 kHz + ``StreamingClassifier.feed``.
+
+``sensors_per_core = floor(1 / (1/levels_rtf + 1/classifier_rtf))``.
+Last line: ``edge: levels_rtf=<x> classifier_rtf=<y> sensors_per_core=<n>``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from detectors.meter import SoundLevelMeter  # noqa: E402
+from detectors.resample import StreamingResampler  # noqa: E402
+from simulators.scene import SCENE_OFFSET_DB, SceneEvent, street_scene  # noqa: E402
+
+FS = 48000
+SECONDS = 60.0
+BLOCK = FS // 10
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def _blocks(audio: np.ndarray):  # type: ignore[no-untyped-def]
+    return [audio[i : i + BLOCK] for i in range(0, audio.size, BLOCK)]
+
+
+def bench_levels(blocks: list[np.ndarray], repeats: int = 3) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        meter = SoundLevelMeter(FS, SCENE_OFFSET_DB, T0)  # design outside the timed loop
+        t = time.process_time()
+        frames = 0
+        for b in blocks:
+            frames += len(meter.feed(b))
+        best = min(best, time.process_time() - t)
+        assert frames == int(SECONDS)
+    return SECONDS / best
+
+
+def bench_classifier(blocks: list[np.ndarray]) -> float | None:
+    try:
+        from detectors.classifier import ClassifierError, StreamingClassifier
+    except ImportError as exc:
+        print(f"note: classifier not importable yet ({exc}); classifier_rtf=nan")
+        return None
+    try:
+        clf = StreamingClassifier(threads=1)
+    except ClassifierError as exc:
+        print(f"note: classifier model not available yet ({exc}); classifier_rtf=nan")
+        return None
+    best = math.inf
+    for _ in range(2):
+        clf.reset()
+        resampler = StreamingResampler(FS, clf.sample_rate)
+        fed = 0
+        t = time.process_time()
+        for b in blocks:
+            chunk = resampler(b)
+            clf.feed(chunk, T0 + timedelta(seconds=fed / clf.sample_rate))
+            fed += chunk.size
+        best = min(best, time.process_time() - t)
+    return SECONDS / best
+
+
+def main() -> None:
+    events = [SceneEvent("car_horn", 7.0, 0.6, 85), SceneEvent("siren", 20.0, 5.0, 80), SceneEvent("impulse", 41.0, 0.3, 105), SceneEvent("glass", 50.0, 0.8, 90)]
+    audio = street_scene(SECONDS, FS, seed=2026, events=events).audio
+    blocks = _blocks(audio)
+    levels_rtf = bench_levels(blocks)
+    print(f"levels (weighting + F/Leq/peak + 30 third-octave bands): {levels_rtf:.1f}x real time per core")
+    classifier_rtf = bench_classifier(blocks)
+    if classifier_rtf is None:
+        per_sensor = 1 / levels_rtf
+        print("note: sensors_per_core below counts the levels only")
+        crtf = "nan"
+    else:
+        print(f"classifier (resample 48->16 kHz + streaming ONNX): {classifier_rtf:.1f}x real time per core")
+        per_sensor = 1 / levels_rtf + 1 / classifier_rtf
+        crtf = f"{classifier_rtf:.1f}"
+    print(f"edge: levels_rtf={levels_rtf:.1f} classifier_rtf={crtf} sensors_per_core={int(1 / per_sensor)}")
+
+
+if __name__ == "__main__":
+    main()
