@@ -189,16 +189,20 @@ def locate(
     aperture = float(np.max(np.linalg.norm(s[:, :2] - s[:, :2].mean(axis=0), axis=1)))
     search = max(aperture, 50.0)
 
-    keep = np.ones(len(usable), dtype=bool)
-    if len(usable) >= 4:  # with exactly 3 there is no redundancy to recognise an echo
-        robust = _fit(s, t_ms, c, z, "soft_l1", threshold / 2, search, threshold)
-        r = np.abs(robust.fun)
+    # Physically impossible: a sound cannot reach a sensor later than the straight path
+    # from the first sensor allows (plus jitter). Such an arrival is an echo or a bad clock.
+    keep = (t_ms - np.linalg.norm(s - s[0], axis=1) / c) <= threshold
+    if keep.sum() < 3:
+        impossible = tuple(i for i, k in zip(ids, keep) if not k)
+        return _sensor_estimate(earliest, [a for a, k in zip(usable, keep) if k], detection_radius_m, tuple(duplicates) + impossible)
+    if keep.sum() >= 4:  # with exactly 3 there is no redundancy to recognise an echo
+        robust = _fit(s[keep], t_ms[keep], c, z, "soft_l1", threshold / 2, search, threshold)
+        r = np.abs(_residuals(robust.x, s, t_ms, c, z))
         while keep.sum() > 3 and (r[keep].max() > threshold):
             worst = int(np.argmax(np.where(keep, r, -1.0)))
             keep[worst] = False
             refit = _fit(s[keep], t_ms[keep], c, z, "soft_l1", threshold / 2, search, threshold)
             r = np.abs(_residuals(refit.x, s, t_ms, c, z))
-        keep |= r <= threshold  # re-admit any arrival the cleaned fit explains after all
     rejected = tuple(duplicates) + tuple(i for i, k in zip(ids, keep) if not k)
 
     sk, tk = s[keep], t_ms[keep]
@@ -228,17 +232,15 @@ def locate(
     sv = np.linalg.svd(centred, compute_uv=False)
     if sv[0] > 0 and sv[-1] / sv[0] < 0.05:
         degenerate = True
-        _, _, vt = np.linalg.svd(centred)
-        direction, normal = vt[0], vt[1]
+        normal = np.linalg.svd(centred)[2][1]  # unit vector across the sensor line
         offset = float(np.dot(np.array([x, y]) - sk[:, :2].mean(axis=0), normal))
         x, y = x - offset * normal[0], y - offset * normal[1]
         radius = abs(offset) + (radius if math.isfinite(radius) else detection_radius_m)
-        del direction
 
     nearest = float(np.min(np.hypot(sk[:, 0] - x, sk[:, 1] - y)))
     if not res.success or not math.isfinite(radius) or nearest > max_source_distance_m:
         log.info("tdoa fit unusable (success=%s, radius=%s, nearest_sensor_m=%.0f): sensor fallback", res.success, radius, nearest)
-        return _sensor_estimate(earliest, usable, detection_radius_m, rejected, degenerate=True)
+        return _sensor_estimate(earliest, usable, detection_radius_m, tuple(duplicates), degenerate=True)
     if rejected:
         log.info("tdoa: %d arrival(s) rejected (outliers/duplicates)", len(rejected))
 

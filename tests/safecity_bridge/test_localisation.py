@@ -196,3 +196,16 @@ def test_arrivals_are_validated():
         Arrival(sensor_id="s1", position=(95.0, 4.0, 500.0), onset=T0)
     with pytest.raises(ValueError, match="at least one"):
         locate([], 15.0)
+
+
+def test_physically_impossible_delay_is_rejected_even_without_redundancy():
+    """A delay longer than the sensor spacing allows is an echo or a bad clock, even among 3-4 sensors."""
+    source = (150.0, 120.0)
+    arrivals = arrivals_for(source, GRID[:4], jitter_ms=0.0, delays_ms={1: 2500.0})  # s01 ~420 m away: at most ~1.2 s
+    est = locate(arrivals, 15.0)
+    assert est.method == "tdoa" and est.rejected_sensor_ids == ("s01",)
+    assert error_m(est, source) < 0.5
+    three = arrivals_for(source, GRID[:3], jitter_ms=0.0, delays_ms={2: 2500.0})
+    fallback = locate(three, 15.0, detection_radius_m=200.0)
+    assert fallback.method == "sensor" and fallback.rejected_sensor_ids == ("s02",)
+    assert fallback.uncertainty_m == 200.0 and "s02" not in fallback.sensor_ids
