@@ -90,7 +90,11 @@ class SoundLevelMeter:
             raise ValueError(f"period {period_s} s is shorter than one sample at {fs:g} Hz")
         self._c = StreamingSos(c_sos(self.fs))
         self._a = StreamingSos(a_from_c_sos(self.fs))
-        self._fast = ExponentialAverager(TAU_FAST_S, self.fs)
+        # F weighting runs on 1 ms mean squares: exact for energy constant over 1 ms and
+        # 1/125 of the full-rate cost (the max/min of a 125 ms average cannot move faster).
+        self._decim = max(1, int(self.fs // 1000))
+        self._fast = ExponentialAverager(TAU_FAST_S, self.fs / self._decim)
+        self._a2_rest = np.zeros(0)
         self.bank = ThirdOctaveBank(self.fs)
         self._start = start.astimezone(timezone.utc)
         self._index = 0  # periods completed
@@ -140,10 +144,14 @@ class SoundLevelMeter:
             head = a2[: max(1, int(TAU_FAST_S * self.fs))]
             self._fast.reset(float(head.mean()))
             self._primed = True
-        f = self._fast(a2)
         self._sum_a2 += float(a2.sum())
-        self._fmax = max(self._fmax, float(f.max()))
-        self._fmin = min(self._fmin, float(f.min()))
+        joined = np.concatenate([self._a2_rest, a2]) if self._a2_rest.size else a2
+        whole = joined.size - joined.size % self._decim
+        self._a2_rest = joined[whole:].copy()
+        if whole:
+            f = self._fast(joined[:whole].reshape(-1, self._decim).mean(axis=1))
+            self._fmax = max(self._fmax, float(f.max()))
+            self._fmin = min(self._fmin, float(f.min()))
         self._cpeak = max(self._cpeak, float(np.abs(yc).max()))
         amax = float(np.abs(x).max())
         self._clipped |= amax >= CLIP_THRESHOLD
@@ -160,8 +168,8 @@ class SoundLevelMeter:
             start=self.next_period_start,
             period_s=self.period_s,
             laeq=_db(self._sum_a2 / self._n, self.offset),
-            lafmax=_db(self._fmax, self.offset),
-            lafmin=_db(self._fmin, self.offset),
+            lafmax=_db(self._fmax or self._fast.value, self.offset),
+            lafmin=_db(self._fmin if math.isfinite(self._fmin) else self._fast.value, self.offset),
             lcpeak=20 * math.log10(max(self._cpeak, 1e-15)) + self.offset,
             bands={k: _db(float(m), self.offset) for k, m in zip(self.bank.keys, band_ms)},
             clipped=self._clipped,
