@@ -224,3 +224,34 @@ async def test_no_camera_in_range_gives_no_outcome_and_unaimable_camera_says_why
         assert o.to_record()["camera_id"] == "cam-a" and o.to_record()["outcome"] == "unavailable"
     finally:
         await ptz.close()
+
+
+@pytest.mark.anyio
+async def test_wsdls_load_offline_from_the_package(cam_a, monkeypatch):
+    """Start-up must not fetch anything from the internet: only loopback connections allowed."""
+    import socket
+
+    real_connect = socket.socket.connect
+    attempts: list[object] = []
+
+    def loopback_only(self, address):  # type: ignore[no-untyped-def]
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not host.startswith("127."):
+            attempts.append(address)
+            raise OSError(f"network disabled in this test: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    from safecity_bridge.cameras.session import warm_wsdls, wsdl_dir
+
+    assert (wsdl_dir() / "ptz.wsdl").is_file()
+    await warm_wsdls()
+    cfg = config("cam-a", cam_a, 0, 0, env="CAM_A_PASSWORD", presets=[("square", 0, 120)])
+    ptz = PtzController([cfg], FAST, ENV)
+    try:
+        assert await ptz.start() == {"cam-a": None}
+        [o] = await ptz.steer(estimate(0, 110, uncertainty=30))
+        assert o.outcome == "moved_preset"
+    finally:
+        await ptz.close()
+    assert attempts == []
