@@ -6,6 +6,8 @@ benchmarks that run several services in one process from mixing counts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ingestion.validation import REASON_CODES
@@ -33,10 +35,12 @@ class IngestMetrics:
         for reason in REASON_CODES + ("db_rejected",):
             self.quarantined.labels(reason)  # expose zeros: an absent series hides a healthy count
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Expose ``/metrics`` on ``port`` (0 = don't)."""
-        if port:
-            start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
+        """Expose ``/metrics`` on ``port`` (0 = don't); return the HTTP server (``.shutdown()``)."""
+        if not port:
+            return None
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (tests, benchmark)."""
