@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from psycopg_pool import AsyncConnectionPool
 
 from api import page, routes_data, routes_events, routes_exports, transparency
@@ -105,12 +105,13 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
     app.include_router(routes_exports.build_router(rate_limit, require_admin))
     app.include_router(transparency.build_router(rate_limit))
     app.include_router(page.build_router(rate_limit))
-    _mount_ngsi(app, pool, schema, ngsi_settings)
+    _mount_ngsi(app, pool, schema, ngsi_settings, rate_limit)
     return app
 
 
-def _mount_ngsi(app: FastAPI, pool: AsyncConnectionPool, schema: str, ngsi_settings: NgsiSettings | None) -> None:
+def _mount_ngsi(app: FastAPI, pool: AsyncConnectionPool, schema: str, ngsi_settings: NgsiSettings | None,
+                rate_limit: Callable[[Request], None]) -> None:
     """Serve the read-only NGSI-LD context-source routes (``/ngsi-ld/v1/...``) from the same aggregates."""
     from ngsi.context_source import build_router
 
-    app.include_router(build_router(pool, schema=schema, settings=ngsi_settings))
+    app.include_router(build_router(pool, schema=schema, settings=ngsi_settings), dependencies=[Depends(rate_limit)])
