@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import resource
 import shutil
+from collections import deque
 import sys
 import tempfile
 import time
@@ -115,8 +116,13 @@ def _publisher(port: int, payloads: list[tuple[str, bytes]], started: "mp.Value"
     client.connect("127.0.0.1", port)
     client.loop_start()
     started.value = time.time()
-    infos = [client.publish(topic, body, qos=1) for topic, body in payloads]
-    for info in infos:
+    # Packet ids are 16 bits: keep well under 65535 messages outstanding.
+    window: deque = deque()
+    for topic, body in payloads:
+        if len(window) >= 30_000:
+            window.popleft().wait_for_publish(120)
+        window.append(client.publish(topic, body, qos=1))
+    for info in window:
         info.wait_for_publish(120)
     client.disconnect()
     client.loop_stop()

@@ -124,3 +124,22 @@ def test_ingest_crash_keeps_unacked_messages_in_the_persistent_session(pg_tmp, m
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+@pytest.mark.slow
+def test_broker_restart_reconnects_and_keeps_the_session(db, mqtt_broker):
+    ready_db(db.smart, SENSORS).close()
+    start = datetime.now(timezone.utc) - timedelta(minutes=40)
+    before, after = _messages(5, start), _messages(5, start + timedelta(seconds=5))
+    with running(db.smart, ingest_settings(mqtt_broker.port)) as svc:
+        pub = Publisher(mqtt_broker.port)
+        pub.publish_all(before)
+        pub.close()
+        wait_until(lambda: count(db.smart) == len(before), what="rows before the broker restart")
+        mqtt_broker.restart()  # persistence on: our session and subscription survive
+        pub = Publisher(mqtt_broker.port)  # publishes at once, likely before the ingest is back
+        pub.publish_all(after)
+        pub.close()
+        wait_until(lambda: count(db.smart) == len(before) + len(after), timeout=60, what="rows after the restart")
+        assert svc.consumer is not None and svc.consumer.generation >= 2, "the consumer reconnected"
+    assert count(db.smart, "quarantine") == 0
