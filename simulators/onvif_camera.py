@@ -45,7 +45,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from aiohttp import web
@@ -87,6 +87,7 @@ class SimulatedCamera:
     manufacturer: str = "Sonopolis"
     model: str = "Simulated PTZ"
     max_skew_s: float = 300.0
+    clock_offset_s: float = 0.0  # the camera's clock error (real cameras drift without NTP)
 
 
 class OnvifCameraSimulator:
@@ -248,7 +249,7 @@ class OnvifCameraSimulator:
             user = ""
             if req.operation not in PRE_AUTH_OPERATIONS or req.username is not None:
                 try:
-                    user = self._verifier.verify(req)
+                    user = self._verifier.verify(req, now=self._now())
                 except SoapFault:
                     self.auth_failures += 1
                     raise
@@ -270,10 +271,13 @@ class OnvifCameraSimulator:
             return xml
         raise SoapFault("Receiver", "ActionNotSupported", f"{op} is not supported on {path}", http_status=500)
 
+    def _now(self) -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=self.camera.clock_offset_s)
+
     def _device(self, op: str) -> str:
         base = f"http://{self.host}:{self.port}/onvif"
         if op == "GetSystemDateAndTime":
-            now = datetime.now(timezone.utc)
+            now = self._now()
             return (
                 "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime>"
                 "<tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings>"

@@ -93,6 +93,7 @@ class CameraConfig(BaseModel):
     range_m: float = Field(250.0, gt=0.0, le=3000.0, description="Farthest distance at which the camera is useful")
     sector_min_bearing_deg: float = Field(0.0, ge=0.0, le=360.0, description="Sector of view, clockwise from this bearing...")
     sector_max_bearing_deg: float = Field(360.0, ge=0.0, le=360.0, description="...to this one (equal or 0..360 = full circle)")
+    adjust_time: bool = Field(False, description="Compensate the camera's clock error (read by GetSystemDateAndTime) in WS-Security timestamps; for cameras without NTP")
     profile_token: str | None = Field(None, max_length=64, description="Media profile to use; default the first profile with a PTZ configuration")
     calibration: PanTiltCalibration = Field(default_factory=PanTiltCalibration)
     presets: list[PresetConfig] = Field(default_factory=list)

@@ -94,7 +94,7 @@ async def open_session(camera: CameraConfig, password: SecretStr) -> CameraSessi
     """Connect, discover services, find the PTZ profile and the stored presets."""
     from onvif import ONVIFCamera
 
-    client = ONVIFCamera(camera.host, camera.port, camera.username, password.get_secret_value(), no_cache=True)
+    client = ONVIFCamera(camera.host, camera.port, camera.username, password.get_secret_value(), no_cache=True, adjust_time=camera.adjust_time)
     try:
         await client.update_xaddrs()
         media = await client.create_media_service()

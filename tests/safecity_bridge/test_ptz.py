@@ -106,7 +106,8 @@ async def test_calibrated_camera_gets_the_computed_pan_tilt_zoom(cam_a):
 @pytest.mark.anyio
 async def test_sessions_are_reused_so_a_move_is_one_soap_call(cam_a):
     cfg = config("cam-a", cam_a, 0, 0, env="CAM_A_PASSWORD", presets=[("square", 0, 120), ("market", 110, 10)])
-    ptz = PtzController([cfg], FAST, ENV)
+    # generous timeouts: a retry after a slow answer on a loaded CI box would resend a command
+    ptz = PtzController([cfg], PtzSettings(command_timeout_s=3.0, total_budget_s=5.0), ENV)
     try:
         await ptz.start()
         discovery = cam_a.requests["GetServices"] + cam_a.requests["GetProfiles"] + cam_a.requests["GetPresets"]
@@ -255,3 +256,24 @@ async def test_wsdls_load_offline_from_the_package(cam_a, monkeypatch):
     finally:
         await ptz.close()
     assert attempts == []
+
+
+@pytest.mark.anyio
+async def test_camera_with_a_drifting_clock_needs_adjust_time():
+    """A camera 1 h off refuses fresh WS-Security timestamps, unless the client compensates."""
+    cam = SimulatedCamera(name="drift", users={"operator": "a-secret"}, presets=[Preset("square", "Square", 0.0, 0.3)], clock_offset_s=3600.0)
+    with OnvifCameraSimulator(cam) as sim:
+        plain = PtzController([config("drift", sim, 0, 0, env="CAM_A_PASSWORD", presets=[("square", 0, 120)])], FAST, ENV)
+        try:
+            status = await plain.start()
+            assert "authentication refused" in status["drift"]
+        finally:
+            await plain.close()
+        adjusted = PtzController([config("drift", sim, 0, 0, env="CAM_A_PASSWORD", presets=[("square", 0, 120)], adjust_time=True)], FAST, ENV)
+        try:
+            assert await adjusted.start() == {"drift": None}
+            [o] = await adjusted.steer(estimate(0, 110, uncertainty=30))
+            assert o.outcome == "moved_preset"
+            assert sim.wait_for_command().preset_token == "square"
+        finally:
+            await adjusted.close()
