@@ -101,6 +101,7 @@ class OnvifCameraSimulator:
         self.state = CameraState(camera.presets, camera.speed_per_s)
         self.requests: Counter[str] = Counter()  # operation name -> count (incl. refused ones)
         self.auth_failures = 0
+        self.dropped_while_hung = 0
         self._verifier = DigestVerifier(camera.users, camera.max_skew_s)
         self._commands: list[PtzCommand] = []
         self._cond = threading.Condition()
@@ -241,7 +242,11 @@ class OnvifCameraSimulator:
         received_mono, received_wall = time.monotonic(), time.time()
         assert self._alive is not None
         if not self._alive.is_set():
-            await self._alive.wait()  # a hung camera: the client's timeout fires first
+            # A hung camera: the client's timeout fires first. What arrived while hung is
+            # never executed, even after revival (the client has given up on it).
+            await self._alive.wait()
+            self.dropped_while_hung += 1
+            return web.Response(status=503, text="camera was not responding")
         body = await request.read()
         try:
             req = parse_request(body)

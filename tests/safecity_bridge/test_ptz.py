@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Iterator
@@ -129,26 +130,29 @@ async def test_hung_camera_is_unavailable_quickly_and_opens_the_breaker(cam_a, c
     try:
         assert await ptz.start() == {"cam-a": None, "cam-b": None}
         cam_a.set_dead("hang")
-        t0 = time.perf_counter()
         outcomes = {o.camera_id: o for o in await ptz.steer(estimate(0, 110, uncertainty=30))}
-        elapsed = time.perf_counter() - t0
-        assert outcomes["cam-a"].outcome == "unavailable" and "timeout" in outcomes["cam-a"].reason
+        # bounded by our hard timeout (not the library's 90 s default), whatever the machine's speed
+        assert outcomes["cam-a"].outcome == "unavailable" and f"timeout after {FAST.command_timeout_s * 1000:.0f} ms" in outcomes["cam-a"].reason
         assert outcomes["cam-a"].attempts == 2  # one retry for a timeout
         assert outcomes["cam-b"].outcome == "moved_preset"  # the other camera is not held up
         assert cam_b.wait_for_command().preset_token == "station"
-        assert elapsed < FAST.total_budget_s + 0.5  # bounded by the budget, not the library's 90 s
         await ptz.steer(estimate(0, 110, uncertainty=30))
         state = {s["camera_id"]: s for s in ptz.camera_states()}
         assert state["cam-a"]["breaker"] == "open" and state["cam-b"]["breaker"] == "closed"
         # While open, no request is even attempted: immediate "unavailable".
-        t0 = time.perf_counter()
+        sent_to_a = sum(cam_a.requests.values())
         [skipped, moved] = await ptz.steer(estimate(0, 110, uncertainty=30))
         assert skipped.camera_id == "cam-a" and skipped.outcome == "unavailable" and "circuit open" in skipped.reason
+        assert skipped.attempts == 0 and sum(cam_a.requests.values()) == sent_to_a
         assert moved.camera_id == "cam-b" and moved.outcome == "moved_preset"
-        assert time.perf_counter() - t0 < FAST.command_timeout_s
         # After the cooldown, a half-open trial against the revived camera closes the breaker.
         cam_a.revive()
-        cam_a.clear()
+        for _ in range(100):  # the requests held while hung are released now...
+            if cam_a.dropped_while_hung:
+                break
+            await asyncio.sleep(0.02)
+        assert cam_a.dropped_while_hung >= 1
+        assert cam_a.commands == []  # ...and none of them is executed late
         now[0] += FAST.breaker_cooldown_s + 1
         outcomes = {o.camera_id: o for o in await ptz.steer(estimate(0, 110, uncertainty=30))}
         assert outcomes["cam-a"].outcome == "moved_preset"
