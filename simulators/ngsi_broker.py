@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
+CONTROL_PATH = "/_simulator/control"
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 LINK_REL = "http://www.w3.org/ns/json-ld#context"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
@@ -79,8 +80,25 @@ class NgsiBrokerDouble:
                 Route("/ngsi-ld/v1/entityOperations/upsert", self._upsert, methods=["POST"]),
                 Route("/ngsi-ld/v1/entities", self._query, methods=["GET"]),
                 Route("/ngsi-ld/v1/entities/{entity_id:path}", self._retrieve, methods=["GET"]),
+                Route(CONTROL_PATH, self._control, methods=["GET", "PUT"]),
             ]
         )
+
+    async def _control(self, request: Request) -> Response:
+        """Fault switch for out-of-process runs (demo, bench/faults.py): not part of NGSI-LD.
+
+        ``PUT {"outage": "unavailable" | null}``; ``GET`` returns the switch and entity counts.
+        """
+        if request.method == "PUT":
+            body = await request.json()
+            outage = body.get("outage")
+            if outage not in (None, "unavailable"):
+                return problem(400, "BadRequestData", "outage must be null or 'unavailable' (use BrokerTransport for 'refused')")
+            self.outage = outage
+        counts: dict[str, int] = {}
+        for e in self.store().values():
+            counts[e.body["type"]] = counts.get(e.body["type"], 0) + 1
+        return JSONResponse({"outage": self.outage, "entities": counts, "ids": sorted(self.store())})
 
     # -- inspection helpers for tests ------------------------------------------------------
     def store(self, tenant: str | None = None) -> dict[str, StoredEntity]:

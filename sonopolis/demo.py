@@ -45,7 +45,7 @@ class DemoReport:
 def demo(
     sensors: int = typer.Option(40, "--sensors", min=3, max=40, help="Simulated sensors in the neighbourhood"),
     edge_agents: int = typer.Option(4, "--edge-agents", min=0, max=12, help="Sensors running the real edge agent on synthesised audio"),
-    history_minutes: int = typer.Option(30, "--history-minutes", min=1, max=24 * 60, help="Minutes of past level frames published by the other sensors"),
+    history_minutes: int = typer.Option(60, "--history-minutes", min=1, max=24 * 60, help="Minutes of past level frames published by the other sensors"),
     scene_seconds: int = typer.Option(40, "--scene-seconds", min=30, max=600, help="Length of the live street scene heard by the edge agents"),
     workdir: Path = typer.Option(Path("demo-run"), "--workdir", help="Where the embedded services keep their data and logs"),
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave everything running to browse the API, dashboard and console"),
@@ -53,11 +53,14 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of the simulated world"),
 ) -> None:
     """Run the whole system on a simulated neighbourhood and show what reached each side."""
+    import logging
+
     from rich.console import Console
 
     from sonopolis.demo_run import DemoRun
 
     console = Console()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)

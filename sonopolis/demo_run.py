@@ -61,20 +61,26 @@ class DemoRun:
 
     # ------------------------------------------------------------------ steps
 
-    def execute(self, history_minutes: int, scene_seconds: int) -> DemoReport:
-        steps = [
-            ("PostgreSQL (embedded unless SONOPOLIS_DEMO_ADMIN_DSN is set)", self._database),
-            ("smart and safe MQTT brokers (production ACLs, per-client passwords)", self._brokers),
-            ("simulated ONVIF cameras and NGSI-LD context broker", self._simulators),
-            ("sensor registry (smart) and camera/sensor registry (safe)", self._registries),
-            ("smart services: ingest, api, ngsi-sync", self._smart_services),
-            ("safe service: bridge (FICTITIOUS declaration, simulated cameras)", self._safe_service),
-        ]
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=self.console) as progress:
-            for text, step in steps:
-                task = progress.add_task(text, total=1)
-                step()
+    SETUP_STEPS = (
+        ("PostgreSQL (embedded unless SONOPOLIS_DEMO_ADMIN_DSN is set)", "_database"),
+        ("smart and safe MQTT brokers (production ACLs, per-client passwords)", "_brokers"),
+        ("simulated ONVIF cameras and NGSI-LD context broker", "_simulators"),
+        ("sensor registry (smart) and camera/sensor registry (safe)", "_registries"),
+        ("smart services: ingest, api, ngsi-sync", "_smart_services"),
+        ("safe service: bridge (FICTITIOUS declaration, simulated cameras)", "_safe_service"),
+    )
+
+    def start_services(self, progress: Progress | None = None) -> None:
+        """Everything but the traffic, in start order (also used by bench/faults.py and the system tests)."""
+        for text, method in self.SETUP_STEPS:
+            task = progress.add_task(text, total=1) if progress else None
+            getattr(self, method)()
+            if progress and task is not None:
                 progress.update(task, completed=1)
+
+    def execute(self, history_minutes: int, scene_seconds: int) -> DemoReport:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=self.console) as progress:
+            self.start_services(progress)
             now = datetime.now(timezone.utc).replace(microsecond=0)
             scene_start = now - timedelta(seconds=scene_seconds + 5)
             task = progress.add_task(f"history: {history_minutes} min of 1 s frames from {len(self.world.sensors)} sensors", total=len(self.world.sensors))
@@ -101,6 +107,13 @@ class DemoRun:
             self.console.print("[yellow]mosquitto not installed: using the amqtt fallback broker, WITHOUT ACLs (demo only)[/]")
             self.brokers["smart"] = PythonBroker(self.workdir / "mqtt-smart").start()
             self.brokers["safe"] = PythonBroker(self.workdir / "mqtt-safe").start()
+
+    def set_ngsi_outage(self, on: bool) -> None:
+        """Make the simulated NGSI-LD broker answer 503 to everything (or recover)."""
+        httpx.put(f"http://127.0.0.1:{self.ports['ngsi']}/_simulator/control", json={"outage": "unavailable" if on else None}, timeout=5).raise_for_status()
+
+    def ngsi_broker_state(self) -> dict:
+        return httpx.get(f"http://127.0.0.1:{self.ports['ngsi']}/_simulator/control", timeout=10).json()
 
     def _helper(self, name: str, argv: list[str], port: int | None = None) -> ManagedProcess:
         proc = ManagedProcess(name, argv, side_env(None, {}), self.logs, ready_port=port).start(60)
@@ -304,7 +317,10 @@ class DemoRun:
             ngsi = http.get(f"http://127.0.0.1:{self.ports['ngsi']}/ngsi-ld/v1/entities", params={"type": "NoiseLevelObserved", "limit": 1000},
                             headers={"Accept": "application/json"})
             entities = ngsi.json() if ngsi.status_code == 200 else []
-            report.smart["ngsi_entities_in_broker"] = len(entities)
+            devices = http.get(f"http://127.0.0.1:{self.ports['ngsi']}/ngsi-ld/v1/entities", params={"type": "Device", "limit": 1000},
+                               headers={"Accept": "application/json"})
+            report.smart["ngsi_devices_in_broker"] = len(devices.json()) if devices.status_code == 200 else 0
+            report.smart["ngsi_noise_entities_in_broker"] = len(entities)
             smart_text = json.dumps(latest) + ngsi.text + http.get(f"{api}/v1/sources/hourly").text + http.get(f"{api}/v1/sensors").text
         incidents = self._console_get("/api/incidents") or []
         report.safe["incidents"] = len(incidents)
