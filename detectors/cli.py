@@ -95,7 +95,7 @@ def train_detector(
     data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Training folder with LABELS.csv"),
     out: Path = typer.Option(Path("detectors/model"), "--out", help="Where the ONNX model, thresholds and card go"),
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
-    rounds: int = typer.Option(4, "--rounds", min=1, max=50, help="Rounds of freshly augmented windows"),
+    rounds: int = typer.Option(6, "--rounds", min=1, max=50, help="Rounds of freshly augmented windows"),
     threads: int = typer.Option(2, "--threads", min=1, max=64, help="torch CPU threads"),
 ) -> None:
     """Train, validate (split by source recording), tune thresholds and export the classifier."""

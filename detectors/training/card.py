@@ -37,7 +37,7 @@ Augmentation: each 1 s training window is a crop containing the clip's loudest 1
 (anywhere from 5 to 95 % of the window), mixed in 65 % of cases into a random background
 crop at 0-30 dB SNR, then scaled to -50..-10 dBFS RMS; background windows are sometimes
 mixes of two backgrounds; SpecAugment masks (one band, one time span). Classes are
-balanced by sampling (500 windows per event class, 2 400 background per round, fresh
+balanced by sampling (500 windows per event class, 3 000 background per round, fresh
 windows each round).
 
 **spray_can is entirely synthetic**: no real recording exists in the data. It is

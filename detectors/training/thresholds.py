@@ -21,7 +21,7 @@ import numpy as np
 from detectors.classifier import BACKGROUND, CLASSES, NOISE_SOURCE_CLASSES
 from detectors.evaluation import EvalReport, clip_result, score
 
-GRID = tuple(round(x, 2) for x in np.arange(0.30, 0.96, 0.05)) + (0.97, 0.99)
+GRID = tuple(round(float(x), 2) for x in np.arange(0.30, 0.96, 0.05)) + (0.97, 0.99)
 SPRAY_CAN = "spray_can"
 
 

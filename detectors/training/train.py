@@ -41,10 +41,10 @@ class TrainConfig:
     data: Path
     out: Path
     seed: int = 7
-    rounds: int = 4
+    rounds: int = 6
     epochs_per_round: int = 2
     events_per_class: int = 500
-    background_per_round: int = 2400
+    background_per_round: int = 3000
     validation_fraction: float = 0.2
     synthetic_train: int = 200
     synthetic_validation: int = 40
