@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from messages.bands import BAND_KEYS, BAND_POSITION
+from messages.topics import sensor_id_after
 
 SCHEMA_ID = "sonopolis.level-frame/1"
 BATCH_SCHEMA_ID = "sonopolis.level-batch/1"
@@ -151,8 +152,4 @@ class LevelBatch(BaseModel):
 
 def sensor_from_topic(topic: str) -> str | None:
     """``sonopolis/v1/levels/<id>`` -> ``<id>``; None for any other topic."""
-    prefix = TOPIC_PREFIX + "/"
-    if not topic.startswith(prefix):
-        return None
-    rest = topic[len(prefix):]
-    return rest if rest and "/" not in rest else None
+    return sensor_id_after(TOPIC_PREFIX, topic)

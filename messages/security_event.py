@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from messages.topics import sensor_id_after
+
 SCHEMA_ID = "sonopolis.security-event/1"
 TOPIC_PREFIX = "sonopolis-safe/v1/events"
 TOPIC_FILTER = f"{TOPIC_PREFIX}/+"
@@ -74,8 +76,5 @@ class SecurityEvent(BaseModel):
 
 
 def sensor_from_topic(topic: str) -> str | None:
-    prefix = TOPIC_PREFIX + "/"
-    if not topic.startswith(prefix):
-        return None
-    rest = topic[len(prefix):]
-    return rest if rest and "/" not in rest else None
+    """``sonopolis-safe/v1/events/<id>`` -> ``<id>``; None for any other topic."""
+    return sensor_id_after(TOPIC_PREFIX, topic)

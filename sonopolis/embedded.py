@@ -185,6 +185,18 @@ class LocalPostgres:
 # ---------------------------------------------------------------- MQTT broker
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it does not go within ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 @dataclass
 class LocalMosquitto:
     """A Mosquitto broker on 127.0.0.1:``port``, optionally with a password file and ACLs.
@@ -251,13 +263,7 @@ class LocalMosquitto:
         return self
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        terminate(self._proc)
         self._proc = None
 
     def kill(self) -> None:
@@ -296,7 +302,5 @@ class PythonBroker:
         return self
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)
+        terminate(self._proc)
         self._proc = None

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sonopolis.embedded import ServiceError, free_port, wait_port
+from sonopolis.embedded import ServiceError, free_port, terminate, wait_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -93,13 +93,7 @@ class DeployedBroker:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        terminate(self._proc)
         self._proc = None
 
     def restart(self) -> None:
