@@ -58,6 +58,8 @@ class DemoRun:
         self.ports = {name: free_port() for name in ("api", "bridge", "metrics", "ngsi")}
         self.camera_ports: dict[str, int] = {}
         self.admin_token = uuid.uuid4().hex
+        self.smart_overrides: dict[str, str] = {}
+        """Extra SONOPOLIS_SMART_* settings (tests relax the export quality gate this way)."""
 
     # ------------------------------------------------------------------ steps
 
@@ -158,6 +160,7 @@ class DemoRun:
         if self.acl:
             env["SONOPOLIS_SMART_INGEST__MQTT__USERNAME"] = "svc.ingest"
             env["SONOPOLIS_SMART_INGEST__MQTT__PASSWORD"] = self.world.smart_passwords["svc.ingest"]
+        env |= self.smart_overrides
         return side_env("SONOPOLIS_SMART_", env)
 
     def _safe_env(self) -> dict[str, str]:
@@ -212,21 +215,25 @@ class DemoRun:
         client.loop_start()
         return client
 
+    def publish_frames(self, sensor_id: str, frames: list[dict]) -> None:
+        """Publish frames as one sensor would (its own credentials), in batches, waiting for the broker's acks."""
+        client = self._client("smart", sensor_id)
+        infos = []
+        for i in range(0, len(frames), 600):
+            batch = {"schema": BATCH_SCHEMA_ID, "sensor_id": sensor_id, "frames": frames[i : i + 600]}
+            infos.append(client.publish(f"{TOPIC_PREFIX}/{sensor_id}", json.dumps(batch), qos=1))
+        for info in infos:
+            info.wait_for_publish(30)
+        client.loop_stop()
+        client.disconnect()
+
     def _publish_history(self, start: datetime, seconds: int, live_start: datetime, live_seconds: int, progress: Progress, task: int) -> None:
         """Past frames of every sensor, and live-period frames of sensors without an edge agent."""
         for s in self.world.sensors:
             frames = sim_frames(s, start, seconds, seed=self.seed)
             if s.sensor_id not in self.world.edge_ids:
                 frames += sim_frames(s, live_start, live_seconds, seed=self.seed + 1)
-            client = self._client("smart", s.sensor_id)
-            infos = []
-            for i in range(0, len(frames), 600):
-                batch = {"schema": BATCH_SCHEMA_ID, "sensor_id": s.sensor_id, "frames": frames[i : i + 600]}
-                infos.append(client.publish(f"{TOPIC_PREFIX}/{s.sensor_id}", json.dumps(batch), qos=1))
-            for info in infos:
-                info.wait_for_publish(30)
-            client.loop_stop()
-            client.disconnect()
+            self.publish_frames(s.sensor_id, frames)
             progress.advance(task)
 
     def _edge_env(self, sensor_id: str) -> dict[str, str]:
