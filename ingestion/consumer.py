@@ -17,13 +17,22 @@ Why each setting:
   resends unacked messages with packet ids of the new connection, so an ack for a
   message received on an old connection is never sent (it could acknowledge an
   unrelated message); the redelivered copy is written idempotently and acked.
+
+Throughput (``bench/ingest.py``): stock paho reads one packet per ``select()`` with
+three to four ``recv()`` calls per message (command byte, each length byte, body) and
+sends every PUBACK with its own wake-up and ``send()``. :class:`_BatchingClient`
+reads the socket in 256 KiB chunks and sends the PUBACKs of a committed batch as one
+write, which about halves the CPU per message of the receive path. Both go through
+paho's own packet state machine; only the socket calls are batched.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import struct
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -48,7 +57,69 @@ class Inbound:
     qos: int
     topic: str
     payload: bytes
-    received_at: datetime
+    received_ts: float
+    """``time.time()`` at reception (a float: a datetime per message costs CPU for nothing)."""
+
+    @property
+    def received_at(self) -> datetime:
+        return datetime.fromtimestamp(self.received_ts, timezone.utc)
+
+
+_READ_CHUNK = 256 * 1024
+_PUBACK = 0x40
+_MAX_ACKS_PER_WRITE = 8192
+
+
+class _BatchingClient(mqtt.Client):
+    """paho's client with chunked socket reads and one write for many PUBACKs.
+
+    Reads: :meth:`_sock_recv` serves paho's small reads from a buffer filled by one
+    ``recv(256 KiB)`` per :meth:`loop_read`, and :meth:`loop_read` handles every
+    packet of that buffer before returning, so nothing is left in the buffer when
+    the loop goes back to ``select()`` (a partial packet is already in paho's own
+    packet state and completes when the socket is readable again).
+
+    Acks: :meth:`ack_many` queues the PUBACKs of many messages as one packet (one
+    wake-up of the network thread, one ``send``). A v5 PUBACK with reason "success"
+    and no properties is the 4 bytes ``0x40 0x02 <mid>``, the same as paho's own.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock: object = None
+        self._may_recv = False
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rsock is not self._sock:  # new connection: a stale buffer is worthless
+            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        if self._rpos >= len(self._rbuf):
+            if not self._may_recv:
+                raise BlockingIOError()
+            data = super()._sock_recv(_READ_CHUNK)
+            self._may_recv = False
+            if not data:
+                return data
+            self._rbuf, self._rpos = data, 0
+        end = min(self._rpos + bufsize, len(self._rbuf))
+        out = self._rbuf[self._rpos:end]
+        self._rpos = end
+        return out
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        self._may_recv = True
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf):
+            rc = super().loop_read(max_packets)
+        self._may_recv = False
+        return rc
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK QoS 1 messages ``mids`` in one queued write."""
+        for i in range(0, len(mids), _MAX_ACKS_PER_WRITE):
+            data = b"".join([struct.pack("!BBH", _PUBACK, 2, mid) for mid in mids[i:i + _MAX_ACKS_PER_WRITE]])
+            self._packet_queue(_PUBACK, data, 0, 1)
 
 
 class MqttConsumer:
@@ -74,7 +145,7 @@ class MqttConsumer:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         """Set when the broker confirmed the subscription (SUBACK) on the current connection."""
-        client = mqtt.Client(
+        client = _BatchingClient(
             mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5,
         )
         client.manual_ack_set(True)
@@ -123,11 +194,13 @@ class MqttConsumer:
             current = self._generation
         if not self.connected.is_set():
             return 0
-        for item in items:
-            if item.qos > 0 and item.generation == current:
-                rc = self.client.ack(item.mid, item.qos)
-                if rc == mqtt.MQTT_ERR_SUCCESS:
-                    n += 1
+        mids = [item.mid for item in items if item.qos == 1 and item.generation == current]
+        if mids:
+            self.client.ack_many(mids)
+            n = len(mids)
+        for item in items:  # QoS 2 is not used on the smart path; kept correct anyway
+            if item.qos == 2 and item.generation == current and self.client.ack(item.mid, item.qos) == mqtt.MQTT_ERR_SUCCESS:
+                n += 1
         self.metrics.acked.inc(n)
         return n
 
@@ -162,7 +235,7 @@ class MqttConsumer:
             log.warning("disconnected from smart broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        item = Inbound(self._generation, msg.mid, msg.qos, msg.topic, msg.payload, datetime.now(timezone.utc))
+        item = Inbound(self._generation, msg.mid, msg.qos, msg.topic, msg.payload, time.time())
         self.metrics.messages.inc()
         # Receive Maximum keeps the broker within the queue size; should a broker
         # ignore it, blocking here stops reading from the socket (TCP back-pressure).
