@@ -34,8 +34,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ngsi.context import context_document, link_header
-from ngsi.mapping import BY_CODE, PERIODS, PeriodSpec, observation_from_row, parse_observation_id
-from ngsi.models import MEASURED_ATTRS, iso_z
+from ngsi.mapping import BY_CODE, PERIODS, PeriodSpec, measured_values, observation_from_row, parse_observation_id
+from ngsi.models import DB_UNIT, MEASURED_ATTRS, UNIT_ATTRS, iso_z, measured_property
 from ngsi.query import (
     NOISE_TYPES, Column, GeoQuery, NgsiProblem, TimeRange, bad, compact, compile_q, parse_geo, parse_time, parse_timerel,
 )
@@ -84,8 +84,14 @@ class Selection:
     time: TimeRange
 
 
-def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, series: bool) -> tuple[sql.Composable, list[Any]]:
-    """One period's SELECT with every filter; ``series``: idPattern applies to series ids."""
+def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, series: bool,
+                per_sensor: bool = False) -> tuple[sql.Composable, list[Any]]:
+    """One period's SELECT with every filter; ``series``: idPattern applies to series ids.
+
+    ``per_sensor``: the sensor is ``t.sensor_id`` of an enclosing ``unnest(...) AS t``
+    (a LATERAL or EXISTS subquery), so each series is read along the primary key
+    ``(sensor_id, bucket)`` instead of all selected series at once.
+    """
     daily = period.length is None
     extra = (
         sql.SQL(", l.lden, l.lday, l.levening, l.lnight")
@@ -99,7 +105,9 @@ def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, seri
     )
     where: list[sql.Composable] = []
     params: list[Any] = []
-    if sel.sensors is not None:
+    if per_sensor:
+        where.append(sql.SQL("a.sensor_id = t.sensor_id"))
+    elif sel.sensors is not None:
         where.append(sql.SQL("a.sensor_id = ANY(%s)"))
         params.append(sel.sensors)
     if sel.keys is not None:
@@ -392,16 +400,12 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 mine = [s for s, per in series if per is period]
                 if not mine:
                     continue
-                sel = Selection([period], mine, keys, None, q, time)
-                if q or keys or time != TimeRange():
-                    inner, params = _select_sql(ident, period, sel, series=True)
-                    await cur.execute(sql.SQL("SELECT DISTINCT sensor_id FROM ({}) x").format(inner), params)
-                else:
-                    await cur.execute(
-                        sql.SQL("SELECT sensor_id FROM unnest(%s::text[]) AS t(sensor_id)"
-                                " WHERE EXISTS (SELECT 1 FROM {}.{} a WHERE a.sensor_id = t.sensor_id)").format(ident, sql.Identifier(period.table)),
-                        [mine],
-                    )
+                sel = Selection([period], None, keys, None, q, time)
+                inner, params = _select_sql(ident, period, sel, series=True, per_sensor=True)
+                await cur.execute(
+                    sql.SQL("SELECT sensor_id FROM unnest(%s::text[]) AS t(sensor_id) WHERE EXISTS ({})").format(inner),
+                    [mine, *params],
+                )
                 have = {r["sensor_id"] for r in await cur.fetchall()}
                 present += [(s, period) for s in mine if s in have]
             order = {spec.code: i for i, spec in enumerate(PERIODS.values())}
@@ -413,13 +417,14 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 mine = [s for s, per in page if per is period]
                 if not mine:
                     continue
-                sel = Selection([period], mine, keys, None, q, time)
-                inner, params = _select_sql(ident, period, sel, series=True)
+                sel = Selection([period], None, keys, None, q, time)
+                inner, params = _select_sql(ident, period, sel, series=True, per_sensor=True)
+                # per series: the first (or, with lastN, the last) instances along the primary key
                 direction = sql.SQL("DESC") if last_n else sql.SQL("ASC")
                 await cur.execute(
-                    sql.SQL("SELECT * FROM (SELECT x.*, row_number() OVER (PARTITION BY sensor_id ORDER BY bucket {}) AS rn"
-                            " FROM ({}) x) y WHERE rn <= %s ORDER BY sensor_id, bucket").format(direction, inner),
-                    [*params, per_entity + (0 if last_n else 1)],
+                    sql.SQL("SELECT x.* FROM unnest(%s::text[]) AS t(sensor_id)"
+                            " CROSS JOIN LATERAL ({} ORDER BY a.bucket {} LIMIT %s) x ORDER BY x.sensor_id, x.bucket").format(inner, direction),
+                    [mine, *params, per_entity + (0 if last_n else 1)],
                 )
                 by_sensor: dict[str, list[dict[str, Any]]] = {}
                 for row in await cur.fetchall():
@@ -443,24 +448,36 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
 
 
 def _temporal_entity(sensor: str, period: PeriodSpec, rows: list[dict[str, Any]], attrs: set[str] | None, temporal_values: bool) -> dict[str, Any]:
-    """Instances of one series: measured attributes as arrays, static ones once."""
-    entities = [_entity(r).normalized() for r in rows]
-    first = entities[0]
+    """Instances of one series: measured attributes as arrays, static ones once.
+
+    The static attributes come from the first bucket's model; the instances are built
+    from :func:`measured_values` + :func:`measured_property`, the very functions the
+    model uses, without a model per bucket (a day of minutes is 1,440 of them).
+    """
+    first = _entity(rows[0]).normalized()
     out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor}:{period.code}", "type": "NoiseLevelObserved"}
     for name in ("location", "refDevice", "sonometerClass", "aggregationPeriod"):
         if name in first and (attrs is None or name in attrs):
             out[name] = first[name]
-    for name in MEASURED_ATTRS:
-        if attrs is not None and name not in attrs:
-            continue
-        instances = [e[name] for e in entities if name in e]
+    names = [name for name in MEASURED_ATTRS if attrs is None or name in attrs]
+    series: dict[str, list[Any]] = {name: [] for name in names}
+    daily = period.length is None
+    for row in rows:
+        observed = iso_z(row["bucket"])
+        values = measured_values(row, row if daily else None)
+        for name in names:
+            value = values.get(name)
+            if value is None:
+                continue
+            series[name].append([value, observed] if temporal_values else measured_property(name, value, observed))
+    for name in names:
+        instances = series[name]
         if not instances:
             continue
         if temporal_values:
-            values: dict[str, Any] = {"type": "Property", "values": [[i["value"], i["observedAt"]] for i in instances]}
-            if "unitCode" in instances[0]:
-                values["unitCode"] = instances[0]["unitCode"]
-            out[name] = values
+            out[name] = {"type": "Property", "values": instances}
+            if name in UNIT_ATTRS:
+                out[name]["unitCode"] = DB_UNIT
         else:
             out[name] = instances
     return out

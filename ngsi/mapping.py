@@ -86,6 +86,25 @@ def observation_from_row(
     start: datetime = agg["bucket"]
     end = period.end(start, sensor.get("timezone") or "Europe/Paris")
     klass = sensor.get("sonometer_class")
+    return NoiseLevelObserved(
+        id=NoiseLevelObserved.urn(sensor["sensor_id"], period.code, start),
+        dateObserved=f"{iso_z(start)}/{iso_z(end)}",
+        dateObservedFrom=start,
+        dateObservedTo=end,
+        location=GeoPoint.at(sensor["latitude"], sensor["longitude"]),
+        refDevice=Device.urn(sensor["sensor_id"]),
+        sonometerClass=None if klass is None else str(int(klass)),
+        aggregationPeriod=period.code,
+        **measured_values(agg, lden),
+    )
+
+
+def measured_values(agg: Mapping[str, Any], lden: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The per-bucket attribute values of one aggregate row (+ Lden row), as published.
+
+    :func:`observation_from_row` validates them into a model; the temporal view reads
+    them directly for each of its thousands of instances (same values, no model each).
+    """
     fields: dict[str, Any] = {
         "LAeq": _level(agg.get("laeq")),
         "LAmax": _level(agg.get("lamax")),
@@ -105,17 +124,7 @@ def observation_from_row(
             Levening=_level(lden.get("levening")),
             LANight=_level(lden.get("lnight")),
         )
-    return NoiseLevelObserved(
-        id=NoiseLevelObserved.urn(sensor["sensor_id"], period.code, start),
-        dateObserved=f"{iso_z(start)}/{iso_z(end)}",
-        dateObservedFrom=start,
-        dateObservedTo=end,
-        location=GeoPoint.at(sensor["latitude"], sensor["longitude"]),
-        refDevice=Device.urn(sensor["sensor_id"]),
-        sonometerClass=None if klass is None else str(int(klass)),
-        aggregationPeriod=period.code,
-        **fields,
-    )
+    return fields
 
 
 def parse_observation_id(entity_id: str) -> tuple[str, PeriodSpec, datetime] | None:

@@ -45,6 +45,22 @@ def iso_z(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+UNIT_ATTRS: frozenset[str] = frozenset(LEVEL_ATTRS + ("thirdOctaveBands",))
+"""Measured attributes that carry ``unitCode`` (dB)."""
+
+
+def measured_property(name: str, value: Any, observed_at: str) -> dict[str, Any]:
+    """One instance of a measured attribute in normalized form.
+
+    Shared by :meth:`NoiseLevelObserved.normalized` and the temporal view, which builds
+    thousands of instances per answer without a model per bucket: one shape, one place.
+    """
+    prop: dict[str, Any] = {"type": "Property", "value": value, "observedAt": observed_at}
+    if name in UNIT_ATTRS:
+        prop["unitCode"] = DB_UNIT
+    return prop
+
+
 def _date_time(ts: datetime) -> dict[str, str]:
     return {"@type": "DateTime", "@value": iso_z(ts)}
 
@@ -177,12 +193,8 @@ class NoiseLevelObserved(_Entity):
             attrs["sonometerClass"] = {"type": "Property", "value": self.sonometerClass}
         for name in MEASURED_ATTRS:
             value = getattr(self, name)
-            if value is None:
-                continue
-            prop: dict[str, Any] = {"type": "Property", "value": value, "observedAt": observed}
-            if name in LEVEL_ATTRS or name == "thirdOctaveBands":
-                prop["unitCode"] = DB_UNIT
-            attrs[name] = prop
+            if value is not None:
+                attrs[name] = measured_property(name, value, observed)
         return attrs
 
 
