@@ -110,3 +110,35 @@ def test_white_noise_band_levels_follow_bandwidth() -> None:
     dev = levels - expected - 10 * np.log10(np.pi / 3)
     assert np.all(np.abs(dev[8:]) < 0.5), dev  # above 160 Hz, 7 s of noise averages well
     assert np.all(np.abs(dev) < 1.5), dev
+
+
+def test_anti_alias_filter_covers_the_next_stage_and_rejects_aliases() -> None:
+    """Each decimation keeps the next stage's highest band flat and aliases >= 80 dB down.
+
+    The plan puts bands with centres up to R_out/3 in the stage after a decimation, so
+    the low-pass must be flat (0.01 dB ripple) up to that band's upper edge and reach
+    80 dB at the new Nyquist, where aliases start folding back.
+    """
+    from scipy import signal
+
+    from detectors.filterbank import AA_STOP_DB, _aa_sos
+
+    bank = ThirdOctaveBank(48000)
+    rates = bank.stage_rates
+    for stage, (rate_in, rate_out) in enumerate(zip(rates, rates[1:])):
+        below = [p for s in bank._stages[stage + 1 :] for p in (b.position for b in s.bands)]
+        top_edge = max(band_edges_hz(p)[1] for p in below)
+        f_pass = np.linspace(0, top_edge, 200)
+        _, h = signal.sosfreqz(_aa_sos(), worN=2 * np.pi * f_pass / rate_in)
+        ripple = 20 * np.log10(np.abs(h))
+        assert ripple.min() > -0.011 and ripple.max() < 0.011, (rate_in, top_edge)
+        f_stop = np.linspace(rate_out / 2, rate_in / 2, 200)
+        _, h = signal.sosfreqz(_aa_sos(), worN=2 * np.pi * f_stop / rate_in)
+        assert 20 * np.log10(np.abs(h).max()) <= -AA_STOP_DB + 0.01
+
+
+def test_top_stage_holds_only_bands_that_cannot_be_decimated() -> None:
+    """Bands up to 8 kHz run at 24 kHz or lower; only 10-20 kHz run at 48 kHz."""
+    bank = ThirdOctaveBank(48000)
+    top = [BAND_KEYS[b.position] for b in bank._stages[0].bands]
+    assert sorted(top, key=float) == ["10000", "12500", "16000", "20000"]
