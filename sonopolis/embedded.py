@@ -125,6 +125,9 @@ class LocalPostgres:
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 
     def _run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        # Re-assert traversal rights each time: another tool (e.g. a parallel pytest) may have
+        # tightened a parent directory since init, and the service user must still reach its data.
+        _make_reachable(self.data_dir.parent, self._user)
         cmd = _as_user(self._user, [str(self.bindir / argv[0]), *argv[1:]])
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
