@@ -38,7 +38,11 @@ COPY --from=build /opt/sonopolis /opt/sonopolis
 ENV PATH=/opt/sonopolis/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SONOPOLIS_LOG_LEVEL=INFO
+    SONOPOLIS_LOG_LEVEL=INFO \
+    ORT_DISABLE_TELEMETRY=1
+# ORT_DISABLE_TELEMETRY: onnxruntime >= 1.2x ships 1DS telemetry on Linux (device id file,
+# upload of process/session events). A sensor network that promises "nothing leaves but
+# levels and events" opts out; detectors/classifier.py also sets it before loading ORT.
 USER sonopolis:sonopolis
 WORKDIR /var/lib/sonopolis
 ENTRYPOINT ["/usr/bin/tini", "--", "sonopolis"]
