@@ -7,7 +7,7 @@ from the broker and the same entity served by Sonopolis are byte-for-byte alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -57,7 +57,7 @@ def _level(value: Any) -> float | None:
 
 def bands_object(bands: Sequence[float | None] | None) -> dict[str, float] | None:
     """``real[]`` in BAND_KEYS order -> ``{"25": 41.2, ...}`` without the omitted bands."""
-    if not bands:
+    if not bands or bands.count(None) == len(bands):  # a sensor omitting its spectrum: skip the loop
         return None
     out = {key: lvl for key, value in zip(BAND_KEYS, bands, strict=False) if (lvl := _level(value)) is not None}
     return out or None
@@ -99,31 +99,46 @@ def observation_from_row(
     )
 
 
+def _coverage(value: Any) -> float | None:
+    return None if value is None else round(min(1.0, max(0.0, float(value))), 4)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+MEASURED_SOURCES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "LAeq": ("laeq", _level),
+    "LAmax": ("lamax", _level),
+    "LAmin": ("lamin", _level),
+    "LA10": ("la10", _level),
+    "LA50": ("la50", _level),
+    "LA90": ("la90", _level),
+    "thirdOctaveBands": ("bands", bands_object),
+    "coverage": ("coverage", _coverage),
+    "carHornCount": ("car_horn", _as_is),
+    "sirenCount": ("siren", _as_is),
+}
+"""Per-bucket attribute -> (aggregate column, conversion as published)."""
+
+LDEN_SOURCES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "Lden": ("lden", _level),
+    "LAeq_d": ("lday", _level),
+    "Levening": ("levening", _level),
+    "LANight": ("lnight", _level),
+}
+"""Daily-only attribute -> (``smart.lden_daily`` column, conversion)."""
+
+
 def measured_values(agg: Mapping[str, Any], lden: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The per-bucket attribute values of one aggregate row (+ Lden row), as published.
 
-    :func:`observation_from_row` validates them into a model; the temporal view reads
-    them directly for each of its thousands of instances (same values, no model each).
+    :func:`observation_from_row` validates them into a model; the temporal view applies
+    the same :data:`MEASURED_SOURCES` conversions column by column, without a model.
     """
-    fields: dict[str, Any] = {
-        "LAeq": _level(agg.get("laeq")),
-        "LAmax": _level(agg.get("lamax")),
-        "LAmin": _level(agg.get("lamin")),
-        "LA10": _level(agg.get("la10")),
-        "LA50": _level(agg.get("la50")),
-        "LA90": _level(agg.get("la90")),
-        "thirdOctaveBands": bands_object(agg.get("bands")),
-        "coverage": None if agg.get("coverage") is None else round(min(1.0, max(0.0, float(agg["coverage"]))), 4),
-        "carHornCount": agg.get("car_horn"),
-        "sirenCount": agg.get("siren"),
-    }
+    fields: dict[str, Any] = {name: convert(agg.get(column)) for name, (column, convert) in MEASURED_SOURCES.items()}
     if lden is not None:
-        fields.update(
-            Lden=_level(lden.get("lden")),
-            LAeq_d=_level(lden.get("lday")),
-            Levening=_level(lden.get("levening")),
-            LANight=_level(lden.get("lnight")),
-        )
+        fields.update({name: convert(lden.get(column)) for name, (column, convert) in LDEN_SOURCES.items()})
     return fields
 
 

@@ -21,6 +21,7 @@ in ``dateObservedFrom``/``dateObservedTo``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
@@ -49,16 +50,21 @@ UNIT_ATTRS: frozenset[str] = frozenset(LEVEL_ATTRS + ("thirdOctaveBands",))
 """Measured attributes that carry ``unitCode`` (dB)."""
 
 
-def measured_property(name: str, value: Any, observed_at: str) -> dict[str, Any]:
-    """One instance of a measured attribute in normalized form.
+def measured_instances(name: str, pairs: Iterable[tuple[Any, str]]) -> list[dict[str, Any]]:
+    """Instances of a measured attribute in normalized form, from ``(value, observedAt)`` pairs.
 
-    Shared by :meth:`NoiseLevelObserved.normalized` and the temporal view, which builds
-    thousands of instances per answer without a model per bucket: one shape, one place.
+    The one definition of their shape, used for a single bucket by
+    :meth:`NoiseLevelObserved.normalized` and for whole series by the temporal view
+    (a day of minutes is ~13,000 instances: one comprehension, no call per instance).
     """
-    prop: dict[str, Any] = {"type": "Property", "value": value, "observedAt": observed_at}
     if name in UNIT_ATTRS:
-        prop["unitCode"] = DB_UNIT
-    return prop
+        return [{"type": "Property", "value": v, "observedAt": at, "unitCode": DB_UNIT} for v, at in pairs]
+    return [{"type": "Property", "value": v, "observedAt": at} for v, at in pairs]
+
+
+def measured_property(name: str, value: Any, observed_at: str) -> dict[str, Any]:
+    """One instance of a measured attribute (see :func:`measured_instances`)."""
+    return measured_instances(name, ((value, observed_at),))[0]
 
 
 def _date_time(ts: datetime) -> dict[str, str]:
