@@ -97,13 +97,17 @@ def train_detector(
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
     rounds: int = typer.Option(6, "--rounds", min=1, max=50, help="Rounds of freshly augmented windows"),
     threads: int = typer.Option(2, "--threads", min=1, max=64, help="torch CPU threads"),
+    all_data: bool = typer.Option(
+        True, "--all-data/--train-split-only", help="Ship a model retrained on train + validation groups (thresholds from validation)"
+    ),
 ) -> None:
     """Train, validate (split by source recording), tune thresholds and export the classifier."""
     from detectors.training.data import DataError
     from detectors.training.train import TrainConfig, train
 
     try:
-        metrics = train(TrainConfig(data=data, out=out, seed=seed, rounds=rounds, threads=threads), tick=typer.echo)
+        config = TrainConfig(data=data, out=out, seed=seed, rounds=rounds, threads=threads, all_data=all_data)
+        metrics = train(config, tick=typer.echo)
     except DataError as exc:
         typer.echo(f"train-detector: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -63,7 +63,7 @@ def test_thresholds_respect_the_false_alarm_budget() -> None:
     labels = ["gunshot"] * 4
     probabilities += [probs(gun, 0.55)] + [probs(CLASSES.index("background"), 0.9)] * 19
     labels += ["background"] * 20
-    thresholds = tune_thresholds(probabilities, labels, far_budget=0.0)
+    thresholds = tune_thresholds(probabilities, labels, false_alarm_weight=20.0)
     assert 0.55 < thresholds["gunshot"] <= 0.6
     report = evaluate_thresholds(probabilities, labels, thresholds)
     assert report.background_false_alarm_rate == 0.0
