@@ -138,6 +138,29 @@ def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, seri
     return query, params
 
 
+def temporal_presence_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection) -> tuple[sql.Composable, list[Any]]:
+    """Which of ``sel.sensors`` have at least one instance: one EXISTS probe per series."""
+    inner, params = _select_sql(schema, period, sel, series=True, per_sensor=True)
+    query = sql.SQL("SELECT sensor_id FROM unnest(%s::text[]) AS t(sensor_id) WHERE EXISTS ({})").format(inner)
+    return query, [sel.sensors, *params]
+
+
+def temporal_instances_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, per_series: int,
+                           newest: bool) -> tuple[sql.Composable, list[Any]]:
+    """Up to ``per_series`` rows of each of ``sel.sensors``: the first, or the last (``lastN``).
+
+    Each series is read along the primary key ``(sensor_id, bucket)`` and stops after
+    ``per_series`` rows (LATERAL ... ORDER BY bucket LIMIT), so ``lastN=10`` over years
+    of minutes reads ten rows, not the years; output by sensor, then time.
+    """
+    inner, params = _select_sql(schema, period, sel, series=True, per_sensor=True)
+    query = sql.SQL(
+        "SELECT x.* FROM unnest(%s::text[]) AS t(sensor_id)"
+        " CROSS JOIN LATERAL ({} ORDER BY a.bucket {} LIMIT %s) x ORDER BY x.sensor_id, x.bucket"
+    ).format(inner, sql.SQL("DESC" if newest else "ASC"))
+    return query, [sel.sensors, *params, per_series]
+
+
 def _entity(row: dict[str, Any]) -> Any:
     period = BY_CODE[row["code"]]
     return observation_from_row(period, row, row, row if period.length is None else None)
@@ -398,17 +421,15 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         q = p.get("q")
         # drop series without any instance in range (one index probe per series)
         present: list[tuple[str, PeriodSpec]] = []
+        # text results on purpose (as in ngsi-sync): a real parses from its shortest decimal
+        # spelling; binary would hand over the exact float4 and round differently at x.x5 ties
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             for period in PERIODS.values():
                 mine = [s for s, per in series if per is period]
                 if not mine:
                     continue
-                sel = Selection([period], None, keys, None, q, time)
-                inner, params = _select_sql(ident, period, sel, series=True, per_sensor=True)
-                await cur.execute(
-                    sql.SQL("SELECT sensor_id FROM unnest(%s::text[]) AS t(sensor_id) WHERE EXISTS ({})").format(inner),
-                    [mine, *params],
-                )
+                sel = Selection([period], mine, keys, None, q, time)
+                await cur.execute(*temporal_presence_sql(ident, period, sel))
                 have = {r["sensor_id"] for r in await cur.fetchall()}
                 present += [(s, period) for s in mine if s in have]
             order = {spec.code: i for i, spec in enumerate(PERIODS.values())}
@@ -420,15 +441,8 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 mine = [s for s, per in page if per is period]
                 if not mine:
                     continue
-                sel = Selection([period], None, keys, None, q, time)
-                inner, params = _select_sql(ident, period, sel, series=True, per_sensor=True)
-                # per series: the first (or, with lastN, the last) instances along the primary key
-                direction = sql.SQL("DESC") if last_n else sql.SQL("ASC")
-                await cur.execute(
-                    sql.SQL("SELECT x.* FROM unnest(%s::text[]) AS t(sensor_id)"
-                            " CROSS JOIN LATERAL ({} ORDER BY a.bucket {} LIMIT %s) x ORDER BY x.sensor_id, x.bucket").format(inner, direction),
-                    [mine, *params, per_entity + (0 if last_n else 1)],
-                )
+                sel = Selection([period], mine, keys, None, q, time)
+                await cur.execute(*temporal_instances_sql(ident, period, sel, per_entity + (0 if last_n else 1), newest=bool(last_n)))
                 by_sensor: dict[str, list[dict[str, Any]]] = {}
                 for row in await cur.fetchall():
                     by_sensor.setdefault(row["sensor_id"], []).append(row)
@@ -469,7 +483,7 @@ def _temporal_entity(sensor: str, period: PeriodSpec, rows: list[dict[str, Any]]
         if name not in sources or (attrs is not None and name not in attrs):
             continue
         column, convert = sources[name]
-        pairs = [(v, at) for row, at in zip(rows, observed, strict=True) if (v := convert(row[column])) is not None]
+        pairs = [(v, at) for v, at in zip(convert([row[column] for row in rows]), observed, strict=True) if v is not None]
         if not pairs:
             continue
         if temporal_values:

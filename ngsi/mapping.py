@@ -6,8 +6,7 @@ from the broker and the same entity served by Sonopolis are byte-for-byte alike.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -47,12 +46,16 @@ AGGREGATE_COLUMNS = ("sensor_id", "bucket", "laeq", "lamax", "lamin", "la10", "l
 LDEN_COLUMNS = ("lden", "lday", "levening", "lnight")
 
 
+def _levels(values: Iterable[Any]) -> list[float | None]:
+    """dB rounded to 0.1 (the meters' resolution); NaN/None -> absent (``f != f``: NaN).
+
+    Column form: the temporal view converts thousands of values per answer.
+    """
+    return [None if v is None or (f := float(v)) != f else round(f, 1) for v in values]
+
+
 def _level(value: Any) -> float | None:
-    """dB rounded to 0.1 (the meters' resolution); NaN/None -> absent."""
-    if value is None:
-        return None
-    f = float(value)
-    return None if math.isnan(f) else round(f, 1)
+    return _levels((value,))[0]
 
 
 def bands_object(bands: Sequence[float | None] | None) -> dict[str, float] | None:
@@ -99,33 +102,39 @@ def observation_from_row(
     )
 
 
-def _coverage(value: Any) -> float | None:
-    return None if value is None else round(min(1.0, max(0.0, float(value))), 4)
+def _coverages(values: Iterable[Any]) -> list[float | None]:
+    return [None if v is None else round(min(1.0, max(0.0, float(v))), 4) for v in values]
 
 
-def _as_is(value: Any) -> Any:
-    return value
+def _bands_objects(values: Iterable[Any]) -> list[dict[str, float] | None]:
+    return [bands_object(v) for v in values]
 
 
-MEASURED_SOURCES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "LAeq": ("laeq", _level),
-    "LAmax": ("lamax", _level),
-    "LAmin": ("lamin", _level),
-    "LA10": ("la10", _level),
-    "LA50": ("la50", _level),
-    "LA90": ("la90", _level),
-    "thirdOctaveBands": ("bands", bands_object),
-    "coverage": ("coverage", _coverage),
+def _as_is(values: Iterable[Any]) -> list[Any]:
+    return list(values)
+
+
+Convert = Callable[[Iterable[Any]], list[Any]]
+
+MEASURED_SOURCES: dict[str, tuple[str, Convert]] = {
+    "LAeq": ("laeq", _levels),
+    "LAmax": ("lamax", _levels),
+    "LAmin": ("lamin", _levels),
+    "LA10": ("la10", _levels),
+    "LA50": ("la50", _levels),
+    "LA90": ("la90", _levels),
+    "thirdOctaveBands": ("bands", _bands_objects),
+    "coverage": ("coverage", _coverages),
     "carHornCount": ("car_horn", _as_is),
     "sirenCount": ("siren", _as_is),
 }
-"""Per-bucket attribute -> (aggregate column, conversion as published)."""
+"""Per-bucket attribute -> (aggregate column, conversion as published, applied to a column of values)."""
 
-LDEN_SOURCES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "Lden": ("lden", _level),
-    "LAeq_d": ("lday", _level),
-    "Levening": ("levening", _level),
-    "LANight": ("lnight", _level),
+LDEN_SOURCES: dict[str, tuple[str, Convert]] = {
+    "Lden": ("lden", _levels),
+    "LAeq_d": ("lday", _levels),
+    "Levening": ("levening", _levels),
+    "LANight": ("lnight", _levels),
 }
 """Daily-only attribute -> (``smart.lden_daily`` column, conversion)."""
 
@@ -134,11 +143,11 @@ def measured_values(agg: Mapping[str, Any], lden: Mapping[str, Any] | None = Non
     """The per-bucket attribute values of one aggregate row (+ Lden row), as published.
 
     :func:`observation_from_row` validates them into a model; the temporal view applies
-    the same :data:`MEASURED_SOURCES` conversions column by column, without a model.
+    the same :data:`MEASURED_SOURCES` conversions to whole columns, without a model.
     """
-    fields: dict[str, Any] = {name: convert(agg.get(column)) for name, (column, convert) in MEASURED_SOURCES.items()}
+    fields: dict[str, Any] = {name: convert((agg.get(column),))[0] for name, (column, convert) in MEASURED_SOURCES.items()}
     if lden is not None:
-        fields.update({name: convert(lden.get(column)) for name, (column, convert) in LDEN_SOURCES.items()})
+        fields.update({name: convert((lden.get(column),))[0] for name, (column, convert) in LDEN_SOURCES.items()})
     return fields
 
 
