@@ -86,12 +86,14 @@ class Selection:
 
 
 def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, series: bool,
-                per_sensor: bool = False) -> tuple[sql.Composable, list[Any]]:
+                per_sensor: bool = False, instances_only: bool = False) -> tuple[sql.Composable, list[Any]]:
     """One period's SELECT with every filter; ``series``: idPattern applies to series ids.
 
     ``per_sensor``: the sensor is ``t.sensor_id`` of an enclosing ``unnest(...) AS t``
     (a LATERAL or EXISTS subquery), so each series is read along the primary key
     ``(sensor_id, bucket)`` instead of all selected series at once.
+    ``instances_only``: only what varies per bucket (the temporal view takes the sensor's
+    columns once, not on each of its 1,440 rows a day), spectra without any band as NULL.
     """
     daily = period.length is None
     extra = (
@@ -127,12 +129,20 @@ def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, seri
         expr, qparams = compile_q(sel.q, _columns(period))
         where.append(expr)
         params += qparams
-    query = sql.SQL(
-        "SELECT a.sensor_id, a.bucket, a.laeq, a.lamax, a.lamin, a.la10, a.la50, a.la90, a.bands, a.coverage,"
-        " a.car_horn, a.siren, s.name, s.latitude, s.longitude, s.sonometer_class, s.timezone{extra}, {code} AS code"
-        " FROM {schema}.{table} a JOIN {schema}.sensors s USING (sensor_id){join} WHERE {where}"
-    ).format(
-        extra=extra, code=sql.Literal(period.code), schema=schema, table=sql.Identifier(period.table), join=join,
+    if instances_only:
+        # an all-NULL spectrum publishes no thirdOctaveBands (bands_object): skip parsing it
+        columns = sql.SQL(
+            "a.sensor_id, a.bucket, a.laeq, a.lamax, a.lamin, a.la10, a.la50, a.la90,"
+            " CASE WHEN array_remove(a.bands, NULL) = '{{}}' THEN NULL ELSE a.bands END AS bands,"
+            " a.coverage, a.car_horn, a.siren{extra}"
+        ).format(extra=extra if daily else sql.SQL(""))
+    else:
+        columns = sql.SQL(
+            "a.sensor_id, a.bucket, a.laeq, a.lamax, a.lamin, a.la10, a.la50, a.la90, a.bands, a.coverage,"
+            " a.car_horn, a.siren, s.name, s.latitude, s.longitude, s.sonometer_class, s.timezone{extra}, {code} AS code"
+        ).format(extra=extra, code=sql.Literal(period.code))
+    query = sql.SQL("SELECT {columns} FROM {schema}.{table} a JOIN {schema}.sensors s USING (sensor_id){join} WHERE {where}").format(
+        columns=columns, schema=schema, table=sql.Identifier(period.table), join=join,
         where=sql.SQL(" AND ").join(where) if where else sql.SQL("true"),
     )
     return query, params
@@ -153,7 +163,7 @@ def temporal_instances_sql(schema: sql.Identifier, period: PeriodSpec, sel: Sele
     ``per_series`` rows (LATERAL ... ORDER BY bucket LIMIT), so ``lastN=10`` over years
     of minutes reads ten rows, not the years; output by sensor, then time.
     """
-    inner, params = _select_sql(schema, period, sel, series=True, per_sensor=True)
+    inner, params = _select_sql(schema, period, sel, series=True, per_sensor=True, instances_only=True)
     query = sql.SQL(
         "SELECT x.* FROM unnest(%s::text[]) AS t(sensor_id)"
         " CROSS JOIN LATERAL ({} ORDER BY a.bucket {} LIMIT %s) x ORDER BY x.sensor_id, x.bucket"
@@ -263,7 +273,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
 
     async def sensor_rows() -> list[dict[str, Any]]:
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(sql.SQL("SELECT sensor_id, latitude, longitude FROM {}.sensors ORDER BY sensor_id").format(ident))
+            await cur.execute(sql.SQL("SELECT sensor_id, latitude, longitude, sonometer_class, timezone FROM {}.sensors ORDER BY sensor_id").format(ident))
             return await cur.fetchall()
 
     async def geo_sensors(geo: GeoQuery | None) -> list[str] | None:
@@ -398,7 +408,8 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         per_entity = min(last_n or settings.max_instances, settings.max_instances)
         attrs = _attrs(request)
         temporal_values = "temporalValues" in _options(request)
-        sensors_all = [r["sensor_id"] for r in await sensor_rows()]
+        sensor_by_id = {r["sensor_id"]: r for r in await sensor_rows()}
+        sensors_all = list(sensor_by_id)
         allowed = set(await geo_sensors(geo) or []) if geo else set(sensors_all)
         series: list[tuple[str, PeriodSpec]] = [(s, per) for s in sensors_all if s in allowed for per in PERIODS.values()]
         keys = None
@@ -452,7 +463,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                         rows = rows[:per_entity]
                         truncated.append((iso_z(rows[0]["bucket"]), iso_z(rows[-1]["bucket"])))
                     if rows:
-                        body.append(_temporal_entity(sensor, period, rows, attrs, temporal_values))
+                        body.append(_temporal_entity(sensor_by_id[sensor], period, rows, attrs, temporal_values))
         body.sort(key=lambda e: (e["id"].rsplit(":", 1)[0], order[e["id"].rsplit(":", 1)[1]]))
         headers = {"NGSILD-Results-Count": str(len(present))} if p.get("count") == "true" else {}
         status = 200
@@ -464,20 +475,23 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
     return router
 
 
-def _temporal_entity(sensor: str, period: PeriodSpec, rows: list[dict[str, Any]], attrs: set[str] | None, temporal_values: bool) -> dict[str, Any]:
+def _temporal_entity(sensor: dict[str, Any], period: PeriodSpec, rows: list[dict[str, Any]], attrs: set[str] | None,
+                     temporal_values: bool) -> dict[str, Any]:
     """Instances of one series: measured attributes as arrays, static ones once.
 
-    The static attributes come from the first bucket's model; the instances are built
+    The static attributes come from the first bucket's model (``sensor``: its row in
+    ``smart.sensors``); the instances are built
     column by column with the model's own conversions (:data:`MEASURED_SOURCES`) and
     shape (:func:`measured_instances`), without a model per bucket (a day of minutes is
     1,440 of them).
     """
-    first = _entity(rows[0]).normalized()
-    out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor}:{period.code}", "type": "NoiseLevelObserved"}
+    daily = period.length is None
+    first = observation_from_row(period, sensor, rows[0], rows[0] if daily else None).normalized()
+    out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor['sensor_id']}:{period.code}", "type": "NoiseLevelObserved"}
     for name in ("location", "refDevice", "sonometerClass", "aggregationPeriod"):
         if name in first and (attrs is None or name in attrs):
             out[name] = first[name]
-    sources = {**MEASURED_SOURCES, **LDEN_SOURCES} if period.length is None else MEASURED_SOURCES
+    sources = {**MEASURED_SOURCES, **LDEN_SOURCES} if daily else MEASURED_SOURCES
     observed = [iso_z(row["bucket"]) for row in rows]
     for name in MEASURED_ATTRS:
         if name not in sources or (attrs is not None and name not in attrs):
