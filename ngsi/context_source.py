@@ -23,7 +23,6 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,140 +34,35 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ngsi.context import context_document, link_header
-from ngsi.mapping import BY_CODE, LDEN_SOURCES, MEASURED_SOURCES, PERIODS, PeriodSpec, observation_from_row, parse_observation_id
-from ngsi.models import DB_UNIT, MEASURED_ATTRS, UNIT_ATTRS, iso_z, measured_instances
+from ngsi.mapping import (
+    BY_CODE,
+    PERIODS,
+    PeriodSpec,
+    observation_from_row,
+    parse_observation_id,
+)
+from ngsi.models import iso_z
 from ngsi.query import (
-    NOISE_TYPES, Column, GeoQuery, NgsiProblem, TimeRange, bad, compact, compile_q, parse_geo, parse_time, parse_timerel,
+    NOISE_TYPES,
+    GeoQuery,
+    NgsiProblem,
+    TimeRange,
+    bad,
+    compact,
+    parse_geo,
+    parse_time,
+    parse_timerel,
 )
 from ngsi.registration import registration_example
+from ngsi.selection import Selection, select_sql
 from ngsi.settings import NgsiSettings
+from ngsi.temporal import temporal_entity, temporal_instances_sql, temporal_presence_sql
 
 log = logging.getLogger(__name__)
 
 CONTEXT_PATH = "/ngsi-ld/contexts/sonopolis.jsonld"
 _SERIES = re.compile(r"^urn:ngsi-ld:NoiseLevelObserved:(?P<sensor>[a-z0-9][a-z0-9_-]*):(?P<code>PT1M|PT15M|PT1H|P1D)$")
 _DAILY_EXTRA = ("lden", "lday", "levening", "lnight")
-
-
-def _columns(period: PeriodSpec) -> dict[str, Column]:
-    """Queryable attributes of ``period``'s rows, rounded as published."""
-
-    def lvl(expr: str) -> Column:
-        return Column(sql.SQL("round(({})::numeric, 1)::float8").format(sql.SQL(expr)), "number")
-
-    daily = period.length is None
-    cols = {
-        "LAeq": lvl("a.laeq"), "LAmax": lvl("a.lamax"), "LAmin": lvl("a.lamin"),
-        "LA10": lvl("a.la10"), "LA50": lvl("a.la50"), "LA90": lvl("a.la90"),
-        "coverage": Column(sql.SQL("a.coverage::float8"), "number"),
-        "carHornCount": Column(sql.SQL("a.car_horn::float8"), "number"),
-        "sirenCount": Column(sql.SQL("a.siren::float8"), "number"),
-        "sonometerClass": Column(sql.SQL("s.sonometer_class::text"), "text"),
-        "refDevice": Column(sql.SQL("('urn:ngsi-ld:Device:' || a.sensor_id)"), "text"),
-        "aggregationPeriod": Column(sql.Literal(period.code), "text"),
-        "dateObservedFrom": Column(sql.SQL("a.bucket"), "datetime"),
-    }
-    for attr, col in (("Lden", "lden"), ("LAeq_d", "lday"), ("Levening", "levening"), ("LANight", "lnight")):
-        cols[attr] = lvl(f"l.{col}") if daily else Column(sql.SQL("NULL::float8"), "number")
-    return cols
-
-
-@dataclass
-class Selection:
-    """What a request selects, common to both views."""
-
-    periods: list[PeriodSpec]
-    sensors: list[str] | None  # None: all
-    keys: list[tuple[str, Any]] | None  # (sensor, bucket) pairs from per-bucket ids
-    id_pattern: str | None
-    q: str | None
-    time: TimeRange
-
-
-def _select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, series: bool,
-                per_sensor: bool = False, instances_only: bool = False) -> tuple[sql.Composable, list[Any]]:
-    """One period's SELECT with every filter; ``series``: idPattern applies to series ids.
-
-    ``per_sensor``: the sensor is ``t.sensor_id`` of an enclosing ``unnest(...) AS t``
-    (a LATERAL or EXISTS subquery), so each series is read along the primary key
-    ``(sensor_id, bucket)`` instead of all selected series at once.
-    ``instances_only``: only what varies per bucket (the temporal view takes the sensor's
-    columns once, not on each of its 1,440 rows a day), spectra without any band as NULL.
-    """
-    daily = period.length is None
-    extra = (
-        sql.SQL(", l.lden, l.lday, l.levening, l.lnight")
-        if daily
-        else sql.SQL(", NULL::real AS lden, NULL::real AS lday, NULL::real AS levening, NULL::real AS lnight")
-    )
-    join = (
-        sql.SQL(" LEFT JOIN {}.lden_daily l ON l.sensor_id = a.sensor_id AND l.day = (a.bucket AT TIME ZONE s.timezone)::date").format(schema)
-        if daily
-        else sql.SQL("")
-    )
-    where: list[sql.Composable] = []
-    params: list[Any] = []
-    if per_sensor:
-        where.append(sql.SQL("a.sensor_id = t.sensor_id"))
-    elif sel.sensors is not None:
-        where.append(sql.SQL("a.sensor_id = ANY(%s)"))
-        params.append(sel.sensors)
-    if sel.keys is not None:
-        where.append(sql.SQL("(a.sensor_id, a.bucket) IN (SELECT * FROM unnest(%s::text[], %s::timestamptz[]))"))
-        params += [[k[0] for k in sel.keys], [k[1] for k in sel.keys]]
-    if sel.id_pattern is not None:
-        stamp = sql.SQL("") if series else sql.SQL(" || ':' || to_char(a.bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
-        where.append(sql.SQL("('urn:ngsi-ld:NoiseLevelObserved:' || a.sensor_id || ':' || {}{}) ~ %s").format(sql.Literal(period.code), stamp))
-        params.append(sel.id_pattern)
-    t = sel.time
-    for value, op in ((t.after, ">"), (t.since, ">="), (t.before, "<")):
-        if value is not None:
-            where.append(sql.SQL("a.bucket {} %s").format(sql.SQL(op)))
-            params.append(value)
-    if sel.q:
-        expr, qparams = compile_q(sel.q, _columns(period))
-        where.append(expr)
-        params += qparams
-    if instances_only:
-        # an all-NULL spectrum publishes no thirdOctaveBands (bands_object): skip parsing it
-        columns = sql.SQL(
-            "a.sensor_id, a.bucket, a.laeq, a.lamax, a.lamin, a.la10, a.la50, a.la90,"
-            " CASE WHEN array_remove(a.bands, NULL) = '{{}}' THEN NULL ELSE a.bands END AS bands,"
-            " a.coverage, a.car_horn, a.siren{extra}"
-        ).format(extra=extra if daily else sql.SQL(""))
-    else:
-        columns = sql.SQL(
-            "a.sensor_id, a.bucket, a.laeq, a.lamax, a.lamin, a.la10, a.la50, a.la90, a.bands, a.coverage,"
-            " a.car_horn, a.siren, s.name, s.latitude, s.longitude, s.sonometer_class, s.timezone{extra}, {code} AS code"
-        ).format(extra=extra, code=sql.Literal(period.code))
-    query = sql.SQL("SELECT {columns} FROM {schema}.{table} a JOIN {schema}.sensors s USING (sensor_id){join} WHERE {where}").format(
-        columns=columns, schema=schema, table=sql.Identifier(period.table), join=join,
-        where=sql.SQL(" AND ").join(where) if where else sql.SQL("true"),
-    )
-    return query, params
-
-
-def temporal_presence_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection) -> tuple[sql.Composable, list[Any]]:
-    """Which of ``sel.sensors`` have at least one instance: one EXISTS probe per series."""
-    inner, params = _select_sql(schema, period, sel, series=True, per_sensor=True)
-    query = sql.SQL("SELECT sensor_id FROM unnest(%s::text[]) AS t(sensor_id) WHERE EXISTS ({})").format(inner)
-    return query, [sel.sensors, *params]
-
-
-def temporal_instances_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, per_series: int,
-                           newest: bool) -> tuple[sql.Composable, list[Any]]:
-    """Up to ``per_series`` rows of each of ``sel.sensors``: the first, or the last (``lastN``).
-
-    Each series is read along the primary key ``(sensor_id, bucket)`` and stops after
-    ``per_series`` rows (LATERAL ... ORDER BY bucket LIMIT), so ``lastN=10`` over years
-    of minutes reads ten rows, not the years; output by sensor, then time.
-    """
-    inner, params = _select_sql(schema, period, sel, series=True, per_sensor=True, instances_only=True)
-    query = sql.SQL(
-        "SELECT x.* FROM unnest(%s::text[]) AS t(sensor_id)"
-        " CROSS JOIN LATERAL ({} ORDER BY a.bucket {} LIMIT %s) x ORDER BY x.sensor_id, x.bucket"
-    ).format(inner, sql.SQL("DESC" if newest else "ASC"))
-    return query, [sel.sensors, *params, per_series]
 
 
 def _entity(row: dict[str, Any]) -> Any:
@@ -340,7 +234,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             sel = Selection(periods, sensors, keys, pattern, p.get("q"), time)
             parts, params = [], []
             for period in periods:
-                part, pp = _select_sql(ident, period, sel, series=False)
+                part, pp = select_sql(ident, period, sel, series=False)
                 parts.append(part)
                 params += pp
             union = sql.SQL(" UNION ALL ").join(parts)
@@ -379,7 +273,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             raise NgsiProblem(404, "ResourceNotFound", "Entity not found", entity_id)
         sensor, period, start = parsed
         sel = Selection([period], [sensor], [(sensor, start)], None, None, TimeRange())
-        query, params = _select_sql(ident, period, sel, series=False)
+        query, params = select_sql(ident, period, sel, series=False)
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, params)
             row = await cur.fetchone()
@@ -463,7 +357,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                         rows = rows[:per_entity]
                         truncated.append((iso_z(rows[0]["bucket"]), iso_z(rows[-1]["bucket"])))
                     if rows:
-                        body.append(_temporal_entity(sensor_by_id[sensor], period, rows, attrs, temporal_values))
+                        body.append(temporal_entity(sensor_by_id[sensor], period, rows, attrs, temporal_values))
         body.sort(key=lambda e: (e["id"].rsplit(":", 1)[0], order[e["id"].rsplit(":", 1)[1]]))
         headers = {"NGSILD-Results-Count": str(len(present))} if p.get("count") == "true" else {}
         status = 200
@@ -473,40 +367,6 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         return neg.respond(body, status=status, links=_page_links(request, limit, offset, offset + limit < len(present)), headers=headers)
 
     return router
-
-
-def _temporal_entity(sensor: dict[str, Any], period: PeriodSpec, rows: list[dict[str, Any]], attrs: set[str] | None,
-                     temporal_values: bool) -> dict[str, Any]:
-    """Instances of one series: measured attributes as arrays, static ones once.
-
-    The static attributes come from the first bucket's model (``sensor``: its row in
-    ``smart.sensors``); the instances are built
-    column by column with the model's own conversions (:data:`MEASURED_SOURCES`) and
-    shape (:func:`measured_instances`), without a model per bucket (a day of minutes is
-    1,440 of them).
-    """
-    daily = period.length is None
-    first = observation_from_row(period, sensor, rows[0], rows[0] if daily else None).normalized()
-    out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor['sensor_id']}:{period.code}", "type": "NoiseLevelObserved"}
-    for name in ("location", "refDevice", "sonometerClass", "aggregationPeriod"):
-        if name in first and (attrs is None or name in attrs):
-            out[name] = first[name]
-    sources = {**MEASURED_SOURCES, **LDEN_SOURCES} if daily else MEASURED_SOURCES
-    observed = [iso_z(row["bucket"]) for row in rows]
-    for name in MEASURED_ATTRS:
-        if name not in sources or (attrs is not None and name not in attrs):
-            continue
-        column, convert = sources[name]
-        pairs = [(v, at) for v, at in zip(convert([row[column] for row in rows]), observed, strict=True) if v is not None]
-        if not pairs:
-            continue
-        if temporal_values:
-            out[name] = {"type": "Property", "values": [[v, at] for v, at in pairs]}
-            if name in UNIT_ATTRS:
-                out[name]["unitCode"] = DB_UNIT
-        else:
-            out[name] = measured_instances(name, pairs)
-    return out
 
 
 __all__ = ["build_router", "CONTEXT_PATH", "parse_time"]

@@ -19,11 +19,13 @@ from fastapi import FastAPI
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from ngsi.context_source import Selection, build_router, temporal_instances_sql, temporal_presence_sql
+from ngsi.context_source import build_router
 from ngsi.mapping import PERIODS
 from ngsi.models import MEASURED_ATTRS
 from ngsi.query import TimeRange
+from ngsi.selection import Selection
 from ngsi.settings import NgsiSettings
+from ngsi.temporal import temporal_instances_sql, temporal_presence_sql
 from sonopolis.bootstrap import RoleDsns
 from tests.ngsi import seed
 
@@ -50,7 +52,7 @@ async def api(db: RoleDsns) -> AsyncIterator[httpx.AsyncClient]:
             (6, "bands[2] = NULL, bands[7] = 'NaN'"), (7, "laeq = 55.25, la50 = 55.35"),
             (8, "bands = NULL, car_horn = 0"),
         ):
-            conn.execute(f"UPDATE smart.levels_1min SET {setting} WHERE sensor_id = 'se-jacquard' AND bucket = %s",  # noqa: S608 - fixed text
+            conn.execute(f"UPDATE smart.levels_1min SET {setting} WHERE sensor_id = 'se-jacquard' AND bucket = %s",
                          (T0 + timedelta(minutes=minute),))
     async with AsyncConnectionPool(db.smart, min_size=1, max_size=2, open=False) as pool:
         app = FastAPI()
