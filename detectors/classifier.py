@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,6 +98,21 @@ def _to_ms(t: datetime) -> datetime:
     return t.replace(microsecond=0) + timedelta(microseconds=micro)
 
 
+def _disable_onnxruntime_telemetry() -> None:
+    """Stop onnxruntime (>= 1.2x on Linux) from writing a device id and a telemetry store.
+
+    Merely importing onnxruntime creates ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/
+    {deviceid,onnxruntime.db}`` and ``$TMPDIR/.ses`` unless ``ORT_DISABLE_TELEMETRY=1`` is
+    set *before* the import. An edge agent writes nothing but its message queue, so the
+    variable is forced here, just before the first import.
+    """
+    if "onnxruntime" in sys.modules:
+        if os.environ.get("ORT_DISABLE_TELEMETRY") != "1":
+            log.warning("onnxruntime was imported before its telemetry could be disabled")
+        return
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+
 class OnnxRunner:
     """Owns the onnxruntime session: options, class order check, warm-up.
 
@@ -104,6 +121,7 @@ class OnnxRunner:
     """
 
     def __init__(self, model_path: Path = DEFAULT_MODEL, *, threads: int = 1) -> None:
+        _disable_onnxruntime_telemetry()
         import onnxruntime as ort
 
         options = ort.SessionOptions()

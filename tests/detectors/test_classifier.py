@@ -71,6 +71,24 @@ def test_model_runs_with_numpy_and_onnxruntime_only() -> None:
     assert out.stdout.strip() == "heavy="
 
 
+def test_running_the_classifier_writes_no_file(tmp_path) -> None:
+    """onnxruntime's own telemetry (device id, event store) must not touch the disk."""
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    code = (
+        "import numpy as np\n"
+        "from detectors.classifier import StreamingClassifier\n"
+        "from datetime import datetime, UTC\n"
+        "StreamingClassifier().feed(np.zeros(48000, np.float32), datetime.now(UTC))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": str(DEFAULT_MODEL.parents[2])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == []
+
+
 def test_probabilities_are_a_distribution_per_window(classifier: EventClassifier) -> None:
     audio = street(3.2)
     p = classifier.window_probabilities(audio, SR)
