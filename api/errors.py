@@ -97,6 +97,14 @@ def problem_response(request: Request, status: int, slug: str, title: str, detai
 def install_handlers(app: FastAPI) -> None:
     """One place that turns every failure into Problem Details."""
 
+    @app.middleware("http")
+    async def _refuse_nul(request: Request, call_next):  # type: ignore[no-untyped-def]
+        # PostgreSQL text cannot hold a NUL byte: the driver would fail with a 500 deep in a
+        # query. Refuse it at the edge, for every route (the NGSI-LD ones included).
+        if "\x00" in request.url.path or "%00" in request.url.query:
+            return problem_response(request, 400, "bad-request", "Bad request", "NUL characters are not allowed in paths or parameters")
+        return await call_next(request)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return problem_response(request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, exc.errors)
