@@ -40,6 +40,7 @@ class Clip:
     group: str
     source: str
     license: str
+    kind: str = ""  # the source dataset's own class (``original_label``), e.g. rooster
     peak: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,7 +71,8 @@ def load_training_clips(folder: Path) -> list[Clip]:
             raise DataError(f"{labels}:{line}: no source_group (needed for the split by recording)")
         audio, rate = load_clip(folder / row["path"])
         audio = features.resample_to_model_rate(audio, rate)
-        clips.append(Clip(row["label"], audio, row["source_group"], row.get("source_repo", ""), row.get("license", "")))
+        clips.append(Clip(row["label"], audio, row["source_group"], row.get("source_repo", ""), row.get("license", ""),
+                          row.get("original_label", "") or row["label"]))
     return clips
 
 
@@ -128,8 +130,26 @@ def _event_window(clip: Clip, rng: np.random.Generator) -> np.ndarray:
     return _crop(clip.audio, clip.peak - int(rng.uniform(0.05, 0.95) * W))
 
 
-def _background_window(clips: list[Clip], rng: np.random.Generator) -> np.ndarray:
-    clip = clips[int(rng.integers(len(clips)))]
+def background_weights(clips: list[Clip], kind_share: float) -> np.ndarray:
+    """Sampling probabilities of background clips: ``kind_share`` spread evenly over source classes.
+
+    The background is dominated by a few big sources (SESA ``casual``, Edge-Impulse
+    chunks, speech) while the sounds that cause false alarms (roosters, cats, laughing,
+    door knocks...) have ~6 clips each. Giving every ``kind`` an equal slice of
+    ``kind_share`` shows those hard negatives several times more often; the rest stays
+    uniform over clips so the common street backgrounds are not forgotten.
+    """
+    if not clips:
+        return np.zeros(0)
+    kinds: dict[str, int] = {}
+    for clip in clips:
+        kinds[clip.kind] = kinds.get(clip.kind, 0) + 1
+    weights = np.array([(1 - kind_share) / len(clips) + kind_share / (len(kinds) * kinds[c.kind]) for c in clips])
+    return weights / weights.sum()
+
+
+def _background_window(clips: list[Clip], rng: np.random.Generator, weights: np.ndarray | None = None) -> np.ndarray:
+    clip = clips[int(rng.choice(len(clips), p=weights))] if weights is not None else clips[int(rng.integers(len(clips)))]
     start = int(rng.integers(0, max(1, clip.audio.size - W + 1)))
     return _crop(clip.audio, start)
 
@@ -139,11 +159,21 @@ def _set_level(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x * (target / _rms(x)), -1.0, 1.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """How training windows are drawn (defaults = the recipe of the shipped model)."""
+
+    mix_probability: float = 0.65  # share of event windows mixed into a background crop
+    snr_db: tuple[float, float] = (0.0, 30.0)  # event-to-background RMS ratio of those mixes
+    hard_negative_share: float = 0.0  # see background_weights
+
+
 def augmented_windows(
-    clips: list[Clip], per_class: dict[str, int], rng: np.random.Generator
+    clips: list[Clip], per_class: dict[str, int], rng: np.random.Generator, augmentation: Augmentation = Augmentation()
 ) -> tuple[np.ndarray, np.ndarray]:
     """(model inputs, labels) of freshly augmented 1 s windows, ``per_class[label]`` of each."""
     background = [c for c in clips if c.label == BACKGROUND]
+    weights = background_weights(background, augmentation.hard_negative_share) if augmentation.hard_negative_share else None
     by_label = {label: [c for c in clips if c.label == label] for label in CLASSES}
     windows: list[np.ndarray] = []
     labels: list[int] = []
@@ -153,15 +183,15 @@ def augmented_windows(
             continue
         for _ in range(count):
             if label == BACKGROUND:
-                x = _background_window(background, rng)
+                x = _background_window(background, rng, weights)
                 if rng.random() < 0.3:
-                    other = _background_window(background, rng)
+                    other = _background_window(background, rng, weights)
                     x = x + other * (_rms(x) / _rms(other)) * 10 ** (rng.uniform(-15, 5) / 20)
             else:
                 x = _event_window(pool[int(rng.integers(len(pool)))], rng)
-                if rng.random() < 0.65:
-                    noise = _background_window(background, rng)
-                    snr = rng.uniform(0.0, 30.0)
+                if rng.random() < augmentation.mix_probability:
+                    noise = _background_window(background, rng, weights)
+                    snr = rng.uniform(*augmentation.snr_db)
                     x = x + noise * (_rms(x) / _rms(noise)) * 10 ** (-snr / 20)
             windows.append(_set_level(x, rng))
             labels.append(CLASSES.index(label))

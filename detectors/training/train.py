@@ -34,7 +34,7 @@ import numpy as np
 from detectors import features
 from detectors.classifier import BACKGROUND, CLASSES, EventClassifier
 from detectors.training import data
-from detectors.training.thresholds import evaluate_thresholds, tune_thresholds
+from detectors.training.thresholds import cross_validated_thresholds, evaluate_thresholds, tune_thresholds
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "sound_events.onnx"
@@ -57,6 +57,15 @@ class TrainConfig:
     threads: int = 2
     false_alarm_weight: float = 20.0
     all_data: bool = True
+    mix_probability: float = 0.65
+    snr_min_db: float = 0.0
+    snr_max_db: float = 30.0
+    hard_negative_share: float = 0.0
+    cv_folds: int = 5
+    keep_validation_model: bool = False  # also leave the validation model as validation_model.onnx (experiments)
+
+    def augmentation(self) -> data.Augmentation:
+        return data.Augmentation(self.mix_probability, (self.snr_min_db, self.snr_max_db), self.hard_negative_share)
 
 
 def _export(net: object, out: Path, config: TrainConfig) -> str:
@@ -111,7 +120,7 @@ def _fit(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str]
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=steps)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
     for round_ in range(config.rounds):
-        x_np, y_np = data.augmented_windows(train_clips, per_class, rng)
+        x_np, y_np = data.augmented_windows(train_clips, per_class, rng, config.augmentation())
         x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
         for epoch in range(config.epochs_per_round):
             net.train()
@@ -150,7 +159,14 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     probabilities = [classifier.window_probabilities(c.audio, features.SAMPLE_RATE) for c in validation]
     labels = [c.label for c in validation]
     thresholds = tune_thresholds(probabilities, labels, false_alarm_weight=config.false_alarm_weight)
+    real = [i for i, c in enumerate(validation) if c.source != "synthetic"]
+    cv_report, cv_thresholds = cross_validated_thresholds(
+        [probabilities[i] for i in real], [labels[i] for i in real], [validation[i].group for i in real],
+        folds=config.cv_folds, seed=config.seed, false_alarm_weight=config.false_alarm_weight,
+    )
     validation_model_id = model_id
+    if config.keep_validation_model:
+        (config.out / "validation_model.onnx").write_bytes((config.out / MODEL_FILE).read_bytes())
     if config.all_data:
         tick("retraining with the same recipe on all groups (train + validation): the shipped model")
         model_id = _export(_fit(train_clips + validation, config, tick), config.out, config)
@@ -158,12 +174,13 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     (config.out / "thresholds.json").write_text(
         json.dumps({"model_id": model_id, "thresholds": thresholds}, indent=2) + "\n", encoding="utf-8"
     )
-    real = [i for i, c in enumerate(validation) if c.source != "synthetic"]
     metrics = {
         "model_id": model_id,
         "validation_model_id": validation_model_id,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in ("data", "out")},
         "thresholds": thresholds,
+        "validation_real_cross_validated": cv_report.model_dump(),
+        "cross_validation_thresholds": cv_thresholds,
         "validation_real_tuned": evaluate_thresholds([probabilities[i] for i in real], [labels[i] for i in real], thresholds).model_dump(),
         "validation_real_at_0_5": evaluate_thresholds([probabilities[i] for i in real], [labels[i] for i in real], provisional).model_dump(),
         "validation_with_synthetic_spray_can": evaluate_thresholds(probabilities, labels, thresholds).model_dump(),

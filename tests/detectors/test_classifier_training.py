@@ -12,9 +12,9 @@ import soundfile as sf
 
 from detectors import features
 from detectors.classifier import CLASSES, EventClassifier
-from detectors.training.data import Clip, split_by_group, synthetic_spray_cans
+from detectors.training.data import Clip, background_weights, split_by_group, synthetic_spray_cans
 from detectors.training.synth import spray_can_clip
-from detectors.training.thresholds import evaluate_thresholds, tune_thresholds
+from detectors.training.thresholds import cross_validated_thresholds, evaluate_thresholds, fold_of, tune_thresholds
 
 
 def fake_clip(label: str, group: str) -> Clip:
@@ -69,6 +69,38 @@ def test_thresholds_respect_the_false_alarm_budget() -> None:
     assert report.background_false_alarm_rate == 0.0
     assert report.per_class["gunshot"].recall == 1.0
     assert thresholds["spray_can"] >= 0.9
+
+
+def test_hard_negative_weights_give_rare_background_kinds_their_share() -> None:
+    clips = [Clip("background", np.zeros(1600, np.float32), f"c{i}", "t", "t", "casual") for i in range(90)]
+    clips += [Clip("background", np.zeros(1600, np.float32), f"r{i}", "t", "t", "rooster") for i in range(10)]
+    assert np.allclose(background_weights(clips, 0.0), 0.01)
+    weights = background_weights(clips, 0.5)
+    assert weights.sum() == pytest.approx(1.0)
+    rooster_share = float(weights[90:].sum())
+    # 0.5 x 10 % (uniform over clips) + 0.5 x 50 % (uniform over kinds) = 30 %.
+    assert rooster_share == pytest.approx(0.30)
+
+
+def test_cross_validated_thresholds_score_each_group_with_thresholds_tuned_without_it() -> None:
+    gun, background = CLASSES.index("gunshot"), CLASSES.index("background")
+    groups = [f"g{i}" for i in range(40)]
+    labels = ["gunshot" if i % 2 else "background" for i in range(40)]
+    probabilities = [
+        probs(gun, 0.6 if i % 4 == 1 else 0.9) if label == "gunshot" else probs(background, 0.9) for i, label in enumerate(labels)
+    ]
+    # One background recording that looks like a gunshot: tuned on everything, the
+    # threshold steps over it; scored by CV, the fold that holds it out cannot know it.
+    probabilities[0] = probs(gun, 0.7)
+    report, per_fold = cross_validated_thresholds(probabilities, labels, groups, folds=4, seed=7)
+    assert report.clips == 40 and len(per_fold) == 4
+    tuned_all = tune_thresholds(probabilities, labels)
+    assert evaluate_thresholds(probabilities, labels, tuned_all).background_false_alarms == 0
+    assert tuned_all["gunshot"] > 0.7
+    held_out_fold = fold_of("g0", 4, 7)
+    assert per_fold[held_out_fold]["gunshot"] <= 0.6
+    assert report.background_false_alarms == 1
+    assert all(t["gunshot"] > 0.7 for k, t in enumerate(per_fold) if k != held_out_fold)
 
 
 def write_tiny_dataset(folder: Path) -> None:
