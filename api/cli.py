@@ -39,6 +39,7 @@ def api(
 ) -> None:
     """Serve the open-data API, open event API, transparency notice and built-in page."""
     import asyncio
+    import gc
 
     import uvicorn
     from psycopg_pool import AsyncConnectionPool
@@ -55,6 +56,10 @@ def api(
         async with AsyncConnectionPool(dsn, min_size=settings.db.pool_min, max_size=settings.db.pool_max,
                                        kwargs={"options": opts, "autocommit": True}, open=False) as pool:
             app = create_app(api_settings, pool, schema=settings.db.schema_name, ngsi_settings=settings.ngsi)
+            # start-up objects (modules, routes, models) live as long as the process: move them out
+            # of the collector's generations so the collections a large answer triggers skip them
+            gc.collect()
+            gc.freeze()
             server = uvicorn.Server(uvicorn.Config(app, host=host or api_settings.host, port=port or api_settings.port,
                                                    log_level="info", proxy_headers=api_settings.trust_forwarded_for))
             await server.serve()
