@@ -58,6 +58,10 @@ class DemoRun:
         self.ports = {name: free_port() for name in ("api", "bridge", "metrics", "ngsi")}
         self.camera_ports: dict[str, int] = {}
         self.admin_token = uuid.uuid4().hex
+        self.home = workdir / "home"
+        self.tmp = workdir / "tmp"
+        for d in (self.home, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
         self.smart_overrides: dict[str, str] = {}
         """Extra SONOPOLIS_SMART_* settings (tests relax the export quality gate this way)."""
 
@@ -117,8 +121,12 @@ class DemoRun:
     def ngsi_broker_state(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.ports['ngsi']}/_simulator/control", timeout=10).json()
 
+    def _contained(self) -> dict[str, str]:
+        """HOME and TMPDIR inside the workdir, so anything a process or library writes there stays visible."""
+        return {"HOME": str(self.home), "TMPDIR": str(self.tmp)}
+
     def _helper(self, name: str, argv: list[str], port: int | None = None) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, side_env(None, {}), self.logs, ready_port=port).start(60)
+        proc = ManagedProcess(name, argv, side_env(None, self._contained()), self.logs, ready_port=port).start(60)
         self.helpers.append(proc)
         return proc
 
@@ -160,7 +168,7 @@ class DemoRun:
         if self.acl:
             env["SONOPOLIS_SMART_INGEST__MQTT__USERNAME"] = "svc.ingest"
             env["SONOPOLIS_SMART_INGEST__MQTT__PASSWORD"] = self.world.smart_passwords["svc.ingest"]
-        env |= self.smart_overrides
+        env |= self.smart_overrides | self._contained()
         return side_env("SONOPOLIS_SMART_", env)
 
     def _safe_env(self) -> dict[str, str]:
@@ -176,14 +184,14 @@ class DemoRun:
         if self.acl:
             env["SONOPOLIS_SAFE_MQTT__USERNAME"] = "svc.bridge"
             env["SONOPOLIS_SAFE_MQTT__PASSWORD"] = self.world.safe_passwords["svc.bridge"]
-        return side_env("SONOPOLIS_SAFE_", env)
+        return side_env("SONOPOLIS_SAFE_", env | self._contained())
 
     def _registries(self) -> None:
         geo = demo_world.write_sensor_geojson(self.world, self.workdir / "sensors.geojson")
         self._run_cli("sensors", ["sensors", "--load", str(geo)], self._smart_env())
         hashed = subprocess.run(
             [sys.executable, "-m", "sonopolis.cli", "bridge", "--hash-password"],
-            input=self.world.operator_password, capture_output=True, text=True, env=side_env(None, {}), check=True,
+            input=self.world.operator_password, capture_output=True, text=True, env=side_env(None, self._contained()), check=True,
         ).stdout.strip().splitlines()[-1]
         (self.workdir / "safe.toml").write_text(demo_world.safe_config(self.world, self.camera_ports, hashed, self.ports["bridge"]))
 
@@ -256,7 +264,7 @@ class DemoRun:
                 "SONOPOLIS_EDGE_SAFE_MQTT__USERNAME": sensor_id,
                 "SONOPOLIS_EDGE_SAFE_MQTT__PASSWORD": self.world.safe_passwords[sensor_id],
             }
-        return side_env("SONOPOLIS_EDGE_", env)
+        return side_env("SONOPOLIS_EDGE_", env | self._contained())
 
     def _run_edge_agents(self, start: datetime, seconds: int, progress: Progress, task: int) -> None:
         """Each agent hears the same street, delayed and attenuated by distance; PCM goes through a pipe."""
