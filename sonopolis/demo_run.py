@@ -298,7 +298,9 @@ class DemoRun:
 
     def _observe(self, history_minutes: int, scene_seconds: int) -> DemoReport:
         report = DemoReport()
-        expected = len(self.world.sensors) * (history_minutes * 60 + scene_seconds + 5) - len(self.world.edge_ids) * (scene_seconds + 5)
+        # History of every sensor, the simulated live period of the others, one frame a second from each agent.
+        n_edge = len(self.world.edge_ids)
+        expected = len(self.world.sensors) * history_minutes * 60 + (len(self.world.sensors) - n_edge) * (scene_seconds + 5) + n_edge * scene_seconds
         deadline = time.monotonic() + 120
         rows = 0
         while time.monotonic() < deadline:
