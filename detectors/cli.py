@@ -96,7 +96,7 @@ def train_detector(
     out: Path = typer.Option(Path("detectors/model"), "--out", help="Where the ONNX model, thresholds and card go"),
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
     rounds: int = typer.Option(6, "--rounds", min=1, max=50, help="Rounds of freshly augmented windows"),
-    threads: int = typer.Option(2, "--threads", min=1, max=64, help="torch CPU threads"),
+    threads: int = typer.Option(2, "--threads", min=1, max=64, help="torch CPU threads (the exact weights depend on it; shipped model: 2)"),
     all_data: bool = typer.Option(
         True, "--all-data/--train-split-only", help="Ship a model retrained on train + validation groups (thresholds from validation)"
     ),

@@ -104,7 +104,7 @@ UrbanSound8K (Salamon, Jacoby, Bello, ACM MM 2014), Kaggle gunshot-audio dataset
 ## Reproduce
 
 ```
-sonopolis train-detector --data ../shared/audio/train --out detectors/model --seed {seed}
+sonopolis train-detector --data ../shared/audio/train --out detectors/model --seed {seed} --threads {threads}
 sonopolis eval-detector <folder with LABELS.csv>
 ```
 """
@@ -185,5 +185,5 @@ def write_model_card(path: Path, metrics: dict) -> None:
     for row in metrics["validation_by_source"]:
         alarms = "" if row["security_false_alarms"] is None else str(row["security_false_alarms"])
         lines.append(f"| {row['label']} | {row['source']} | {row['clips']} | {row['correct']} | {alarms} |")
-    lines.append(_FAILURES.format(seed=metrics["config"]["seed"]))
+    lines.append(_FAILURES.format(seed=config["seed"], threads=config["threads"]))
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -60,7 +60,7 @@ class TrainConfig:
     mix_probability: float = 0.65
     snr_min_db: float = 0.0
     snr_max_db: float = 30.0
-    hard_negative_share: float = 0.0
+    hard_negative_share: float = 0.0  # 0.5 tried: see MODEL_CARD.md, "Experiment not shipped"
     cv_folds: int = 5
     keep_validation_model: bool = False  # also leave the validation model as validation_model.onnx (experiments)
 
