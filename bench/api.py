@@ -120,11 +120,15 @@ def load(admin_dsn: str, n_sensors: int, days: int, start: dt.datetime) -> str:
                 "      LATERAL (SELECT %s::timestamptz + (k %% 86400) * interval '1 second' AS t) tt,"
                 "      LATERAL (SELECT (55 + 8 * sin(extract(epoch FROM tt.t) / 13751.0 + k / 86400) + 6 * random())::real AS l) x",
                 (n_sensors, day))
+            # what autovacuum would do between bulk days: without fresh statistics on the new
+            # partition the refresh's join plan can flip (day 6 of a full run: >10 min instead of ~1)
+            part = conn.execute("SELECT tableoid::regclass::text FROM smart.levels WHERE time = %s LIMIT 1", (day,)).fetchone()
+            conn.execute(f"ANALYZE {part[0]}")  # a name PostgreSQL itself quoted (regclass::text)
             conn.commit()
             t1 = time.perf_counter()
             aggregates.refresh(conn, day, day + dt.timedelta(days=1))
             conn.commit()
-            print(f"day {d + 1}/{days}: {n_sensors * 86400:,} rows loaded in {t1 - t0:.1f} s, aggregates in {time.perf_counter() - t1:.1f} s", flush=True)
+            print(f"day {d + 1}/{days}: {n_sensors * 86400:,} rows loaded + analysed in {t1 - t0:.1f} s, aggregates in {time.perf_counter() - t1:.1f} s", flush=True)
         conn.execute("ANALYZE")
         conn.commit()
         size = conn.execute("SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
