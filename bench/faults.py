@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -76,6 +77,10 @@ class SensorLink:
         self.client.disconnect()
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sensors", type=int, default=12)
@@ -87,6 +92,7 @@ def main() -> int:
     if args.quick:
         args.seconds = 45.0
     console = Console()
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed bench stops its services too (finally below)
     workdir = Path(tempfile.mkdtemp(prefix="sonopolis-faults-"))
     run = DemoRun(workdir, console, n_sensors=args.sensors, n_edge=0, seed=3)
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -65,11 +66,21 @@ def demo(
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
+    # SIGTERM/SIGHUP (a closed terminal, `kill`) must stop the services too: they run in
+    # their own sessions, so without this they would outlive the demo.
+    def _stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     with ExitStack() as stack:
         run = DemoRun(workdir, console, n_sensors=sensors, n_edge=edge_agents, seed=seed)
         stack.callback(run.shutdown)
         try:
             report = run.execute(history_minutes=history_minutes, scene_seconds=scene_seconds)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: stopping every service[/]")
+            raise typer.Exit(130) from None
         except Exception as exc:  # the demo's top level: say what failed and where the logs are
             console.print(f"[bold red]demo failed:[/] {exc}\nlogs: {workdir / 'logs'}")
             raise typer.Exit(1) from exc
