@@ -35,6 +35,16 @@ class NgsiSettings(BaseModel):
     settle_s: int = Field(
         120, ge=0, le=86_400, description="Only buckets ended this long ago are pushed (late frames still land)"
     )
+    revisit_hours: float = Field(
+        48,
+        ge=0,
+        le=24 * 31,
+        description="Each round, re-examine buckets that ended this long ago or less, behind the cursor, and (re)send "
+        "those that now reach min_coverage or whose n_seconds changed since they were sent (late frames). 0: off",
+    )
+    revisit_max: int = Field(
+        20_000, ge=1, le=1_000_000, description="Most buckets re-sent per period and round by the look-back (the rest next round)"
+    )
     backfill_days: int = Field(7, ge=0, le=3650, description="First run: how far back to start when no cursor exists")
     interval_s: float = Field(60.0, ge=1, le=3600, description="Pause between sync rounds in loop mode")
     max_attempts: int = Field(5, ge=1, le=50, description="Attempts per batch on retryable failures before giving up this round")

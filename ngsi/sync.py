@@ -14,14 +14,19 @@ in the same transaction that parks the refused entities in ``smart.ngsi_rejected
 Re-sends (after a crash between the upsert and the cursor commit) are harmless:
 ``replace`` makes the stored entity equal to the one sent.
 
-Only settled buckets are read (ended ``settle_s`` ago) so late frames land first;
-a bucket recomputed after being published is not re-sent (see docs/ngsi.md).
+Only settled buckets are read (ended ``settle_s`` ago) so late frames land first.
+Frames that arrive later still (a sensor or the ingestion catching up after an outage)
+recompute buckets the cursor has passed: every bucket published (or parked) is recorded
+with its ``n_seconds`` in ``smart.ngsi_published``, and each round a look-back pass
+re-examines the buckets that ended within ``revisit_hours``, behind the cursor, and
+(re)sends those that now qualify but were never published or whose ``n_seconds``
+changed. Bookkeeping older than the window is pruned (see docs/ngsi.md for the cost).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -39,12 +44,18 @@ log = logging.getLogger(__name__)
 BATCH_FACTOR = 5
 """Rows read per batch = chunk_size * BATCH_FACTOR (several upserts per cursor commit)."""
 
+Meta = tuple[str, datetime, int, float]
+"""(sensor_id, bucket, n_seconds, coverage) of a published observation, for ``ngsi_published``."""
+
+Keyed = list[tuple[tuple[datetime, str], dict[str, Any], Meta | None]]
+
 
 @dataclass
 class StreamReport:
     pushed: int = 0
     rejected: int = 0
     pending: int = 0
+    revisited: int = 0
     caught_up: bool = False
 
 
@@ -91,9 +102,12 @@ class Syncer:
         report = SyncReport()
         report.streams["devices"] = await self._sync_devices()
         for name in self._settings.periods:
-            report.streams[name] = await self._sync_period(PERIODS[name])
+            stream = await self._sync_period(PERIODS[name])
+            if stream.caught_up and self._settings.revisit_hours > 0:
+                await self._revisit_period(PERIODS[name], stream)
+            report.streams[name] = stream
         log.info("NGSI-LD sync round: %d entities pushed (%s)", report.pushed,
-                 ", ".join(f"{k}={v.pushed}/{v.rejected}r/{v.pending}p" for k, v in report.streams.items()))
+                 ", ".join(f"{k}={v.pushed}/{v.rejected}r/{v.pending}p/{v.revisited}rv" for k, v in report.streams.items()))
         return report
 
     # -- cursor -----------------------------------------------------------------------------
@@ -111,10 +125,29 @@ class Syncer:
             return datetime(1970, 1, 1, tzinfo=timezone.utc), ""
         return self._now() - timedelta(days=self._settings.backfill_days), ""
 
-    async def _commit_batch(self, stream: str, position: tuple[datetime, str] | None, outcome: UpsertOutcome, streams_ok: int) -> None:
-        """Move the cursor and park/unpark entities atomically."""
+    def _window_start(self, period: PeriodSpec) -> datetime:
+        """Earliest bucket start the look-back re-examines: buckets that ended within ``revisit_hours``."""
+        length = period.length if period.length is not None else timedelta(hours=25)  # a local day, DST included
+        return self._now() - timedelta(hours=self._settings.revisit_hours) - length
+
+    async def _commit_batch(
+        self, stream: str, position: tuple[datetime, str] | None, outcome: UpsertOutcome, streams_ok: int,
+        published: Sequence[tuple[Meta, bool]] = (),
+    ) -> None:
+        """Move the cursor, park/unpark entities and record what was published, atomically."""
         s = self._schema
         async with self._conn.transaction():
+            if published:
+                async with self._conn.cursor() as cur:
+                    await cur.executemany(
+                        sql.SQL(
+                            "INSERT INTO {}.ngsi_published (stream, sensor_id, bucket, n_seconds, coverage, rejected)"
+                            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (stream, bucket, sensor_id) DO UPDATE SET"
+                            " n_seconds = excluded.n_seconds, coverage = excluded.coverage, rejected = excluded.rejected,"
+                            " pushed_at = now()"
+                        ).format(s),
+                        [(stream, *meta, rejected) for meta, rejected in published],
+                    )
             if position is not None:
                 await self._conn.execute(
                     sql.SQL(
@@ -143,20 +176,35 @@ class Syncer:
 
     # -- streams ----------------------------------------------------------------------------
     async def _push(
-        self, stream: str, keyed: list[tuple[tuple[datetime, str], dict[str, Any]]], mode: str, report: StreamReport
+        self, stream: str, keyed: Keyed, mode: str, report: StreamReport, *, move_cursor: bool = True,
+        record_from: datetime | None = None,
     ) -> bool:
-        """Upsert one batch, commit the cursor; False when the stream must stop (pending)."""
-        outcome = await self._client.upsert([entity for _, entity in keyed], mode=mode)  # type: ignore[arg-type]
+        """Upsert one batch, commit the cursor; False when the stream must stop (pending).
+
+        Observations (``meta`` set) with ``bucket >= record_from`` are recorded in
+        ``ngsi_published``; the look-back pass (``move_cursor=False``) leaves the cursor alone.
+        """
+        outcome = await self._client.upsert([entity for _, entity, _ in keyed], mode=mode)  # type: ignore[arg-type]
         position: tuple[datetime, str] | None = keyed[-1][0]
         blocked = False
         if outcome.pending:
             blocked = True
-            first = next(i for i, (_, e) in enumerate(keyed) if e["id"] in outcome.pending)
+            first = next(i for i, (_, e, _) in enumerate(keyed) if e["id"] in outcome.pending)
             position = keyed[first - 1][0] if first > 0 else None
-            passed = {e["id"] for _, e in keyed[:first]}
+            passed = {e["id"] for _, e, _ in keyed[:first]}
             outcome.ok = [eid for eid in outcome.ok if eid in passed]
             outcome.rejected = {k: v for k, v in outcome.rejected.items() if k in passed}
-        await self._commit_batch(stream, position, outcome, len(outcome.ok))
+        published: list[tuple[Meta, bool]] = []
+        if record_from is not None:
+            ok = set(outcome.ok)
+            for _, entity, meta in keyed:
+                if meta is None or meta[1] < record_from:
+                    continue
+                if entity["id"] in ok:
+                    published.append((meta, False))
+                elif entity["id"] in outcome.rejected:
+                    published.append((meta, True))
+        await self._commit_batch(stream, position if move_cursor else None, outcome, len(outcome.ok), published)
         report.pushed += len(outcome.ok)
         report.rejected += len(outcome.rejected)
         report.pending += len(outcome.pending)
@@ -183,16 +231,15 @@ class Syncer:
             if not rows:
                 report.caught_up = True
                 return report
-            keyed = [((r["updated_at"], r["sensor_id"]), device_from_row(r).normalized(self._context_url)) for r in rows]
+            keyed: Keyed = [((r["updated_at"], r["sensor_id"]), device_from_row(r).normalized(self._context_url), None) for r in rows]
             if not await self._push("devices", keyed, "update", report):
                 return report
             if len(rows) < batch:
                 report.caught_up = True
                 return report
 
-    async def _sync_period(self, period: PeriodSpec) -> StreamReport:
-        report = StreamReport()
-        batch = self._settings.chunk_size * BATCH_FACTOR
+    def _select(self, period: PeriodSpec) -> tuple[sql.Composable, sql.Composable]:
+        """(SELECT ... FROM aggregate a JOIN sensors s [LEFT JOIN lden_daily l], end-of-bucket expression)."""
         s = self._schema
         if period.length is None:
             end_expr = sql.SQL("((a.bucket AT TIME ZONE s.timezone) + interval '1 day') AT TIME ZONE s.timezone")
@@ -203,12 +250,29 @@ class Syncer:
         else:
             end_expr = sql.SQL("a.bucket + {}::interval").format(sql.Literal(f"{int(period.length.total_seconds())} seconds"))
             lden = sql.SQL(" FROM {s}.{t} a JOIN {s}.sensors s USING (sensor_id)").format(s=s, t=sql.Identifier(period.table))
-        query = sql.SQL(
+        select = sql.SQL(
             "SELECT a.sensor_id, a.bucket, a.laeq, a.lamax, a.lamin, a.la10, a.la50, a.la90, a.bands, a.coverage,"
-            " a.car_horn, a.siren, s.name, s.latitude, s.longitude, s.sonometer_class, s.timezone{lden}"
-            " WHERE (a.bucket, a.sensor_id) > (%s, %s) AND {end} <= %s AND a.coverage >= %s"
+            " a.n_seconds, a.car_horn, a.siren, s.name, s.latitude, s.longitude, s.sonometer_class, s.timezone{lden}"
+        ).format(lden=lden)
+        return select, end_expr
+
+    def _keyed(self, period: PeriodSpec, rows: list[dict[str, Any]]) -> Keyed:
+        keyed: Keyed = []
+        for r in rows:
+            entity = observation_from_row(period, r, r, r if period.length is None else None)
+            meta: Meta = (r["sensor_id"], r["bucket"], int(r["n_seconds"]), float(r["coverage"]))
+            keyed.append(((r["bucket"], r["sensor_id"]), entity.normalized(self._context_url), meta))
+        return keyed
+
+    async def _sync_period(self, period: PeriodSpec) -> StreamReport:
+        report = StreamReport()
+        batch = self._settings.chunk_size * BATCH_FACTOR
+        select, end_expr = self._select(period)
+        query = sql.SQL(
+            "{select} WHERE (a.bucket, a.sensor_id) > (%s, %s) AND {end} <= %s AND a.coverage >= %s"
             " ORDER BY a.bucket, a.sensor_id LIMIT %s"
-        ).format(lden=lden, end=end_expr)
+        ).format(select=select, end=end_expr)
+        record_from = self._window_start(period) if self._settings.revisit_hours > 0 else None
         while True:
             at, key = await self.cursor(period.name)
             settled = self._now() - timedelta(seconds=self._settings.settle_s)
@@ -219,12 +283,71 @@ class Syncer:
             if not rows:
                 report.caught_up = True
                 return report
-            keyed = []
-            for r in rows:
-                entity = observation_from_row(period, r, r, r if period.length is None else None)
-                keyed.append(((r["bucket"], r["sensor_id"]), entity.normalized(self._context_url)))
-            if not await self._push(period.name, keyed, "replace", report):
+            if not await self._push(period.name, self._keyed(period, rows), "replace", report, record_from=record_from):
                 return report
             if len(rows) < batch:
                 report.caught_up = True
                 return report
+
+    async def _revisit_period(self, period: PeriodSpec, report: StreamReport) -> None:
+        """Look-back: (re)send buckets behind the cursor that late frames made due or changed.
+
+        One narrow anti-join over the window finds the keys (aggregate rows of the window
+        whose ``n_seconds`` differs from the recorded one, or with no record), at most
+        ``revisit_max`` of them; the full rows are then read by primary key in batches.
+        Pending entities stay unrecorded and are retried next round.
+        """
+        s = self._schema
+        window_start = self._window_start(period)
+        at, key = await self.cursor(period.name)
+        settled = self._now() - timedelta(seconds=self._settings.settle_s)
+        select, end_expr = self._select(period)
+        async with self._conn.transaction():
+            # bookkeeping older than the window can never be looked at again
+            await self._conn.execute(
+                sql.SQL("DELETE FROM {}.ngsi_published WHERE stream = %s AND bucket < %s").format(s),
+                (period.name, window_start),
+            )
+        if at < window_start:
+            return
+        keys_query = sql.SQL(
+            "SELECT a.sensor_id, a.bucket FROM {s}.{t} a"
+            " LEFT JOIN {s}.ngsi_published p ON p.stream = %s AND p.bucket = a.bucket AND p.sensor_id = a.sensor_id"
+            " WHERE a.bucket >= %s AND a.bucket <= %s AND (a.bucket, a.sensor_id) <= (%s, %s) AND a.coverage >= %s"
+            " AND p.n_seconds IS DISTINCT FROM a.n_seconds"
+            " ORDER BY a.bucket, a.sensor_id LIMIT %s"
+        ).format(s=s, t=sql.Identifier(period.table))
+        async with self._conn.cursor() as cur:
+            await cur.execute(
+                keys_query,
+                (period.name, window_start, at, at, key, self._settings.min_coverage, self._settings.revisit_max),
+            )
+            keys = await cur.fetchall()
+        await self._conn.commit()
+        if not keys:
+            return
+        if len(keys) == self._settings.revisit_max:
+            report.caught_up = False  # more next round
+        rows_query = sql.SQL(
+            "{select} JOIN unnest(%s::text[], %s::timestamptz[]) AS k(sensor_id, bucket)"
+            " ON a.sensor_id = k.sensor_id AND a.bucket = k.bucket"
+            " WHERE {end} <= %s AND a.coverage >= %s ORDER BY a.bucket, a.sensor_id"
+        ).format(select=select, end=end_expr)
+        batch = self._settings.chunk_size * BATCH_FACTOR
+        for i in range(0, len(keys), batch):
+            part = keys[i : i + batch]
+            async with self._conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    rows_query, ([k[0] for k in part], [k[1] for k in part], settled, self._settings.min_coverage)
+                )
+                rows = await cur.fetchall()
+            await self._conn.commit()
+            if not rows:
+                continue
+            before = report.pushed
+            ok = await self._push(period.name, self._keyed(period, rows), "replace", report, move_cursor=False, record_from=window_start)
+            report.revisited += report.pushed - before
+            if not ok:
+                report.caught_up = False
+                return
+        log.info("NGSI-LD %s look-back: %d late or recomputed buckets re-sent", period.name, report.revisited)
