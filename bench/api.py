@@ -107,7 +107,9 @@ def load(admin_dsn: str, n_sensors: int, days: int, start: dt.datetime) -> str:
         # load session only: with fresh statistics the refresh's 1-minute statement is planned as a
         # merge join on sensor_id alone (each touched minute rescans the sensor's whole day:
         # >10 min per day at 40 sensors); the nested loop along the primary key takes ~15 s
+        # (or, on some days, a hash join on sensor_id alone: same rescans), so both are off here
         conn.execute("SET enable_mergejoin = off")
+        conn.execute("SET enable_hashjoin = off")
         registry.upsert(conn, [registry.Sensor(sensor_id=f"bench-{i:02d}", name=f"Bench {i}", latitude=45.43 + i * 1e-3,
                                                longitude=4.38 + i * 1e-3) for i in range(n_sensors)])
         partitions.ensure(conn, [(start + dt.timedelta(days=d)).date() for d in range(days)])
