@@ -59,21 +59,31 @@ async def _run(dsn: str, schema: str, settings: object, once: bool) -> int:
     timeout = httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s))
     backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
     async with httpx.AsyncClient(base_url=str(settings.broker_url), timeout=timeout) as http:
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            syncer = Syncer(conn, BrokerClient(http, settings), settings, schema=schema)
-            while True:
-                try:
-                    report = await syncer.run_once()
-                    backoff.reset()
-                    delay = settings.interval_s
-                    if once:
-                        return 0 if report.caught_up else 1
-                except BrokerUnavailable as exc:
-                    log.warning("broker unavailable, cursor kept; will catch up: %s", exc)
-                    if once:
-                        return 1
-                    delay = max(settings.interval_s, backoff.next_delay())
-                except BrokerRefused as exc:
-                    log.error("broker refused the requests (configuration?): %s", exc)
-                    return 3
-                await asyncio.sleep(delay)
+        while True:
+            # A database restart kills the connection (AdminShutdown, connection refused):
+            # everything that matters is in the database (cursor, bookkeeping), so drop the
+            # connection, wait, reconnect and carry on from the stored cursor.
+            try:
+                async with await psycopg.AsyncConnection.connect(dsn) as conn:
+                    syncer = Syncer(conn, BrokerClient(http, settings), settings, schema=schema)
+                    while True:
+                        try:
+                            report = await syncer.run_once()
+                            backoff.reset()
+                            delay = settings.interval_s
+                            if once:
+                                return 0 if report.caught_up else 1
+                        except BrokerUnavailable as exc:
+                            log.warning("broker unavailable, cursor kept; will catch up: %s", exc)
+                            if once:
+                                return 1
+                            delay = max(settings.interval_s, backoff.next_delay())
+                        except BrokerRefused as exc:
+                            log.error("broker refused the requests (configuration?): %s", exc)
+                            return 3
+                        await asyncio.sleep(delay)
+            except psycopg.OperationalError as exc:
+                log.warning("database unavailable, reconnecting (cursor is in the database): %s", exc)
+                if once:
+                    return 1
+                await asyncio.sleep(max(1.0, backoff.next_delay()))
