@@ -181,6 +181,10 @@ def _bench(run: DemoRun, args: argparse.Namespace, console: Console) -> int:  # 
         t.join(10)
     for line in log:
         console.print(f"fault: {line}")
+    # A service that died of a fault (and was not restarted on purpose) is a finding in itself:
+    # in production the container restart policy would hide it, here it must show.
+    dead = [p.name for p in run.supervisor.processes if not p.alive()]
+    console.print(f"services dead after the faults: {dead or 'none'}")
 
     # Drain: every publish acknowledged by the brokers, every row committed, one more NGSI round.
     deadline = time.monotonic() + 180
