@@ -62,7 +62,9 @@ def bands_object(bands: Sequence[float | None] | None) -> dict[str, float] | Non
     """``real[]`` in BAND_KEYS order -> ``{"25": 41.2, ...}`` without the omitted bands."""
     if not bands or bands.count(None) == len(bands):  # a sensor omitting its spectrum: skip the loop
         return None
-    out = {key: lvl for key, value in zip(BAND_KEYS, bands, strict=False) if (lvl := _level(value)) is not None}
+    # One pass over the column-form conversion (same rounding and NaN rule as _levels), not a
+    # call per band: a day of 1-minute spectra is 43,200 values in one temporal answer.
+    out = {key: lvl for key, lvl in zip(BAND_KEYS, _levels(bands), strict=False) if lvl is not None}
     return out or None
 
 
