@@ -184,6 +184,11 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             return True
         return any(t.strip() in NOISE_TYPES for t in raw.split(","))
 
+    def require_selector(request: Request) -> None:
+        """Both query routes refuse a query that names none of the selectors (NGSI-LD: too broad)."""
+        if not any(k in request.query_params for k in ("type", "id", "idPattern", "q", "attrs", "georel")):
+            raise bad("Too broad query", "give type, id, idPattern, q, attrs or a geo-query")
+
     def query_params_common(request: Request) -> tuple[str | None, GeoQuery | None, TimeRange]:
         p = request.query_params
         pattern = p.get("idPattern")
@@ -214,8 +219,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         """type, id, idPattern, q, georel/geometry/coordinates, timerel (extension), attrs, limit/offset, count."""
         p = request.query_params
         neg = _Negotiated(request, context_url(request))
-        if not any(k in p for k in ("type", "id", "idPattern", "q", "attrs", "georel")):
-            raise bad("Too broad query", "give type, id, idPattern, q, attrs or a geo-query")
+        require_selector(request)
         limit, offset = _page(request, settings)
         pattern, geo, time = query_params_common(request)
         served = check_type(request, required=False)
@@ -287,8 +291,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         """type, id (series or per-bucket), idPattern, q, georel, timerel/timeAt/endTimeAt, lastN, attrs, limit/offset, count."""
         p = request.query_params
         neg = _Negotiated(request, context_url(request))
-        if not any(k in p for k in ("type", "id", "idPattern", "q", "attrs", "georel")):
-            raise bad("Too broad query", "give type, id, idPattern, q, attrs or a geo-query")
+        require_selector(request)
         limit, offset = _page(request, settings)
         pattern, geo, time = query_params_common(request)
         last_n = None
