@@ -184,7 +184,7 @@ def raw_router(app: Any, settings: Any) -> None:
     @router.get("/ngsi-ld/v1/temporal/entities")
     async def raw_temporal(request: Request, sensor_id: str, start: dt.datetime, end: dt.datetime, last_n: int) -> Response:
         neg = _Negotiated(request, str(request.base_url).rstrip("/") + CONTEXT_PATH)
-        async with request.app.state.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        async with request.app.state.pool.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
             await cur.execute("SELECT sensor_id, latitude, longitude, sonometer_class, timezone FROM smart.sensors ORDER BY sensor_id")
             sensor_by_id = {r["sensor_id"]: r for r in await cur.fetchall()}
             await cur.execute(minute_sql, (sensor_id, start, end, last_n))

@@ -21,10 +21,11 @@ in ``dateObservedFrom``/``dateObservedTo``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 DB_UNIT = "2N"
@@ -46,25 +47,37 @@ def iso_z(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_z_column(stamps: Sequence[datetime]) -> list[str]:
+    """:func:`iso_z` of a whole column in one numpy pass (a day of minutes is 1,440 stamps).
+
+    Same spelling: UTC, whole seconds (truncated, as ``strftime`` drops microseconds), ``Z``.
+    """
+    if any(ts.tzinfo is None for ts in stamps):
+        raise ValueError("naive datetime in a column of stamps: aggregates are timestamptz")
+    seconds = np.floor(np.array([ts.timestamp() for ts in stamps], dtype=np.float64)).astype(np.int64)
+    return [f"{s}Z" for s in np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s").tolist()]
+
+
 UNIT_ATTRS: frozenset[str] = frozenset(LEVEL_ATTRS + ("thirdOctaveBands",))
 """Measured attributes that carry ``unitCode`` (dB)."""
 
 
-def measured_instances(name: str, pairs: Iterable[tuple[Any, str]]) -> list[dict[str, Any]]:
-    """Instances of a measured attribute in normalized form, from ``(value, observedAt)`` pairs.
+def measured_instances(name: str, values: Sequence[Any], observed: Sequence[str]) -> list[dict[str, Any]]:
+    """Instances of a measured attribute in normalized form; ``None`` values are left out.
 
     The one definition of their shape, used for a single bucket by
     :meth:`NoiseLevelObserved.normalized` and for whole series by the temporal view
     (a day of minutes is ~13,000 instances: one comprehension, no call per instance).
     """
     if name in UNIT_ATTRS:
-        return [{"type": "Property", "value": v, "observedAt": at, "unitCode": DB_UNIT} for v, at in pairs]
-    return [{"type": "Property", "value": v, "observedAt": at} for v, at in pairs]
+        return [{"type": "Property", "value": v, "observedAt": at, "unitCode": DB_UNIT}
+                for v, at in zip(values, observed, strict=True) if v is not None]
+    return [{"type": "Property", "value": v, "observedAt": at} for v, at in zip(values, observed, strict=True) if v is not None]
 
 
 def measured_property(name: str, value: Any, observed_at: str) -> dict[str, Any]:
     """One instance of a measured attribute (see :func:`measured_instances`)."""
-    return measured_instances(name, ((value, observed_at),))[0]
+    return measured_instances(name, (value,), (observed_at,))[0]
 
 
 def _date_time(ts: datetime) -> dict[str, str]:

@@ -19,7 +19,7 @@ from ngsi.mapping import (
     PeriodSpec,
     observation_from_row,
 )
-from ngsi.models import DB_UNIT, MEASURED_ATTRS, UNIT_ATTRS, iso_z, measured_instances
+from ngsi.models import DB_UNIT, MEASURED_ATTRS, UNIT_ATTRS, iso_z_column, measured_instances
 from ngsi.selection import Selection, select_sql
 
 
@@ -63,18 +63,18 @@ def temporal_entity(sensor: dict[str, Any], period: PeriodSpec, rows: list[dict[
         if name in first and (attrs is None or name in attrs):
             out[name] = first[name]
     sources = {**MEASURED_SOURCES, **LDEN_SOURCES} if daily else MEASURED_SOURCES
-    observed = [iso_z(row["bucket"]) for row in rows]
+    observed = iso_z_column([row["bucket"] for row in rows])
     for name in MEASURED_ATTRS:
         if name not in sources or (attrs is not None and name not in attrs):
             continue
         column, convert = sources[name]
-        pairs = [(v, at) for v, at in zip(convert([row[column] for row in rows]), observed, strict=True) if v is not None]
-        if not pairs:
+        values = convert([row[column] for row in rows])
+        if all(v is None for v in values):
             continue
         if temporal_values:
-            out[name] = {"type": "Property", "values": [[v, at] for v, at in pairs]}
+            out[name] = {"type": "Property", "values": [[v, at] for v, at in zip(values, observed, strict=True) if v is not None]}
             if name in UNIT_ATTRS:
                 out[name]["unitCode"] = DB_UNIT
         else:
-            out[name] = measured_instances(name, pairs)
+            out[name] = measured_instances(name, values, observed)
     return out

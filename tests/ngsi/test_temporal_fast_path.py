@@ -108,7 +108,7 @@ async def test_awkward_rows_come_out_as_the_models_publish_them(api: httpx.Async
     assert "00:03" not in laeq and "00:04" not in laeq  # NULL and NaN: no instance
     # rounding as the models publish it: Python's round of the real's decimal text
     # (55.25 -> 55.2, half-even on an exact binary value; 55.35 -> 55.4 where the exact
-    # float4, 55.3499..., would give 55.3: results are read as text, not binary)
+    # float4, 55.3499..., read in binary, would naively give 55.3: see round_decimals)
     assert laeq["00:07"] == 55.2
     assert {i["observedAt"][11:16]: i["value"] for i in entity["LA50"]}["00:07"] == 55.4
     bands = {i["observedAt"][11:16]: i["value"] for i in entity["thirdOctaveBands"]}
