@@ -155,7 +155,7 @@ def raw_router(app: Any, settings: Any) -> None:
     from api.security import rate_limit_factory
     from ngsi.context_source import CONTEXT_PATH, _Negotiated
     from ngsi.mapping import PERIODS
-    from ngsi.temporal import temporal_entity
+    from ngsi.temporal import series_columns, temporal_entity
 
     hourly_sql = raw_bucket_sql("1 hour")
     minute_sql = (
@@ -184,12 +184,13 @@ def raw_router(app: Any, settings: Any) -> None:
     @router.get("/ngsi-ld/v1/temporal/entities")
     async def raw_temporal(request: Request, sensor_id: str, start: dt.datetime, end: dt.datetime, last_n: int) -> Response:
         neg = _Negotiated(request, str(request.base_url).rstrip("/") + CONTEXT_PATH)
-        async with request.app.state.pool.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
+        async with request.app.state.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute("SELECT sensor_id, latitude, longitude, sonometer_class, timezone FROM smart.sensors ORDER BY sensor_id")
             sensor_by_id = {r["sensor_id"]: r for r in await cur.fetchall()}
-            await cur.execute(minute_sql, (sensor_id, start, end, last_n))
-            rows = await cur.fetchall()
-        body = [temporal_entity(sensor_by_id[sensor_id], PERIODS["1min"], rows, None, False)] if rows else []
+            async with conn.cursor(binary=True) as tuples:  # as the served route reads its instances
+                await tuples.execute(minute_sql, (sensor_id, start, end, last_n))
+                columns = series_columns([d.name for d in tuples.description or ()], await tuples.fetchall())
+        body = [temporal_entity(sensor_by_id[sensor_id], PERIODS["1min"], columns[sensor_id], None, False)] if columns else []
         return neg.respond(body)
 
     app.include_router(router)

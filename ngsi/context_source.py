@@ -56,7 +56,7 @@ from ngsi.query import (
 from ngsi.registration import registration_example
 from ngsi.selection import Selection, select_sql
 from ngsi.settings import NgsiSettings
-from ngsi.temporal import temporal_entity, temporal_instances_sql, temporal_presence_sql
+from ngsi.temporal import head, series_columns, temporal_entity, temporal_instances_sql, temporal_presence_sql
 
 log = logging.getLogger(__name__)
 
@@ -329,9 +329,9 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         q = p.get("q")
         # drop series without any instance in range (one index probe per series)
         present: list[tuple[str, PeriodSpec]] = []
-        # binary results: a day of 1-minute spectra is 43,200 reals, parsed from text in ~20 ms;
-        # the conversions (ngsi.mapping.round_decimals) round an exact float4 as its text would
-        async with pool.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
+        # instances are read in binary: a day of 1-minute spectra is 43,200 reals, ~20 ms to parse
+        # from text; the conversions (ngsi.mapping.round_decimals) round an exact float4 as its text would
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             for period in PERIODS.values():
                 mine = [s for s, per in series if per is period]
                 if not mine:
@@ -350,17 +350,18 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 if not mine:
                     continue
                 sel = Selection([period], mine, keys, None, q, time)
-                await cur.execute(*temporal_instances_sql(ident, period, sel, per_entity + (0 if last_n else 1), newest=bool(last_n)))
-                by_sensor: dict[str, list[dict[str, Any]]] = {}
-                for row in await cur.fetchall():
-                    by_sensor.setdefault(row["sensor_id"], []).append(row)
+                async with conn.cursor(binary=True) as tuples:  # tuples: the rows become columns at once
+                    await tuples.execute(*temporal_instances_sql(ident, period, sel, per_entity + (0 if last_n else 1), newest=bool(last_n)))
+                    names = [d.name for d in tuples.description or ()]
+                    by_sensor = series_columns(names, await tuples.fetchall())
                 for sensor in mine:
-                    rows = by_sensor.get(sensor, [])
-                    if not last_n and len(rows) > per_entity:
-                        rows = rows[:per_entity]
-                        truncated.append((iso_z(rows[0]["bucket"]), iso_z(rows[-1]["bucket"])))
-                    if rows:
-                        body.append(temporal_entity(sensor_by_id[sensor], period, rows, attrs, temporal_values))
+                    columns = by_sensor.get(sensor)
+                    if columns is None:
+                        continue
+                    if not last_n and len(columns["bucket"]) > per_entity:
+                        columns = head(columns, per_entity)
+                        truncated.append((iso_z(columns["bucket"][0]), iso_z(columns["bucket"][-1])))
+                    body.append(temporal_entity(sensor_by_id[sensor], period, columns, attrs, temporal_values))
         body.sort(key=lambda e: (e["id"].rsplit(":", 1)[0], order[e["id"].rsplit(":", 1)[1]]))
         headers = {"NGSILD-Results-Count": str(len(present))} if p.get("count") == "true" else {}
         status = 200

@@ -46,7 +46,32 @@ def temporal_instances_sql(schema: sql.Identifier, period: PeriodSpec, sel: Sele
     return query, [sel.sensors, *params, per_series]
 
 
-def temporal_entity(sensor: dict[str, Any], period: PeriodSpec, rows: list[dict[str, Any]], attrs: set[str] | None,
+Columns = dict[str, list[Any]]
+"""One series' instances column by column: aggregate column name -> values in bucket order."""
+
+
+def series_columns(names: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Columns]:
+    """Rows of :func:`temporal_instances_sql` (tuples, ordered by sensor) -> columns per sensor.
+
+    Column form end to end: a day of minutes is 1,440 rows, and a dict per row (the
+    ``dict_row`` factory) cost as much as the conversions of all its values.
+    """
+    sensor_at = names.index("sensor_id")
+    out: dict[str, Columns] = {}
+    start = 0
+    for end in range(1, len(rows) + 1):
+        if end == len(rows) or rows[end][sensor_at] != rows[start][sensor_at]:
+            out[rows[start][sensor_at]] = dict(zip(names, (list(c) for c in zip(*rows[start:end], strict=True)), strict=True))
+            start = end
+    return out
+
+
+def head(columns: Columns, n: int) -> Columns:
+    """The first ``n`` instances of a series."""
+    return {name: values[:n] for name, values in columns.items()}
+
+
+def temporal_entity(sensor: dict[str, Any], period: PeriodSpec, columns: Columns, attrs: set[str] | None,
                      temporal_values: bool) -> dict[str, Any]:
     """Instances of one series: measured attributes as arrays, static ones once.
 
@@ -57,18 +82,19 @@ def temporal_entity(sensor: dict[str, Any], period: PeriodSpec, rows: list[dict[
     1,440 of them).
     """
     daily = period.length is None
-    first = observation_from_row(period, sensor, rows[0], rows[0] if daily else None).normalized()
+    first_row = {name: values[0] for name, values in columns.items()}
+    first = observation_from_row(period, sensor, first_row, first_row if daily else None).normalized()
     out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor['sensor_id']}:{period.code}", "type": "NoiseLevelObserved"}
     for name in ("location", "refDevice", "sonometerClass", "aggregationPeriod"):
         if name in first and (attrs is None or name in attrs):
             out[name] = first[name]
     sources = {**MEASURED_SOURCES, **LDEN_SOURCES} if daily else MEASURED_SOURCES
-    observed = iso_z_column([row["bucket"] for row in rows])
+    observed = iso_z_column(columns["bucket"])
     for name in MEASURED_ATTRS:
         if name not in sources or (attrs is not None and name not in attrs):
             continue
         column, convert = sources[name]
-        values = convert([row[column] for row in rows])
+        values = convert(columns[column])
         if all(v is None for v in values):
             continue
         if temporal_values:
