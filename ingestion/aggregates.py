@@ -137,19 +137,26 @@ DAILY_TABLES: tuple[str, ...] = ("levels_1d", "lden_daily")
 (a daily bucket is recomputed from up to 86,400 rows per sensor); Lden reads levels_1h."""
 
 
+def pin_join_shape(conn: psycopg.Connection) -> None:
+    """Nested loops over index ranges of ``(sensor_id, time)``, for the current transaction only.
+
+    The refresh is driven by a small set of touched (sensor, minute) pairs. Once a day's
+    partition has statistics the planner may pick a merge or hash join on sensor_id
+    alone, rescanning a sensor's whole day for every touched minute (bench/api.py: 662 s
+    instead of ~40 s for one day of 40 sensors). tests/ingestion/test_aggregates_plan.py
+    checks the plans this gives.
+    """
+    conn.execute("SET LOCAL enable_mergejoin = off")
+    conn.execute("SET LOCAL enable_hashjoin = off")
+
+
 def _run(conn: psycopg.Connection, schema: str, default_tz: str, tables: Collection[str] | None = None) -> RefreshResult:
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("pg_temp", _TOUCHED))).fetchone()
     minutes = int(n[0]) if n else 0
     counts: dict[str, int] = {}
     if minutes:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("pg_temp", _TOUCHED)))
-        # The refresh is driven by a small set of touched (sensor, minute) pairs: the right plan
-        # is a nested loop over index ranges of (sensor_id, time). Once a day's partition has
-        # statistics the planner may pick a merge or hash join on sensor_id alone, rescanning a
-        # sensor's whole day for every touched minute (bench/api.py: 662 s instead of ~40 s for
-        # one day of 40 sensors). Pin the plan shape for this transaction only.
-        conn.execute("SET LOCAL enable_mergejoin = off")
-        conn.execute("SET LOCAL enable_hashjoin = off")
+        pin_join_shape(conn)
         for table, stmt in _statements(schema):
             if tables is not None and table not in tables:
                 continue
