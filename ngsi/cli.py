@@ -38,8 +38,11 @@ def ngsi_sync(
     raise typer.Exit(code)
 
 
-async def _run(dsn: str, schema: str, settings: object, once: bool) -> int:
-    """Connect, migrate the cursor tables, then one round or rounds every ``interval_s``."""
+async def _run(dsn: str, schema: str, settings: object, once: bool, transport: object = None) -> int:
+    """Connect, migrate the cursor tables, then one round or rounds every ``interval_s``.
+
+    ``transport`` (an ``httpx.AsyncBaseTransport``) is the tests' seam to a broker double.
+    """
     import asyncio
     import logging
 
@@ -58,7 +61,8 @@ async def _run(dsn: str, schema: str, settings: object, once: bool) -> int:
         migrate(conn, schema)
     timeout = httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s))
     backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
-    async with httpx.AsyncClient(base_url=str(settings.broker_url), timeout=timeout) as http:
+    assert transport is None or isinstance(transport, httpx.AsyncBaseTransport)
+    async with httpx.AsyncClient(base_url=str(settings.broker_url), timeout=timeout, transport=transport) as http:
         while True:
             # A database restart kills the connection (AdminShutdown, connection refused):
             # everything that matters is in the database (cursor, bookkeeping), so drop the

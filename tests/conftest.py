@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +43,20 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared not present at {SHARED}: data-dependent check skipped")
     return SHARED
+
+
+@pytest.fixture
+def pg_tmp() -> Iterator[Path]:
+    """A work directory for a private PostgreSQL cluster, outside pytest's basetemp.
+
+    PostgreSQL runs as an unprivileged user when the tests run as root; pytest resets
+    its ``/tmp/pytest-of-<user>`` root to mode 0700 whenever another pytest run starts
+    (several run in parallel on this machine), which would cut the server off from its
+    data directory mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="sonopolis-ingest-pg-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
