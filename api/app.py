@@ -25,6 +25,7 @@ from api.security import TokenBuckets, rate_limit_factory, require_admin_factory
 from api.settings import ApiSettings
 from api.webhooks import WebhookStore, dispatcher_loop
 from ngsi.settings import NgsiSettings
+from ngsi.temporal_days import rendering_loop
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
             tasks.append(asyncio.create_task(evaluator_loop(pool, app.state.events, settings.events, stop)))
             tasks.append(asyncio.create_task(dispatcher_loop(pool, app.state.webhooks, client, settings.events, stop)))
             log.info("open-event evaluator and webhook dispatcher started")
+        ngsi = ngsi_settings or NgsiSettings()
+        if ngsi.day_documents_keep_days:  # settled days of minutes, pre-rendered for the NGSI-LD temporal view
+            tasks.append(asyncio.create_task(rendering_loop(pool, schema, ngsi, stop)))
         try:
             yield
         finally:

@@ -24,12 +24,15 @@ def _settings(config: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _migrate(dsn: str, schema: str) -> None:
+    """The API's own tables, and the NGSI-LD ones its context source reads and renders (ngsi/migrations)."""
     import psycopg
 
     from api.schema import migrate
+    from ngsi.schema import migrate as migrate_ngsi
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn, schema)
+        migrate_ngsi(conn, schema)
 
 
 def api(

@@ -23,9 +23,12 @@ where the per-bucket statistics come from differs:
     the same ``page_response``.
 (b) the NGSI-LD temporal query for one day of 1-minute values, all attributes incl.
     ``thirdOctaveBands`` (``GET /ngsi-ld/v1/temporal/entities?id=...:PT1M&lastN=1440``):
-    served = the ``ngsi.context_source`` route (sensor rows, presence probe, the
-    instances read of ``smart.levels_1min``, ``ngsi.temporal.temporal_entity``,
-    orjson via the route's own ``_Negotiated.respond``);
+    served = the ``ngsi.context_source`` route (sensor rows, presence probe, then the
+    day's stamp recomputed from ``smart.levels_1min`` and, as it matches, the day's
+    instances pre-rendered by ``ngsi.temporal_days`` — made by ``temporal_entity`` when
+    the day settled, as the API process does — embedded by orjson via the route's own
+    ``_Negotiated.respond``); the load step renders the settled days first and prints
+    how long that took and what it stores;
     raw = a bench-only route that reads the same sensor rows, computes the 1-minute rows
     (same columns, same all-NULL-spectrum rule) from the raw 1 s rows with the same
     ingestion expressions, and renders with the same ``temporal_entity`` and
@@ -92,6 +95,7 @@ def load(admin_dsn: str, n_sensors: int, days: int, start: dt.datetime) -> str:
     from api.schema import migrate as migrate_api
     from ingestion import aggregates, partitions, registry
     from ingestion.schema import migrate as migrate_ingestion
+    from ngsi.schema import migrate as migrate_ngsi
     from sonopolis.bootstrap import bootstrap
 
     with psycopg.connect(admin_dsn, autocommit=True) as admin:  # load speed only: fewer checkpoints
@@ -103,6 +107,7 @@ def load(admin_dsn: str, n_sensors: int, days: int, start: dt.datetime) -> str:
     with psycopg.connect(dsns.smart, autocommit=True) as conn:
         migrate_ingestion(conn, timescale="off")
         migrate_api(conn)
+        migrate_ngsi(conn)
         conn.autocommit = False
         # load session only: with fresh statistics the refresh's 1-minute statement is planned as a
         # merge join on sensor_id alone (each touched minute rescans the sensor's whole day:
@@ -136,10 +141,31 @@ def load(admin_dsn: str, n_sensors: int, days: int, start: dt.datetime) -> str:
             print(f"day {d + 1}/{days}: {n_sensors * 86400:,} rows loaded + analysed in {t1 - t0:.1f} s, aggregates in {time.perf_counter() - t1:.1f} s", flush=True)
         conn.execute("ANALYZE")
         conn.commit()
+    render_days(dsns.smart, days)
+    with psycopg.connect(dsns.smart) as conn:
         size = conn.execute("SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                             " WHERE n.nspname = 'smart' AND c.relkind IN ('r', 'm')").fetchone()
         print(f"smart schema on disk: {size[0] if size else '?'}", flush=True)
     return dsns.smart
+
+
+def render_days(dsn: str, days: int) -> None:
+    """What the API process's rendering loop (``ngsi.temporal_days``) did as each loaded day settled."""
+    import psycopg
+
+    from ngsi.settings import NgsiSettings
+    from ngsi.temporal_days import render_settled
+
+    async def run() -> int:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            settings = NgsiSettings(day_documents_lookback_days=days + 1)
+            return await render_settled(conn, "smart", settings, dt.datetime.now(dt.UTC))
+
+    t0 = time.perf_counter()
+    n = asyncio.run(run())
+    with psycopg.connect(dsn) as conn:
+        size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('smart.ngsi_temporal_days'))").fetchone()
+    print(f"pre-rendered {n} settled sensor-days of 1-minute instances in {time.perf_counter() - t0:.1f} s ({size[0] if size else '?'})", flush=True)
 
 
 def raw_router(app: Any, settings: Any) -> None:

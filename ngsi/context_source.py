@@ -23,6 +23,8 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timezone
+from datetime import time as dtime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,6 +35,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ngsi import temporal_days
 from ngsi.context import context_document, link_header
 from ngsi.mapping import (
     BY_CODE,
@@ -41,7 +44,7 @@ from ngsi.mapping import (
     observation_from_row,
     parse_observation_id,
 )
-from ngsi.models import iso_z
+from ngsi.models import MEASURED_ATTRS, iso_z
 from ngsi.query import (
     NOISE_TYPES,
     GeoQuery,
@@ -56,7 +59,8 @@ from ngsi.query import (
 from ngsi.registration import registration_example
 from ngsi.selection import Selection, select_sql
 from ngsi.settings import NgsiSettings
-from ngsi.temporal import head, series_columns, temporal_entity, temporal_instances_sql, temporal_presence_sql
+from ngsi.temporal import head, series_columns, series_head, temporal_entity, temporal_instances_sql, temporal_presence_sql
+from ngsi.temporal_days import whole_days
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,15 @@ class _Negotiated:
         # orjson: a day of minutes is ~13,000 instance objects (~1 MB); the stdlib encoder
         # took longer than building them. Same JSON values (our floats are finite).
         return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers)
+
+
+def _from_renderings(sensor: dict[str, Any], days: list[date], got: temporal_days.DaySeries, attrs: set[str] | None) -> dict[str, Any]:
+    """A temporal entity whose instances are the stored renderings (the same bytes the live path makes)."""
+    entity = series_head(sensor, temporal_days.PERIOD, {"bucket": datetime.combine(days[0], dtime(0), tzinfo=timezone.utc)}, attrs)
+    for name in MEASURED_ATTRS:
+        if (attrs is None or name in attrs) and (fragment := got.fragment(name)) is not None:
+            entity[name] = fragment
+    return entity
 
 
 def _problem_response(exc: NgsiProblem) -> JSONResponse:
@@ -345,8 +358,15 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             page = present[offset : offset + limit]
             body: list[dict[str, Any]] = []
             truncated: list[tuple[str, str]] = []
+            # whole settled UTC days of minutes come pre-rendered (ngsi.temporal_days) when current
+            days = whole_days(time) if keys is None and q is None and not temporal_values and settings.day_documents_keep_days else None
             for period in PERIODS.values():
                 mine = [s for s, per in page if per is period]
+                if days is not None and period is temporal_days.PERIOD and mine:
+                    rendered = await temporal_days.lookup(conn, schema, mine, days, attrs)
+                    done = {s for s, got in rendered.items() if got.n_instances <= per_entity}
+                    body += [_from_renderings(sensor_by_id[s], days, rendered[s], attrs) for s in mine if s in done]
+                    mine = [s for s in mine if s not in done]
                 if not mine:
                     continue
                 sel = Selection([period], mine, keys, None, q, time)

@@ -54,3 +54,16 @@ class NgsiSettings(BaseModel):
     max_instances: int = Field(
         10_000, ge=1, le=1_000_000, description="Context source: most temporal instances per attribute in one response"
     )
+    day_documents_keep_days: int = Field(
+        35, ge=0, le=3650,
+        description="Context source: keep pre-rendered temporal instances of the last N settled UTC days of 1-minute values (0: off)",
+    )
+    day_documents_interval_s: float = Field(
+        300.0, ge=10, le=86_400, description="Context source: pause between two renderings of newly settled days (in the API process)"
+    )
+    day_documents_settle_s: int = Field(
+        900, ge=0, le=86_400, description="A UTC day is rendered once it ended this long ago (late frames arrive first)"
+    )
+    day_documents_lookback_days: int = Field(
+        2, ge=1, le=60, description="Days re-checked each round for recomputed minutes (older stale days fall back to live rendering)"
+    )

@@ -71,6 +71,21 @@ def head(columns: Columns, n: int) -> Columns:
     return {name: values[:n] for name, values in columns.items()}
 
 
+STATIC_ATTRS: tuple[str, ...] = ("location", "refDevice", "sonometerClass", "aggregationPeriod")
+"""Attributes a temporal entity states once, not per instance."""
+
+
+def series_head(sensor: dict[str, Any], period: PeriodSpec, first_row: dict[str, Any], attrs: set[str] | None) -> dict[str, Any]:
+    """``id``, ``type`` and the static attributes of a series, from its first bucket's model."""
+    daily = period.length is None
+    first = observation_from_row(period, sensor, first_row, first_row if daily else None).normalized()
+    out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor['sensor_id']}:{period.code}", "type": "NoiseLevelObserved"}
+    for name in STATIC_ATTRS:
+        if name in first and (attrs is None or name in attrs):
+            out[name] = first[name]
+    return out
+
+
 def temporal_entity(sensor: dict[str, Any], period: PeriodSpec, columns: Columns, attrs: set[str] | None,
                      temporal_values: bool) -> dict[str, Any]:
     """Instances of one series: measured attributes as arrays, static ones once.
@@ -82,12 +97,7 @@ def temporal_entity(sensor: dict[str, Any], period: PeriodSpec, columns: Columns
     1,440 of them).
     """
     daily = period.length is None
-    first_row = {name: values[0] for name, values in columns.items()}
-    first = observation_from_row(period, sensor, first_row, first_row if daily else None).normalized()
-    out: dict[str, Any] = {"id": f"urn:ngsi-ld:NoiseLevelObserved:{sensor['sensor_id']}:{period.code}", "type": "NoiseLevelObserved"}
-    for name in ("location", "refDevice", "sonometerClass", "aggregationPeriod"):
-        if name in first and (attrs is None or name in attrs):
-            out[name] = first[name]
+    out = series_head(sensor, period, {name: values[0] for name, values in columns.items()}, attrs)
     sources = {**MEASURED_SOURCES, **LDEN_SOURCES} if daily else MEASURED_SOURCES
     observed = iso_z_column(columns["bucket"])
     for name in MEASURED_ATTRS:
