@@ -6,11 +6,13 @@ attributes (43,200 band levels). Rendering it per request costs ~30 ms of Python
 rendered once, stored as JSON per attribute (``smart.ngsi_temporal_days``) and
 embedded as they are (``orjson.Fragment``) into later answers.
 
-Correctness rests on the stamp: each rendering records how many ``levels_1min`` rows
-it was made from and their newest ``refreshed_at``. A lookup recomputes both for the
-days asked and uses a rendering only while both match; the ingestion's refresh sets
-``refreshed_at`` on every recompute, so late frames (or a purge) make a day stale and
-the context source renders it live until :func:`render_settled` renders it again.
+Correctness rests on the stamp: each rendering records how many ``levels_1min`` buckets
+it was made from and their total ``n_seconds``. A lookup recomputes both for the days
+asked and uses a rendering only while both match. 1 s rows are only ever added (the
+writer's ``ON CONFLICT DO NOTHING``), so late frames always raise the total, and a
+purge lowers the count: the day is then rendered live until :func:`render_settled`
+renders it again. (``ngsi-sync`` detects recomputed buckets by ``n_seconds`` too, and
+TimescaleDB's continuous aggregates have that column where they have no refresh time.)
 The renderings are made by :func:`ngsi.temporal.temporal_entity` itself, so an answer
 from them is byte-for-byte the live answer (tests/ngsi/test_temporal_days.py).
 """
@@ -78,9 +80,9 @@ class DaySeries:
 
 
 def _stamps_sql(schema: sql.Identifier) -> sql.Composed:
-    """Per (sensor, UTC day) of the window: rows and newest refreshed_at in levels_1min."""
+    """Per (sensor, UTC day) of the window: buckets and their total n_seconds in levels_1min."""
     return sql.SQL(
-        "SELECT sensor_id, (bucket AT TIME ZONE 'UTC')::date AS day, count(*)::int AS n, max(refreshed_at) AS refreshed_at"
+        "SELECT sensor_id, (bucket AT TIME ZONE 'UTC')::date AS day, count(*)::int AS n, sum(n_seconds)::bigint AS n_seconds"
         " FROM {}.levels_1min WHERE sensor_id = ANY(%s) AND bucket >= %s AND bucket < %s GROUP BY 1, 2"
     ).format(schema)
 
@@ -97,7 +99,7 @@ async def lookup(conn: psycopg.AsyncConnection, schema: str, sensors: Sequence[s
     query = sql.SQL(
         "WITH s AS ({stamps})"
         " SELECT s.sensor_id, s.day, s.n, d.attr, d.instances,"
-        "        (d.n_buckets = s.n AND d.source_refreshed_at = s.refreshed_at) AS current"
+        "        (d.n_buckets = s.n AND d.n_seconds = s.n_seconds) AS current"
         " FROM s LEFT JOIN {schema}.ngsi_temporal_days d ON d.sensor_id = s.sensor_id AND d.day = s.day AND d.attr = ANY(%s)"
         " ORDER BY s.sensor_id, s.day"
     ).format(stamps=_stamps_sql(ident), schema=ident)
@@ -146,7 +148,7 @@ async def render_day(conn: psycopg.AsyncConnection, schema: str, sensor: dict[st
         parts = [(a, orjson.dumps(entity[a])) for a in MEASURED_ATTRS if a in entity]
         async with conn.cursor() as cur:
             await cur.executemany(
-                sql.SQL("INSERT INTO {}.ngsi_temporal_days (sensor_id, day, attr, n_buckets, source_refreshed_at, instances)"
+                sql.SQL("INSERT INTO {}.ngsi_temporal_days (sensor_id, day, attr, n_buckets, n_seconds, instances)"
                         " VALUES (%s, %s, %s, %s, %s, %s)").format(ident),
                 [(sensor["sensor_id"], day, a, stamp[2], stamp[3], body) for a, body in parts],
             )
@@ -174,7 +176,7 @@ async def render_settled(conn: psycopg.AsyncConnection, schema: str, settings: N
                 "WITH s AS ({stamps})"
                 " SELECT s.sensor_id, s.day FROM s"
                 " WHERE NOT EXISTS (SELECT 1 FROM {schema}.ngsi_temporal_days d WHERE d.sensor_id = s.sensor_id AND d.day = s.day"
-                "                   AND d.n_buckets = s.n AND d.source_refreshed_at = s.refreshed_at)"
+                "                   AND d.n_buckets = s.n AND d.n_seconds = s.n_seconds)"
                 " ORDER BY s.day, s.sensor_id"
             ).format(stamps=_stamps_sql(ident), schema=ident),
             (list(sensors), _midnight(first), _midnight(last) + timedelta(days=1)),

@@ -106,8 +106,8 @@ async def test_rendered_answers_are_the_live_bytes(ctx: Ctx) -> None:
 async def test_a_recomputed_minute_is_answered_live_until_rendered_again(ctx: Ctx) -> None:
     await ctx.render()
     before = (await ctx.client.get("/ngsi-ld/v1/temporal/entities", params=_params(id=SERIES))).content
-    # late frames: the ingestion recomputes a minute (refreshed_at moves), with a new level
-    ctx.sql("UPDATE smart.levels_1min SET laeq = 99.04, refreshed_at = now() WHERE sensor_id = 'se-jacquard' AND bucket = %s",
+    # late frames: the ingestion recomputes a minute from more seconds, with a new level
+    ctx.sql("UPDATE smart.levels_1min SET laeq = 99.04, n_seconds = n_seconds + 1 WHERE sensor_id = 'se-jacquard' AND bucket = %s",
             (DAY0 + timedelta(hours=30),))
     ctx.sql("UPDATE smart.ngsi_temporal_days SET instances = '[]' WHERE sensor_id = 'se-jacquard' AND day = %s AND attr = 'LAeq'",
             (date(2024, 6, 11),))  # the stale rendering, emptied: an answer using it would lack day 2
