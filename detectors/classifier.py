@@ -1,7 +1,8 @@
 """Sound-event classifier: the one owner of the onnxruntime session.
 
-A small CNN (trained by ``detectors.training``) reads the log-mel image of 1 s
-windows taken every 0.5 s and outputs class probabilities; a class *fires* on a
+A small CNN (trained by ``detectors.training``; an ensemble of two exported as one
+graph that averages their probabilities) reads the log-mel image of 1 s windows taken
+every 0.5 s and outputs class probabilities; a class *fires* on a
 window when its probability reaches its per-class threshold (``model/thresholds.json``,
 tuned on the validation split). ``background`` never fires.
 

@@ -19,8 +19,7 @@ the smart path. Not for identifying people, not for speech, not as evidence on i
 * 16 kHz mono audio (other rates resampled with `scipy.signal.resample_poly`), in memory only.
 * 1 s windows every 0.5 s; 512-point Hann frames every 10 ms; 64 mel bands 50 Hz-8 kHz,
   dB, minus the window mean, / 20 (`detectors/features.py`, shared by training and inference).
-* CNN: 4 conv blocks (16-32-64-64 channels, 3x3, batch-norm, ReLU, 3 max-pools), global
-  mean+max pooling, dropout, linear, softmax. ~60 k parameters, ~20 M multiply-adds per window.
+{model}
 * A class fires on a window when its probability reaches its threshold; one detection per
   run of consecutive firing windows, onset found on the waveform to the millisecond
   (`detectors/onset.py`: ~1 ms for impulsive sounds at >= 10 dB SNR, coarse for sounds
@@ -38,7 +37,7 @@ Augmentation: each 1 s training window is a crop containing the clip's loudest 1
 crop at {snr_min}-{snr_max} dB SNR, then scaled to -50..-10 dBFS RMS; background windows are sometimes
 mixes of two backgrounds; SpecAugment masks (one band, one time span). Classes are
 balanced by sampling ({events} windows per event class, {background} background per round, fresh
-windows each round). {hard}
+windows each round). {hard}{colour}
 
 **spray_can is entirely synthetic**: no real recording exists in the data. It is
 synthesised from the physics of the can (`detectors/training/synth.py`): the rattle of the
@@ -165,7 +164,35 @@ def write_model_card(path: Path, metrics: dict) -> None:
         "so rare sounds that look like events are seen several times more often than their clip count."
         if share else ""
     )
+    width, members = int(config.get("width", 16)), int(config.get("members", 1))
+    params = 9 * width + 18 * width * width + 72 * width * width + 144 * width * width + 8 * width * len(CLASSES)
+    madds = (9 * width * 6208 + 18 * width * width * 1536 + 72 * width * width * 384 + 144 * width * width * 96) / 1e6
+    model = (
+        f"* CNN: 4 conv blocks ({width}-{2 * width}-{4 * width}-{4 * width} channels, 3x3, batch-norm, ReLU, 3 max-pools), "
+        f"global\n  mean+max pooling, dropout, linear, softmax. ~{params / 1000:.0f} k parameters, "
+        f"~{madds:.0f} M multiply-adds per window."
+    )
+    if members > 1:
+        model += (
+            f"\n* **Ensemble of {members}** such networks (same recipe, seeds {config['seed']}"
+            + "".join(f", {config['seed'] + 100 * k}" for k in range(1, members))
+            + "), exported as **one** ONNX graph whose output is the mean of the members' softmax "
+            f"probabilities (~{members * params / 1000:.0f} k parameters, ~{members * madds:.0f} M multiply-adds per window)."
+        )
+    colour = []
+    if config.get("colouring_probability"):
+        colour.append(
+            f"{config['colouring_probability']:.0%} of the windows go through a random recording chain (spectral tilt "
+            "-4..+4 dB/octave, a high-pass at 50-600 Hz and a low-pass at 2.5-7.5 kHz, each half the time) so that a "
+            "source's channel colouring (8-bit SESA, YouTube codecs, one Edge-Impulse microphone) does not identify its class"
+        )
+    if config.get("quantise_probability"):
+        colour.append(f"{config['quantise_probability']:.0%} are quantised to 8 bits at 0-20 dB below their peak (SESA's noise floor on any source)")
+    if config.get("mixup_alpha"):
+        colour.append(f"mixup of model inputs and targets within each batch (Beta({config['mixup_alpha']:g}, {config['mixup_alpha']:g}))")
+    colour_text = (" " + "; ".join(colour) + ".") if colour else ""
     lines.append(_FIXED.format(
+        model=model, colour=colour_text,
         security=", ".join(SECURITY_CLASSES), mix_pct=round(100 * config.get("mix_probability", 0.65)),
         snr_min=f"{config.get('snr_min_db', 0.0):g}", snr_max=f"{config.get('snr_max_db', 30.0):g}",
         events=config["events_per_class"], background=config["background_per_round"], hard=hard,
@@ -185,5 +212,8 @@ def write_model_card(path: Path, metrics: dict) -> None:
     for row in metrics["validation_by_source"]:
         alarms = "" if row["security_false_alarms"] is None else str(row["security_false_alarms"])
         lines.append(f"| {row['label']} | {row['source']} | {row['clips']} | {row['correct']} | {alarms} |")
+    experiments = path.parent / "EXPERIMENTS.md"
+    if experiments.is_file():  # recipes tried and not shipped, kept by hand next to the card
+        lines += ["", experiments.read_text(encoding="utf-8").rstrip()]
     lines.append(_FAILURES.format(seed=config["seed"], threads=config["threads"]))
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -6,7 +6,9 @@
 * Augmentation mixes each event into a random street/background crop at an SNR of
   0-30 dB (or leaves it clean), shifts it in the window and draws the overall level
   between -50 and -10 dBFS; background windows are sometimes mixes of two
-  backgrounds. Fresh augmented windows are drawn at each training round.
+  backgrounds; windows may go through a random recording chain (tilt, high/low-pass)
+  and 8-bit quantisation so that no source's channel colouring tells its class.
+  Fresh augmented windows are drawn at each training round.
 
 Audio is held in memory only while the script runs; nothing derived from it is
 written except the model.
@@ -154,6 +156,35 @@ def _background_window(clips: list[Clip], rng: np.random.Generator, weights: np.
     return _crop(clip.audio, start)
 
 
+def random_colouring(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The window through a random recording chain: spectral tilt, maybe a high-pass and a low-pass.
+
+    Each source here has its own channel colouring (SESA's 8-bit Freesound uploads,
+    YouTube codecs, one Edge-Impulse microphone); a network can learn "this colouring
+    means gunshot" instead of the sound itself. A random tilt of -4..+4 dB per octave
+    around 1 kHz, a 2nd-order high-pass at 50-600 Hz (half the time) and a 2nd-order
+    low-pass at 2.5-7.5 kHz (half the time), applied as a zero-phase gain on the
+    window's spectrum, make the colouring uninformative.
+    """
+    spectrum = np.fft.rfft(x.astype(np.float64))
+    freqs = np.maximum(np.fft.rfftfreq(x.size, 1.0 / features.SAMPLE_RATE), 10.0)
+    gain_db = rng.uniform(-4.0, 4.0) * np.log2(freqs / 1000.0)
+    if rng.random() < 0.5:
+        cutoff = float(np.exp(rng.uniform(np.log(50.0), np.log(600.0))))
+        gain_db -= 10.0 * np.log10(1.0 + (cutoff / freqs) ** 4)
+    if rng.random() < 0.5:
+        cutoff = float(np.exp(rng.uniform(np.log(2500.0), np.log(7500.0))))
+        gain_db -= 10.0 * np.log10(1.0 + (freqs / cutoff) ** 4)
+    gain_db = np.clip(gain_db, -60.0, 20.0)
+    return np.fft.irfft(spectrum * 10.0 ** (gain_db / 20.0), n=x.size).astype(np.float32)
+
+
+def quantise_8bit(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """8-bit quantisation at a random headroom (0-20 dB below the peak): SESA's noise floor on any source."""
+    full_scale = float(np.abs(x).max()) * 10 ** (rng.uniform(0.0, 20.0) / 20.0) + 1e-9
+    return (np.round(x / full_scale * 127.0) / 127.0 * full_scale).astype(np.float32)
+
+
 def _set_level(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     target = 10 ** (rng.uniform(-50.0, -10.0) / 20.0)
     return np.clip(x * (target / _rms(x)), -1.0, 1.0).astype(np.float32)
@@ -166,6 +197,8 @@ class Augmentation:
     mix_probability: float = 0.65  # share of event windows mixed into a background crop
     snr_db: tuple[float, float] = (0.0, 30.0)  # event-to-background RMS ratio of those mixes
     hard_negative_share: float = 0.0  # see background_weights
+    colouring_probability: float = 0.0  # share of windows through random_colouring
+    quantise_probability: float = 0.0  # share of windows through quantise_8bit
 
 
 def augmented_windows(
@@ -193,6 +226,10 @@ def augmented_windows(
                     noise = _background_window(background, rng, weights)
                     snr = rng.uniform(*augmentation.snr_db)
                     x = x + noise * (_rms(x) / _rms(noise)) * 10 ** (-snr / 20)
+            if augmentation.colouring_probability and rng.random() < augmentation.colouring_probability:
+                x = random_colouring(x, rng)
+            if augmentation.quantise_probability and rng.random() < augmentation.quantise_probability:
+                x = quantise_8bit(x, rng)
             windows.append(_set_level(x, rng))
             labels.append(CLASSES.index(label))
     order = rng.permutation(len(labels))

@@ -45,6 +45,22 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
+class AveragedSoftmax(nn.Module):
+    """Export wrapper of an ensemble: the mean of the members' softmax probabilities.
+
+    The members (same architecture, different seeds or recipes) become one ONNX graph
+    with one input and one output, so inference is unchanged: one session, one run per
+    batch, cost = the sum of the members'.
+    """
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.softmax(net(x), dim=1) for net in self.nets]).mean(dim=0)
+
+
 def spec_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One random frequency band and one time span masked per example (SpecAugment)."""
     n, _, mels, frames = x.shape

@@ -5,7 +5,9 @@
 1. load the real clips, split them by source recording (``data.split_by_group``),
    add synthetic spray cans (``synth``) to both sides;
 2. train the CNN (``network``) for a few rounds, each on freshly augmented windows;
-3. export it to ONNX (opset 17, softmax included, class order in the metadata);
+   ``members`` times with different seeds (an ensemble: 2 by default);
+3. export it to ONNX (opset 17, softmax included - the mean of the members' softmax
+   for an ensemble, still one graph - class order in the metadata);
 4. run the *exported* model through the inference code (``EventClassifier``) on the
    validation clips and tune the per-class thresholds on them;
 5. (``all_data``, the default) retrain with the same recipe and seed on all groups,
@@ -14,8 +16,9 @@
 6. write ``thresholds.json``, ``metrics.json`` and ``MODEL_CARD.md``.
 
 Deterministic for a given seed and data folder (seeded numpy and torch generators,
-deterministic torch kernels, fixed thread count). About 5 minutes per training pass on 2 free cores
-(two passes with ``all_data``).
+deterministic torch kernels, fixed thread count). About 4-7 minutes per member and pass on 2
+free cores (members x 2 passes with ``all_data``); ``checkpoint_dir`` keeps each fitted member
+so that a stopped run, or a bigger ensemble of the same recipe, does not refit it.
 """
 
 from __future__ import annotations
@@ -63,20 +66,30 @@ class TrainConfig:
     hard_negative_share: float = 0.0  # 0.5 tried: see MODEL_CARD.md, "Experiment not shipped"
     cv_folds: int = 5
     keep_validation_model: bool = False  # also leave the validation model as validation_model.onnx (experiments)
+    colouring_probability: float = 0.5  # random tilt / high-pass / low-pass of a window (data.random_colouring)
+    quantise_probability: float = 0.2  # 8-bit quantisation of a window (data.quantise_8bit)
+    mixup_alpha: float = 0.0  # mixup of model inputs and targets within a batch, Beta(alpha, alpha); 0 = off (0.4 tried)
+    width: int = 16  # channels of the first conv block (network.SoundEventNet)
+    members: int = 2  # ensemble size: member k trained with seed + 100 k, probabilities averaged in one ONNX graph
+    checkpoint_dir: Path | None = None  # keep/reuse each fitted member here (resume after a stop; experiments)
 
     def augmentation(self) -> data.Augmentation:
-        return data.Augmentation(self.mix_probability, (self.snr_min_db, self.snr_max_db), self.hard_negative_share)
+        return data.Augmentation(
+            self.mix_probability, (self.snr_min_db, self.snr_max_db), self.hard_negative_share,
+            self.colouring_probability, self.quantise_probability,
+        )
 
 
-def _export(net: object, out: Path, config: TrainConfig) -> str:
+def _export(nets: list[object], out: Path, config: TrainConfig) -> str:
+    """One ONNX graph: the softmax of one network, or the mean of the members' softmax."""
     import onnx
     import torch
 
-    from detectors.training.network import WithSoftmax
+    from detectors.training.network import AveragedSoftmax, WithSoftmax
 
     path = out / MODEL_FILE
     example = torch.zeros(1, 1, features.N_MELS, features.WINDOW_FRAMES)
-    model = WithSoftmax(net).eval()  # type: ignore[arg-type]
+    model = (WithSoftmax(nets[0]) if len(nets) == 1 else AveragedSoftmax(nets)).eval()  # type: ignore[arg-type]
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
@@ -92,6 +105,7 @@ def _export(net: object, out: Path, config: TrainConfig) -> str:
         "features": json.dumps({"sample_rate": features.SAMPLE_RATE, "n_fft": features.N_FFT, "hop": features.FRAME_HOP,
                                 "n_mels": features.N_MELS, "window_s": 1.0, "window_hop_s": 0.5}),
         "seed": str(config.seed),
+        "members": str(len(nets)),
     }
     del proto.metadata_props[:]
     for key, value in meta.items():
@@ -102,17 +116,60 @@ def _export(net: object, out: Path, config: TrainConfig) -> str:
     return model_id
 
 
-def _fit(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None]) -> object:
+_NOT_RECIPE = ("data", "out", "seed", "all_data", "cv_folds", "false_alarm_weight", "keep_validation_model", "members",
+               "checkpoint_dir", "validation_fraction", "synthetic_validation")
+
+
+def member_key(config: TrainConfig, seed: int, clips: list[data.Clip]) -> str:
+    """Checkpoint name of one fitted member: digest of the recipe, its seed and the clips it was fitted on.
+
+    Everything that changes the weights is in it (recipe fields, thread count, seed, each
+    clip's label, group and audio length); what only changes the tuning or the ensemble
+    size is not, so member k of a 3-member run is member k of a 2-member run.
+    """
+    recipe = {k: v for k, v in asdict(config).items() if k not in _NOT_RECIPE}
+    digest = hashlib.sha256(json.dumps([recipe, seed, [(c.label, c.group, c.audio.size) for c in clips]], sort_keys=True).encode())
+    return f"member-seed{seed}-{digest.hexdigest()[:16]}.pt"
+
+
+def _fit_members(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None]) -> list[object]:
+    """The ensemble's networks: member k is the same recipe with seed ``config.seed + 100 k``."""
+    import torch
+
+    from detectors.training.network import SoundEventNet
+
+    nets = []
+    for k in range(config.members):
+        seed = config.seed + 100 * k
+        if config.members > 1:
+            tick(f"member {k + 1}/{config.members} (seed {seed})")
+        checkpoint = config.checkpoint_dir / member_key(config, seed, train_clips) if config.checkpoint_dir else None
+        if checkpoint is not None and checkpoint.is_file():
+            net = SoundEventNet(len(CLASSES), width=config.width)
+            net.load_state_dict(torch.load(checkpoint, weights_only=True))
+            tick(f"reusing {checkpoint.name}")
+            nets.append(net.eval())
+            continue
+        nets.append(_fit(train_clips, config, tick, seed=seed))
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(nets[-1].state_dict(), checkpoint)  # type: ignore[attr-defined]
+    return nets
+
+
+def _fit(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None], seed: int | None = None) -> object:
     import torch
 
     from detectors.training.network import SoundEventNet, spec_augment
 
-    torch.manual_seed(config.seed)
+    seed = config.seed if seed is None else seed
+    torch.manual_seed(seed)
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    net = SoundEventNet(len(CLASSES))
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    net = SoundEventNet(len(CLASSES), width=config.width)
+    mix_rng = np.random.default_rng(seed + 1000)
     per_class = {c: config.events_per_class for c in CLASSES if c != BACKGROUND} | {BACKGROUND: config.background_per_round}
     n_per_round = sum(per_class.values())
     steps = config.rounds * config.epochs_per_round * (n_per_round // config.batch_size)
@@ -128,8 +185,17 @@ def _fit(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str]
             total, correct = 0.0, 0
             for i in range(0, len(y) - config.batch_size + 1, config.batch_size):
                 idx = order[i : i + config.batch_size]
-                logits = net(spec_augment(x[idx], generator))
-                loss = loss_fn(logits, y[idx])
+                inputs, targets = spec_augment(x[idx], generator), y[idx]
+                if config.mixup_alpha:
+                    lam = float(mix_rng.beta(config.mixup_alpha, config.mixup_alpha))
+                    partner = torch.from_numpy(mix_rng.permutation(len(idx)))
+                    inputs = lam * inputs + (1 - lam) * inputs[partner]
+                    onehot = torch.nn.functional.one_hot(targets, len(CLASSES)).float()
+                    logits = net(inputs)
+                    loss = loss_fn(logits, lam * onehot + (1 - lam) * onehot[partner])
+                else:
+                    logits = net(inputs)
+                    loss = loss_fn(logits, targets)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -150,8 +216,7 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     validation += data.synthetic_spray_cans(config.synthetic_validation, config.seed + 2, "synthetic-validation")
     tick(f"{len(clips)} real clips: {len(train_clips)} train / {len(validation)} validation (incl. synthetic spray cans)")
 
-    net = _fit(train_clips, config, tick)
-    model_id = _export(net, config.out, config)
+    model_id = _export(_fit_members(train_clips, config, tick), config.out, config)
     tick(f"exported {model_id}")
 
     provisional = {c: 0.5 for c in CLASSES if c != BACKGROUND}
@@ -169,7 +234,7 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
         (config.out / "validation_model.onnx").write_bytes((config.out / MODEL_FILE).read_bytes())
     if config.all_data:
         tick("retraining with the same recipe on all groups (train + validation): the shipped model")
-        model_id = _export(_fit(train_clips + validation, config, tick), config.out, config)
+        model_id = _export(_fit_members(train_clips + validation, config, tick), config.out, config)
         tick(f"exported {model_id}")
     (config.out / "thresholds.json").write_text(
         json.dumps({"model_id": model_id, "thresholds": thresholds}, indent=2) + "\n", encoding="utf-8"
@@ -177,7 +242,7 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     metrics = {
         "model_id": model_id,
         "validation_model_id": validation_model_id,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in ("data", "out")},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in ("data", "out", "checkpoint_dir")},
         "thresholds": thresholds,
         "validation_real_cross_validated": cv_report.model_dump(),
         "cross_validation_thresholds": cv_thresholds,
