@@ -156,3 +156,18 @@ def test_whole_days() -> None:
     assert whole_days(TimeRange(after=d, before=d + timedelta(days=1))) is None
     assert whole_days(TimeRange(since=d)) is None
     assert whole_days(TimeRange(since=d, before=d + timedelta(days=40))) is None  # longer than MAX_DAYS
+
+
+async def test_lookups_are_never_prepared(ctx: Ctx) -> None:
+    """psycopg prepares a statement on its sixth run; PostgreSQL's generic plan for the stamps
+    then reads every sensor's window through the bucket index (57,600 rows for a day of 40
+    sensors). The lookups run unprepared, so each gets its per-sensor primary-key plan."""
+    from ngsi.temporal_days import lookup
+
+    await ctx.render()
+    async with ctx.pool.connection() as conn:
+        for _ in range(8):
+            found = await lookup(conn, "smart", ["se-jacquard", "se-chavanelle"], [date(2024, 6, 10), date(2024, 6, 11)], None)
+            assert set(found) == {"se-jacquard", "se-chavanelle"} and found["se-jacquard"].n_instances == 2880
+        prepared = await (await conn.execute("SELECT statement FROM pg_prepared_statements")).fetchall()
+    assert not [s for (s,) in prepared if "levels_1min" in s], prepared
