@@ -186,7 +186,9 @@ def raw_router(app: Any, settings: Any) -> None:
     from api.security import rate_limit_factory
     from ngsi.context_source import CONTEXT_PATH, _Negotiated
     from ngsi.mapping import PERIODS
-    from ngsi.temporal import series_columns, temporal_entity
+    from psycopg import sql
+
+    from ngsi.temporal import sensor_rows_sql, series_columns, temporal_entity
 
     hourly_sql = raw_bucket_sql("1 hour")
     minute_sql = (
@@ -216,7 +218,7 @@ def raw_router(app: Any, settings: Any) -> None:
     async def raw_temporal(request: Request, sensor_id: str, start: dt.datetime, end: dt.datetime, last_n: int) -> Response:
         neg = _Negotiated(request, str(request.base_url).rstrip("/") + CONTEXT_PATH)
         async with request.app.state.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT sensor_id, latitude, longitude, sonometer_class, timezone FROM smart.sensors ORDER BY sensor_id")
+            await cur.execute(sensor_rows_sql(sql.Identifier("smart")))
             sensor_by_id = {r["sensor_id"]: r for r in await cur.fetchall()}
             async with conn.cursor(binary=True) as tuples:  # as the served route reads its instances
                 await tuples.execute(minute_sql, (sensor_id, start, end, last_n))

@@ -23,8 +23,6 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timezone
-from datetime import time as dtime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -44,7 +42,7 @@ from ngsi.mapping import (
     observation_from_row,
     parse_observation_id,
 )
-from ngsi.models import MEASURED_ATTRS, iso_z
+from ngsi.models import iso_z
 from ngsi.query import (
     NOISE_TYPES,
     GeoQuery,
@@ -59,7 +57,7 @@ from ngsi.query import (
 from ngsi.registration import registration_example
 from ngsi.selection import Selection, select_sql
 from ngsi.settings import NgsiSettings
-from ngsi.temporal import head, series_columns, series_head, temporal_entity, temporal_instances_sql, temporal_presence_sql
+from ngsi.temporal import head, sensor_rows_sql, series_columns, temporal_entity, temporal_instances_sql, temporal_presence_sql
 from ngsi.temporal_days import whole_days
 
 log = logging.getLogger(__name__)
@@ -103,15 +101,6 @@ class _Negotiated:
         # orjson: a day of minutes is ~13,000 instance objects (~1 MB); the stdlib encoder
         # took longer than building them. Same JSON values (our floats are finite).
         return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers)
-
-
-def _from_renderings(sensor: dict[str, Any], days: list[date], got: temporal_days.DaySeries, attrs: set[str] | None) -> dict[str, Any]:
-    """A temporal entity whose instances are the stored renderings (the same bytes the live path makes)."""
-    entity = series_head(sensor, temporal_days.PERIOD, {"bucket": datetime.combine(days[0], dtime(0), tzinfo=timezone.utc)}, attrs)
-    for name in MEASURED_ATTRS:
-        if (attrs is None or name in attrs) and (fragment := got.fragment(name)) is not None:
-            entity[name] = fragment
-    return entity
 
 
 def _problem_response(exc: NgsiProblem) -> JSONResponse:
@@ -180,7 +169,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
 
     async def sensor_rows() -> list[dict[str, Any]]:
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(sql.SQL("SELECT sensor_id, latitude, longitude, sonometer_class, timezone FROM {}.sensors ORDER BY sensor_id").format(ident))
+            await cur.execute(sensor_rows_sql(ident))
             return await cur.fetchall()
 
     async def geo_sensors(geo: GeoQuery | None) -> list[str] | None:
@@ -342,8 +331,6 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         q = p.get("q")
         # drop series without any instance in range (one index probe per series)
         present: list[tuple[str, PeriodSpec]] = []
-        # instances are read in binary: a day of 1-minute spectra is 43,200 reals, ~20 ms to parse
-        # from text; the conversions (ngsi.mapping.round_decimals) round an exact float4 as its text would
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             for period in PERIODS.values():
                 mine = [s for s, per in series if per is period]
@@ -365,12 +352,15 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 if days is not None and period is temporal_days.PERIOD and mine:
                     rendered = await temporal_days.lookup(conn, schema, mine, days, attrs)
                     done = {s for s, got in rendered.items() if got.n_instances <= per_entity}
-                    body += [_from_renderings(sensor_by_id[s], days, rendered[s], attrs) for s in mine if s in done]
+                    body += [rendered[s].entity(sensor_by_id[s], days[0], attrs) for s in mine if s in done]
                     mine = [s for s in mine if s not in done]
                 if not mine:
                     continue
                 sel = Selection([period], mine, keys, None, q, time)
-                async with conn.cursor(binary=True) as tuples:  # tuples: the rows become columns at once
+                # instances in binary (a day of 1-minute spectra is 43,200 reals, ~20 ms to parse from
+                # text; ngsi.mapping.round_decimals rounds an exact float4 as its text would), as
+                # tuples: the rows become columns at once
+                async with conn.cursor(binary=True) as tuples:
                     await tuples.execute(*temporal_instances_sql(ident, period, sel, per_entity + (0 if last_n else 1), newest=bool(last_n)))
                     names = [d.name for d in tuples.description or ()]
                     by_sensor = series_columns(names, await tuples.fetchall())

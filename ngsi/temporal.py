@@ -23,6 +23,11 @@ from ngsi.models import DB_UNIT, MEASURED_ATTRS, UNIT_ATTRS, iso_z_column, measu
 from ngsi.selection import Selection, select_sql
 
 
+def sensor_rows_sql(schema: sql.Identifier) -> sql.Composed:
+    """The sensor columns a temporal entity's head needs (:func:`series_head`), every sensor."""
+    return sql.SQL("SELECT sensor_id, latitude, longitude, sonometer_class, timezone FROM {}.sensors ORDER BY sensor_id").format(schema)
+
+
 def temporal_presence_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection) -> tuple[sql.Composable, list[Any]]:
     """Which of ``sel.sensors`` have at least one instance: one EXISTS probe per series."""
     inner, params = select_sql(schema, period, sel, series=True, per_sensor=True)

@@ -37,7 +37,7 @@ from ngsi.models import MEASURED_ATTRS
 from ngsi.query import TimeRange
 from ngsi.selection import Selection
 from ngsi.settings import NgsiSettings
-from ngsi.temporal import series_columns, temporal_entity, temporal_instances_sql
+from ngsi.temporal import sensor_rows_sql, series_columns, series_head, temporal_entity, temporal_instances_sql
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,14 @@ class DaySeries:
         if len(arrays) == 1:
             return orjson.Fragment(arrays[0])
         return orjson.Fragment(b"[" + b",".join(a[1:-1] for a in arrays) + b"]")
+
+    def entity(self, sensor: dict[str, Any], first_day: date, attrs: set[str] | None) -> dict[str, Any]:
+        """The temporal entity: head as live (:func:`series_head`), instances the stored bytes."""
+        out = series_head(sensor, PERIOD, {"bucket": _midnight(first_day)}, attrs)
+        for name in MEASURED_ATTRS:
+            if (attrs is None or name in attrs) and (fragment := self.fragment(name)) is not None:
+                out[name] = fragment
+        return out
 
 
 def _stamps_sql(schema: sql.Identifier) -> sql.Composed:
@@ -178,7 +186,7 @@ async def render_settled(conn: psycopg.AsyncConnection, schema: str, settings: N
     last = (now - timedelta(seconds=settings.day_documents_settle_s)).astimezone(timezone.utc).date() - timedelta(days=1)
     first = max(last - timedelta(days=settings.day_documents_lookback_days - 1), last - timedelta(days=keep - 1))
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql.SQL("SELECT sensor_id, latitude, longitude, sonometer_class, timezone FROM {}.sensors").format(ident))
+        await cur.execute(sensor_rows_sql(ident))
         sensors = {r["sensor_id"]: r for r in await cur.fetchall()}
         await cur.execute(
             sql.SQL(
