@@ -107,6 +107,34 @@ def split_by_group(clips: list[Clip], fraction: float, seed: int) -> tuple[list[
     return train, validation
 
 
+def group_folds(clips: list[Clip], folds: int, seed: int) -> list[int]:
+    """Fold (0..folds-1) of each clip: whole source groups, each label spread evenly over the folds.
+
+    Per label, groups from the biggest down (ties in a seeded-hash order) each go to the
+    fold that holds the fewest clips of that label so far (ties to the lower fold), so every fold has about
+    ``1/folds`` of every class and no recording is on two sides. A group that spans labels
+    stays where its first label (alphabetically) put it. Stable across runs and machines.
+    """
+    if folds < 2:
+        raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
+    by_label: dict[str, dict[str, int]] = {}
+    for clip in clips:
+        by_label.setdefault(clip.label, {}).setdefault(clip.group, 0)
+        by_label[clip.label][clip.group] += 1
+    fold_of_group: dict[str, int] = {}
+    for label in sorted(by_label):
+        groups = by_label[label]
+        load = [0] * folds
+        for group, n in groups.items():
+            if group in fold_of_group:
+                load[fold_of_group[group]] += n
+        for group in sorted(groups, key=lambda g: (-groups[g], hashlib.sha256(f"fold:{seed}:{g}".encode()).hexdigest())):
+            if group not in fold_of_group:
+                fold_of_group[group] = min(range(folds), key=lambda k: (load[k], k))
+                load[fold_of_group[group]] += groups[group]
+    return [fold_of_group[c.group] for c in clips]
+
+
 def synthetic_spray_cans(n: int, seed: int, group_prefix: str) -> list[Clip]:
     rng = np.random.default_rng(seed)
     return [Clip("spray_can", spray_can_clip(rng), f"{group_prefix}:{i}", "synthetic", "project (synthetic)") for i in range(n)]

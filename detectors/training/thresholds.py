@@ -106,10 +106,22 @@ def cross_validated_thresholds(
     results are scored together. Returns that report and the per-fold thresholds
     (their spread says how stable the tuning is).
     """
-    fold = [fold_of(g, folds, seed) for g in groups]
+    return thresholds_by_fold(
+        probabilities, labels, [fold_of(g, folds, seed) for g in groups], false_alarm_weight=false_alarm_weight
+    )
+
+
+def thresholds_by_fold(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[str],
+    fold: Sequence[int],
+    *,
+    false_alarm_weight: float = 20.0,
+) -> tuple[EvalReport, list[dict[str, float]]]:
+    """Score each fold's clips with thresholds tuned on the other folds only; pooled report, per-fold thresholds."""
     results = []
     per_fold = []
-    for k in range(folds):
+    for k in sorted(set(fold)):
         held = [i for i, f in enumerate(fold) if f == k]
         rest = [i for i, f in enumerate(fold) if f != k]
         if not held:
