@@ -72,6 +72,7 @@ class TrainConfig:
     width: int = 16  # channels of the first conv block (network.SoundEventNet)
     members: int = 2  # ensemble size: member k trained with seed + 100 k, probabilities averaged in one ONNX graph
     checkpoint_dir: Path | None = None  # keep/reuse each fitted member here (resume after a stop; experiments)
+    cross_fit: int = 0  # K >= 2: K members each trained without one fold, tuned out-of-fold (crossfit.py); 0: hold-out
 
     def augmentation(self) -> data.Augmentation:
         return data.Augmentation(
@@ -117,7 +118,7 @@ def _export(nets: list[object], out: Path, config: TrainConfig) -> str:
 
 
 _NOT_RECIPE = ("data", "out", "seed", "all_data", "cv_folds", "false_alarm_weight", "keep_validation_model", "members",
-               "checkpoint_dir", "validation_fraction", "synthetic_validation")
+               "checkpoint_dir", "validation_fraction", "synthetic_validation", "cross_fit")
 
 
 def member_key(config: TrainConfig, seed: int, clips: list[data.Clip]) -> str:
@@ -236,9 +237,6 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
         tick("retraining with the same recipe on all groups (train + validation): the shipped model")
         model_id = _export(_fit_members(train_clips + validation, config, tick), config.out, config)
         tick(f"exported {model_id}")
-    (config.out / "thresholds.json").write_text(
-        json.dumps({"model_id": model_id, "thresholds": thresholds}, indent=2) + "\n", encoding="utf-8"
-    )
     metrics = {
         "model_id": model_id,
         "validation_model_id": validation_model_id,
@@ -253,11 +251,19 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
         "validation_by_source": _by_source(validation, probabilities, thresholds),
         "training_seconds": round(time.monotonic() - started, 1),
     }
-    (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_outputs(config.out, metrics)
+    return metrics
+
+
+def write_outputs(out: Path, metrics: dict) -> None:
+    """``thresholds.json`` (what inference reads), ``metrics.json`` and the model card."""
     from detectors.training.card import write_model_card
 
-    write_model_card(config.out / "MODEL_CARD.md", metrics)
-    return metrics
+    (out / "thresholds.json").write_text(
+        json.dumps({"model_id": metrics["model_id"], "thresholds": metrics["thresholds"]}, indent=2) + "\n", encoding="utf-8"
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_model_card(out / "MODEL_CARD.md", metrics)
 
 
 def _split_summary(train_clips: list[data.Clip], validation: list[data.Clip]) -> dict:
