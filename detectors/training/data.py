@@ -7,7 +7,8 @@
   0-30 dB (or leaves it clean), shifts it in the window and draws the overall level
   between -50 and -10 dBFS; background windows are sometimes mixes of two
   backgrounds; windows may go through a random recording chain (tilt, high/low-pass)
-  and 8-bit quantisation so that no source's channel colouring tells its class.
+  and 8-bit quantisation so that no source's channel colouring tells its class, and
+  may be played 0.8-1.25x faster (another weapon's calibre, another voice's pitch).
   Fresh augmented windows are drawn at each training round.
 
 Audio is held in memory only while the script runs; nothing derived from it is
@@ -144,20 +145,30 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) + 1e-9
 
 
-def _crop(audio: np.ndarray, start: int) -> np.ndarray:
-    out = np.zeros(W, np.float32)
-    lo, hi = max(0, start), min(audio.size, start + W)
+def _crop(audio: np.ndarray, start: int, length: int = W) -> np.ndarray:
+    out = np.zeros(length, np.float32)
+    lo, hi = max(0, start), min(audio.size, start + length)
     if hi > lo:
         out[lo - start : hi - start] = audio[lo:hi]
     return out
 
 
-def _event_window(clip: Clip, rng: np.random.Generator) -> np.ndarray:
-    """1 s crop with the clip's loudest point somewhere inside (5-95 %)."""
-    if clip.audio.size <= W:
-        offset = int(rng.integers(0, W - clip.audio.size + 1))
-        return _crop(clip.audio, -offset)
-    return _crop(clip.audio, clip.peak - int(rng.uniform(0.05, 0.95) * W))
+def _at_speed(segment: np.ndarray) -> np.ndarray:
+    """A segment of ``speed x W`` samples played back in W samples (pitch and tempo x speed)."""
+    if segment.size == W:
+        return segment
+    from scipy.signal import resample
+
+    return resample(segment.astype(np.float64), W).astype(np.float32)
+
+
+def _event_window(clip: Clip, rng: np.random.Generator, speed: float = 1.0) -> np.ndarray:
+    """1 s crop with the clip's loudest point somewhere inside (5-95 %), played at ``speed``."""
+    span = int(round(W * speed))
+    if clip.audio.size <= span:
+        offset = int(rng.integers(0, span - clip.audio.size + 1))
+        return _at_speed(_crop(clip.audio, -offset, span))
+    return _at_speed(_crop(clip.audio, clip.peak - int(rng.uniform(0.05, 0.95) * span), span))
 
 
 def background_weights(clips: list[Clip], kind_share: float) -> np.ndarray:
@@ -178,10 +189,13 @@ def background_weights(clips: list[Clip], kind_share: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _background_window(clips: list[Clip], rng: np.random.Generator, weights: np.ndarray | None = None) -> np.ndarray:
+def _background_window(
+    clips: list[Clip], rng: np.random.Generator, weights: np.ndarray | None = None, speed: float = 1.0
+) -> np.ndarray:
     clip = clips[int(rng.choice(len(clips), p=weights))] if weights is not None else clips[int(rng.integers(len(clips)))]
-    start = int(rng.integers(0, max(1, clip.audio.size - W + 1)))
-    return _crop(clip.audio, start)
+    span = int(round(W * speed))
+    start = int(rng.integers(0, max(1, clip.audio.size - span + 1)))
+    return _at_speed(_crop(clip.audio, start, span))
 
 
 def random_colouring(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -227,6 +241,14 @@ class Augmentation:
     hard_negative_share: float = 0.0  # see background_weights
     colouring_probability: float = 0.0  # share of windows through random_colouring
     quantise_probability: float = 0.0  # share of windows through quantise_8bit
+    speed_probability: float = 0.0  # share of windows played faster or slower (event and background alike)
+    speed_range: tuple[float, float] = (0.8, 1.25)  # playback speed of those windows, log-uniform
+
+    def speed(self, rng: np.random.Generator) -> float:
+        """Playback speed of the next window; draws nothing when off, so older recipes replay identically."""
+        if not self.speed_probability or rng.random() >= self.speed_probability:
+            return 1.0
+        return float(np.exp(rng.uniform(np.log(self.speed_range[0]), np.log(self.speed_range[1]))))
 
 
 def augmented_windows(
@@ -243,13 +265,14 @@ def augmented_windows(
         if not pool:
             continue
         for _ in range(count):
+            speed = augmentation.speed(rng)
             if label == BACKGROUND:
-                x = _background_window(background, rng, weights)
+                x = _background_window(background, rng, weights, speed)
                 if rng.random() < 0.3:
                     other = _background_window(background, rng, weights)
                     x = x + other * (_rms(x) / _rms(other)) * 10 ** (rng.uniform(-15, 5) / 20)
             else:
-                x = _event_window(pool[int(rng.integers(len(pool)))], rng)
+                x = _event_window(pool[int(rng.integers(len(pool)))], rng, speed)
                 if rng.random() < augmentation.mix_probability:
                     noise = _background_window(background, rng, weights)
                     snr = rng.uniform(*augmentation.snr_db)

@@ -68,6 +68,7 @@ class TrainConfig:
     keep_validation_model: bool = False  # also leave the validation model as validation_model.onnx (experiments)
     colouring_probability: float = 0.5  # random tilt / high-pass / low-pass of a window (data.random_colouring)
     quantise_probability: float = 0.2  # 8-bit quantisation of a window (data.quantise_8bit)
+    speed_probability: float = 0.0  # playback 0.8-1.25x faster/slower of a window (data.Augmentation.speed)
     mixup_alpha: float = 0.0  # mixup of model inputs and targets within a batch, Beta(alpha, alpha); 0 = off (0.4 tried)
     width: int = 16  # channels of the first conv block (network.SoundEventNet)
     members: int = 2  # ensemble size: member k trained with seed + 100 k, probabilities averaged in one ONNX graph
@@ -77,7 +78,7 @@ class TrainConfig:
     def augmentation(self) -> data.Augmentation:
         return data.Augmentation(
             self.mix_probability, (self.snr_min_db, self.snr_max_db), self.hard_negative_share,
-            self.colouring_probability, self.quantise_probability,
+            self.colouring_probability, self.quantise_probability, self.speed_probability,
         )
 
 
@@ -121,6 +122,11 @@ _NOT_RECIPE = ("data", "out", "seed", "all_data", "cv_folds", "false_alarm_weigh
                "checkpoint_dir", "validation_fraction", "synthetic_validation", "cross_fit")
 
 
+# Recipe fields added after members were checkpointed, at their "off" value: left out of the
+# key so that those checkpoints (the same weights: the field changes nothing when off) stay valid.
+_ADDED_OFF = {("speed_probability", 0.0)}
+
+
 def member_key(config: TrainConfig, seed: int, clips: list[data.Clip]) -> str:
     """Checkpoint name of one fitted member: digest of the recipe, its seed and the clips it was fitted on.
 
@@ -128,7 +134,7 @@ def member_key(config: TrainConfig, seed: int, clips: list[data.Clip]) -> str:
     clip's label, group and audio length); what only changes the tuning or the ensemble
     size is not, so member k of a 3-member run is member k of a 2-member run.
     """
-    recipe = {k: v for k, v in asdict(config).items() if k not in _NOT_RECIPE}
+    recipe = {k: v for k, v in asdict(config).items() if k not in _NOT_RECIPE and (k, v) not in _ADDED_OFF}
     digest = hashlib.sha256(json.dumps([recipe, seed, [(c.label, c.group, c.audio.size) for c in clips]], sort_keys=True).encode())
     return f"member-seed{seed}-{digest.hexdigest()[:16]}.pt"
 

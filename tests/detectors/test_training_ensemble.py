@@ -118,3 +118,29 @@ def test_ensemble_training_is_deterministic_and_reuses_member_checkpoints(tmp_pa
     clips: list = []
     assert member_key(other, 7, clips) != member_key(base, 7, clips)
     assert member_key(base, 7, clips) != member_key(base, 107, clips)
+
+
+def test_speed_augmentation_plays_a_window_faster_or_slower_and_draws_nothing_when_off() -> None:
+    from detectors.training.data import _background_window, _event_window
+
+    t = np.arange(3 * features.SAMPLE_RATE) / features.SAMPLE_RATE
+    tone = Clip("siren", (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), "g", "test", "test")
+
+    def dominant_hz(x: np.ndarray) -> float:
+        return float(np.fft.rfftfreq(x.size, 1 / features.SAMPLE_RATE)[np.argmax(np.abs(np.fft.rfft(x)))])
+
+    for speed, expected in ((1.0, 1000.0), (1.25, 1250.0), (0.8, 800.0)):
+        event = _event_window(tone, np.random.default_rng(0), speed)
+        background = _background_window([tone], np.random.default_rng(0), None, speed)
+        assert event.shape == background.shape == (features.WINDOW_SAMPLES,)
+        assert dominant_hz(event) == pytest.approx(expected, abs=2) and dominant_hz(background) == pytest.approx(expected, abs=2)
+
+    off, on = Augmentation(), Augmentation(speed_probability=1.0)
+    rng = np.random.default_rng(4)
+    assert off.speed(rng) == 1.0 and rng.random() == np.random.default_rng(4).random(), "no draw when off"
+    speeds = [on.speed(np.random.default_rng(s)) for s in range(200)]
+    assert 0.8 <= min(speeds) < 0.85 and 1.2 < max(speeds) <= 1.25
+    per_class = {"siren": 8, BACKGROUND: 8}
+    noise = Clip(BACKGROUND, np.random.default_rng(1).standard_normal(t.size).astype(np.float32) * 0.01, "b", "test", "test")
+    x, y = augmented_windows([tone, noise], per_class, np.random.default_rng(3), Augmentation(speed_probability=0.5))
+    assert x.shape == (16, 1, features.N_MELS, features.WINDOW_FRAMES) and np.isfinite(x).all()
