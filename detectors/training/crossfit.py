@@ -27,7 +27,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,21 +47,28 @@ def _member_probabilities(net: object, clips: list[data.Clip], config: TrainConf
         return [classifier.window_probabilities(c.audio, features.SAMPLE_RATE) for c in clips]
 
 
-def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) -> dict:
-    """Fit the ``config.cross_fit`` members, tune on their out-of-fold scores, ship their mean."""
-    started = time.monotonic()
+@dataclass
+class CrossFit:
+    """The fitted members and what they say about the clips each never heard."""
+
+    members: list[object]
+    fold: list[int]  # fold of each real clip
+    probabilities: list[np.ndarray]  # out-of-fold window probabilities of each real clip
+    synthetic: list[data.Clip]  # synthetic spray cans no member heard
+    synthetic_probabilities: list[np.ndarray]  # each scored by one member (clip i by member i mod K)
+
+
+def fit_cross_fitted(clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None]) -> CrossFit:
+    """Member k (seed ``seed + 100 k``) fitted without fold k; every real clip scored by the member that never heard it."""
     folds = config.cross_fit
-    config.out.mkdir(parents=True, exist_ok=True)
-    clips = data.load_training_clips(config.data)
     fold = data.group_folds(clips, folds, config.seed)
     synthetic_train = data.synthetic_spray_cans(config.synthetic_train, config.seed + 1, "synthetic-train")
     synthetic = data.synthetic_spray_cans(config.synthetic_validation, config.seed + 2, "synthetic-validation")
     tick(f"{len(clips)} real clips in {folds} folds by source group: {[fold.count(k) for k in range(folds)]}")
-
     single = replace(config, members=1)
     members: list[object] = []
-    probabilities: list[np.ndarray | None] = [None] * len(clips)
-    synthetic_probabilities: list[np.ndarray | None] = [None] * len(synthetic)
+    probabilities: list[np.ndarray] = [np.empty(0)] * len(clips)
+    synthetic_probabilities: list[np.ndarray] = [np.empty(0)] * len(synthetic)
     for k in range(folds):
         tick(f"member {k + 1}/{folds}: trained without fold {k} (seed {config.seed + 100 * k})")
         heard = [c for c, f in zip(clips, fold, strict=True) if f != k] + synthetic_train
@@ -70,21 +77,28 @@ def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda
         held = [i for i, f in enumerate(fold) if f == k]
         spray = [i for i in range(len(synthetic)) if i % folds == k]
         scored = _member_probabilities(net, [clips[i] for i in held] + [synthetic[i] for i in spray], config)
-        for i, p in zip(held + [None] * len(spray), scored, strict=True):
-            if i is not None:
-                probabilities[i] = p
+        for i, p in zip(held, scored[: len(held)], strict=True):
+            probabilities[i] = p
         for i, p in zip(spray, scored[len(held):], strict=True):
             synthetic_probabilities[i] = p
+    return CrossFit(members, fold, probabilities, synthetic, synthetic_probabilities)
 
-    model_id = _export(members, config.out, replace(config, members=folds))
+
+def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) -> dict:
+    """Fit the ``config.cross_fit`` members, tune on their out-of-fold scores, ship their mean."""
+    started = time.monotonic()
+    folds = config.cross_fit
+    config.out.mkdir(parents=True, exist_ok=True)
+    clips = data.load_training_clips(config.data)
+    fit = fit_cross_fitted(clips, config, tick)
+    model_id = _export(fit.members, config.out, replace(config, members=folds))
     tick(f"exported {model_id} (mean of {folds} members)")
 
-    real_p = [p for p in probabilities if p is not None]
-    real_labels = [c.label for c in clips]
-    spray_p = [p for p in synthetic_probabilities if p is not None]
-    all_p, all_labels = real_p + spray_p, real_labels + ["spray_can"] * len(spray_p)
+    real_p, real_labels = fit.probabilities, [c.label for c in clips]
+    all_p = real_p + fit.synthetic_probabilities
+    all_labels = real_labels + ["spray_can"] * len(fit.synthetic)
     thresholds = tune_thresholds(all_p, all_labels, false_alarm_weight=config.false_alarm_weight)
-    cv_report, cv_thresholds = thresholds_by_fold(real_p, real_labels, fold, false_alarm_weight=config.false_alarm_weight)
+    cv_report, cv_thresholds = thresholds_by_fold(real_p, real_labels, fit.fold, false_alarm_weight=config.false_alarm_weight)
     provisional = {c: 0.5 for c in CLASSES if c != "background"}
     metrics = {
         "scheme": "cross_fit",
@@ -98,8 +112,8 @@ def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda
         "validation_real_tuned": evaluate_thresholds(real_p, real_labels, thresholds).model_dump(),
         "validation_real_at_0_5": evaluate_thresholds(real_p, real_labels, provisional).model_dump(),
         "validation_with_synthetic_spray_can": evaluate_thresholds(all_p, all_labels, thresholds).model_dump(),
-        "split": _fold_summary(clips, fold, folds),
-        "validation_by_source": _by_source(clips + synthetic, all_p, thresholds),
+        "split": _fold_summary(clips, fit.fold, folds),
+        "validation_by_source": _by_source(clips + fit.synthetic, all_p, thresholds),
         "training_seconds": round(time.monotonic() - started, 1),
     }
     write_outputs(config.out, metrics)

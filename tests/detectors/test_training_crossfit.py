@@ -105,3 +105,27 @@ def test_cross_fit_training_ships_the_members_mean_with_out_of_fold_thresholds(t
     assert sum(t.startswith("reusing member-seed") for t in again) == 3
     assert second["model_id"] == metrics["model_id"] and second["thresholds"] == metrics["thresholds"]
     assert (tmp_path / "a" / "sound_events.onnx").read_bytes() == (tmp_path / "b" / "sound_events.onnx").read_bytes()
+
+
+@pytest.mark.slow
+def test_nested_check_scores_the_inner_ensemble_on_an_outer_fold_none_of_its_members_heard(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="training needs torch (dev dependency)")
+    from detectors.training import data
+    from detectors.training.nested_check import outer_fold_check
+    from detectors.training.train import TrainConfig
+    from tests.detectors.test_classifier_training import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data")
+    config = TrainConfig(
+        data=tmp_path / "data", out=tmp_path, rounds=1, epochs_per_round=1, events_per_class=16, background_per_round=32,
+        synthetic_train=4, synthetic_validation=2, batch_size=16, width=8, cross_fit=3,
+    )
+    ticks: list[str] = []
+    result = outer_fold_check(config, outer=1, tick=ticks.append)
+    clips = data.load_training_clips(tmp_path / "data")
+    outer = [c for c, f in zip(clips, data.group_folds(clips, 3, config.seed), strict=True) if f == 1]
+    assert result["clips"] == len(outer) == 8, "one clip of each of the 8 real classes per fold"
+    assert ticks[0].startswith("16 real clips in 2 folds"), "the scheme runs on the other folds only, one fold fewer"
+    assert len(result["members"]) == 2 and result["ensemble"]["clips"] == 8
+    assert all(m["clips"] == 8 for m in result["members"])
+    assert set(result["thresholds"]) == {c for c in CLASSES if c != "background"}
