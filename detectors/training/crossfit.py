@@ -36,13 +36,13 @@ from detectors import features
 from detectors.classifier import CLASSES, EventClassifier
 from detectors.training import data
 from detectors.training.thresholds import evaluate_thresholds, thresholds_by_fold, tune_thresholds
-from detectors.training.train import MODEL_FILE, TrainConfig, _by_source, _export, _fit_members, write_outputs
+from detectors.training.train import MODEL_FILE, TrainConfig, by_source, export_onnx, fit_members, write_outputs
 
 
-def _member_probabilities(net: object, clips: list[data.Clip], config: TrainConfig) -> list[np.ndarray]:
+def member_probabilities(net: object, clips: list[data.Clip], config: TrainConfig) -> list[np.ndarray]:
     """Window probabilities of ``clips`` through the exported member and the inference code."""
     with tempfile.TemporaryDirectory(prefix="sonopolis-member-") as tmp:
-        _export([net], Path(tmp), config)
+        export_onnx([net], Path(tmp), config)
         classifier = EventClassifier(Path(tmp) / MODEL_FILE, {c: 0.5 for c in CLASSES if c != "background"})
         return [classifier.window_probabilities(c.audio, features.SAMPLE_RATE) for c in clips]
 
@@ -72,11 +72,11 @@ def fit_cross_fitted(clips: list[data.Clip], config: TrainConfig, tick: Callable
     for k in range(folds):
         tick(f"member {k + 1}/{folds}: trained without fold {k} (seed {config.seed + 100 * k})")
         heard = [c for c, f in zip(clips, fold, strict=True) if f != k] + synthetic_train
-        net = _fit_members(heard, replace(single, seed=config.seed + 100 * k), tick)[0]
+        net = fit_members(heard, replace(single, seed=config.seed + 100 * k), tick)[0]
         members.append(net)
         held = [i for i, f in enumerate(fold) if f == k]
         spray = [i for i in range(len(synthetic)) if i % folds == k]
-        scored = _member_probabilities(net, [clips[i] for i in held] + [synthetic[i] for i in spray], config)
+        scored = member_probabilities(net, [clips[i] for i in held] + [synthetic[i] for i in spray], config)
         for i, p in zip(held, scored[: len(held)], strict=True):
             probabilities[i] = p
         for i, p in zip(spray, scored[len(held):], strict=True):
@@ -91,7 +91,7 @@ def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda
     config.out.mkdir(parents=True, exist_ok=True)
     clips = data.load_training_clips(config.data)
     fit = fit_cross_fitted(clips, config, tick)
-    model_id = _export(fit.members, config.out, replace(config, members=folds))
+    model_id = export_onnx(fit.members, config.out, replace(config, members=folds))
     tick(f"exported {model_id} (mean of {folds} members)")
 
     real_p, real_labels = fit.probabilities, [c.label for c in clips]
@@ -113,7 +113,7 @@ def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda
         "validation_real_at_0_5": evaluate_thresholds(real_p, real_labels, provisional).model_dump(),
         "validation_with_synthetic_spray_can": evaluate_thresholds(all_p, all_labels, thresholds).model_dump(),
         "split": _fold_summary(clips, fit.fold, folds),
-        "validation_by_source": _by_source(clips + fit.synthetic, all_p, thresholds),
+        "validation_by_source": by_source(clips + fit.synthetic, all_p, thresholds),
         "training_seconds": round(time.monotonic() - started, 1),
     }
     write_outputs(config.out, metrics)

@@ -24,9 +24,9 @@ from detectors import features
 from detectors.classifier import SECURITY_CLASSES, EventClassifier
 from detectors.evaluation import EvalReport
 from detectors.training import data
-from detectors.training.crossfit import _member_probabilities, fit_cross_fitted
+from detectors.training.crossfit import fit_cross_fitted, member_probabilities
 from detectors.training.thresholds import evaluate_thresholds, tune_thresholds
-from detectors.training.train import MODEL_FILE, TrainConfig, _export
+from detectors.training.train import MODEL_FILE, TrainConfig, export_onnx
 
 
 def outer_fold_check(config: TrainConfig, outer: int, tick=lambda _msg: None) -> dict:  # noqa: ANN001 - progress callback
@@ -44,10 +44,10 @@ def outer_fold_check(config: TrainConfig, outer: int, tick=lambda _msg: None) ->
     )
     labels = [c.label for c in held]
     with tempfile.TemporaryDirectory(prefix="sonopolis-nested-") as tmp:
-        _export(fit.members, Path(tmp), replace(inner_config, members=len(fit.members)))
+        export_onnx(fit.members, Path(tmp), replace(inner_config, members=len(fit.members)))
         ensemble = EventClassifier(Path(tmp) / MODEL_FILE, thresholds)
         ensemble_p = [ensemble.window_probabilities(c.audio, features.SAMPLE_RATE) for c in held]
-    members = [evaluate_thresholds(_member_probabilities(net, held, config), labels, thresholds) for net in fit.members]
+    members = [evaluate_thresholds(member_probabilities(net, held, config), labels, thresholds) for net in fit.members]
     return {
         "outer_fold": outer,
         "clips": len(held),

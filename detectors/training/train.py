@@ -82,7 +82,7 @@ class TrainConfig:
         )
 
 
-def _export(nets: list[object], out: Path, config: TrainConfig) -> str:
+def export_onnx(nets: list[object], out: Path, config: TrainConfig) -> str:
     """One ONNX graph: the softmax of one network, or the mean of the members' softmax."""
     import onnx
     import torch
@@ -139,7 +139,7 @@ def member_key(config: TrainConfig, seed: int, clips: list[data.Clip]) -> str:
     return f"member-seed{seed}-{digest.hexdigest()[:16]}.pt"
 
 
-def _fit_members(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None]) -> list[object]:
+def fit_members(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None]) -> list[object]:
     """The ensemble's networks: member k is the same recipe with seed ``config.seed + 100 k``."""
     import torch
 
@@ -223,7 +223,7 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     validation += data.synthetic_spray_cans(config.synthetic_validation, config.seed + 2, "synthetic-validation")
     tick(f"{len(clips)} real clips: {len(train_clips)} train / {len(validation)} validation (incl. synthetic spray cans)")
 
-    model_id = _export(_fit_members(train_clips, config, tick), config.out, config)
+    model_id = export_onnx(fit_members(train_clips, config, tick), config.out, config)
     tick(f"exported {model_id}")
 
     provisional = {c: 0.5 for c in CLASSES if c != BACKGROUND}
@@ -241,7 +241,7 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
         (config.out / "validation_model.onnx").write_bytes((config.out / MODEL_FILE).read_bytes())
     if config.all_data:
         tick("retraining with the same recipe on all groups (train + validation): the shipped model")
-        model_id = _export(_fit_members(train_clips + validation, config, tick), config.out, config)
+        model_id = export_onnx(fit_members(train_clips + validation, config, tick), config.out, config)
         tick(f"exported {model_id}")
     metrics = {
         "model_id": model_id,
@@ -254,7 +254,7 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
         "validation_real_at_0_5": evaluate_thresholds([probabilities[i] for i in real], [labels[i] for i in real], provisional).model_dump(),
         "validation_with_synthetic_spray_can": evaluate_thresholds(probabilities, labels, thresholds).model_dump(),
         "split": _split_summary(train_clips, validation),
-        "validation_by_source": _by_source(validation, probabilities, thresholds),
+        "validation_by_source": by_source(validation, probabilities, thresholds),
         "training_seconds": round(time.monotonic() - started, 1),
     }
     write_outputs(config.out, metrics)
@@ -282,7 +282,7 @@ def _split_summary(train_clips: list[data.Clip], validation: list[data.Clip]) ->
     return summary
 
 
-def _by_source(validation: list[data.Clip], probabilities: list[np.ndarray], thresholds: dict[str, float]) -> list[dict]:
+def by_source(validation: list[data.Clip], probabilities: list[np.ndarray], thresholds: dict[str, float]) -> list[dict]:
     """Clip accuracy per (label, source repository) on validation: where the model is weak."""
     rows = []
     keys = sorted({(c.label, c.source) for c in validation})

@@ -68,12 +68,12 @@ def test_augmented_windows_with_colouring_are_deterministic_and_differ_from_plai
 def test_ensemble_exports_one_graph_whose_output_is_the_mean_of_the_members(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="training needs torch (dev dependency)")
     from detectors.training.network import SoundEventNet
-    from detectors.training.train import TrainConfig, _export
+    from detectors.training.train import TrainConfig, export_onnx
 
     torch.manual_seed(0)
     nets = [SoundEventNet(len(CLASSES), width=4).eval() for _ in range(3)]
     config = TrainConfig(data=tmp_path, out=tmp_path, members=3, width=4)
-    model_id = _export(nets, tmp_path, config)
+    model_id = export_onnx(nets, tmp_path, config)
     (tmp_path / "thresholds.json").write_text(json.dumps({"thresholds": {c: 0.5 for c in CLASSES if c != BACKGROUND}}))
     classifier = EventClassifier(tmp_path / "sound_events.onnx")
     assert classifier.model_id == model_id
