@@ -7,9 +7,14 @@ score. This check sets one outer fold aside, runs the whole scheme on the other 
 scores that mean on the outer fold, which none of them heard. The same thresholds applied
 to each inner member alone, on the same clips, say what the averaging itself changes.
 
-    python -m detectors.training.nested_check --data ../shared/audio/train --outer 0
+    python -m detectors.training.nested_check --data ../shared/audio/train --outer 0 --checkpoints DIR
 
 About ``K - 1`` member fits (the inner members are checkpointed like any member).
+
+``--compare RECIPE [RECIPE...]`` instead compares recipes whose ``K`` cross-fitted members
+are already in ``--checkpoints`` (no fitting): the honest estimate of each (thresholds tuned
+on the out-of-fold scores of the other folds), and of the mean of their members k, all of
+which never heard fold k: an unheard ensemble of as many members as recipes.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from detectors import features
 from detectors.classifier import SECURITY_CLASSES, EventClassifier
 from detectors.evaluation import EvalReport
 from detectors.training import data
 from detectors.training.crossfit import fit_cross_fitted, member_probabilities
-from detectors.training.thresholds import evaluate_thresholds, tune_thresholds
-from detectors.training.train import MODEL_FILE, TrainConfig, export_onnx
+from detectors.training.thresholds import evaluate_thresholds, thresholds_by_fold, tune_thresholds
+from detectors.training.train import MODEL_FILE, TrainConfig, export_onnx, member_key
 
 
 def outer_fold_check(config: TrainConfig, outer: int, tick=lambda _msg: None) -> dict:  # noqa: ANN001 - progress callback
@@ -57,6 +64,44 @@ def outer_fold_check(config: TrainConfig, outer: int, tick=lambda _msg: None) ->
     }
 
 
+def checkpointed_out_of_fold(config: TrainConfig, clips: list[data.Clip]) -> list[np.ndarray]:
+    """Out-of-fold window probabilities of ``clips`` from the checkpointed members of ``config`` (never fits)."""
+    import torch
+
+    from detectors.classifier import CLASSES
+    from detectors.training.network import SoundEventNet
+
+    if config.checkpoint_dir is None:
+        raise ValueError("--compare needs --checkpoints (the members of a cross-fit run)")
+    fold = data.group_folds(clips, config.cross_fit, config.seed)
+    synthetic_train = data.synthetic_spray_cans(config.synthetic_train, config.seed + 1, "synthetic-train")
+    probabilities: list[np.ndarray] = [np.empty(0)] * len(clips)
+    for k in range(config.cross_fit):
+        heard = [c for c, f in zip(clips, fold, strict=True) if f != k] + synthetic_train
+        path = config.checkpoint_dir / member_key(replace(config, members=1), config.seed + 100 * k, heard)
+        if not path.is_file():
+            raise FileNotFoundError(f"member {k} of recipe {config} is not in {config.checkpoint_dir} ({path.name})")
+        net = SoundEventNet(len(CLASSES), width=config.width)
+        net.load_state_dict(torch.load(path, weights_only=True))
+        held = [i for i, f in enumerate(fold) if f == k]
+        for i, p in zip(held, member_probabilities(net.eval(), [clips[i] for i in held], config), strict=True):
+            probabilities[i] = p
+    return probabilities
+
+
+def compare_recipes(base: TrainConfig, recipes: list[dict]) -> None:
+    clips = data.load_training_clips(base.data)
+    labels = [c.label for c in clips]
+    fold = data.group_folds(clips, base.cross_fit, base.seed)
+    scores = []
+    for recipe in recipes:
+        scores.append(checkpointed_out_of_fold(replace(base, **recipe), clips))
+        print(_line(f"recipe {json.dumps(recipe)}", thresholds_by_fold(scores[-1], labels, fold, false_alarm_weight=base.false_alarm_weight)[0]))
+    if len(scores) > 1:
+        mean = [np.mean(np.stack(ps), axis=0) for ps in zip(*scores, strict=True)]
+        print(_line(f"mean of the {len(scores)} recipes' unheard members", thresholds_by_fold(mean, labels, fold, false_alarm_weight=base.false_alarm_weight)[0]))
+
+
 def _line(name: str, report: EvalReport | dict) -> str:
     r = report if isinstance(report, dict) else report.model_dump()
     per = " ".join(f"{c}={r['per_class'][c]['f1']:.2f}" for c in SECURITY_CLASSES if r["per_class"][c]["support"])
@@ -72,9 +117,13 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, default=None)
     parser.add_argument("--recipe", default="{}", help="JSON of TrainConfig fields, e.g. '{\"width\": 24}'")
     parser.add_argument("--json", type=Path, default=None, help="Also write the reports here")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="RECIPE", help="JSON recipes to compare (see above)")
     args = parser.parse_args()
     config = TrainConfig(data=args.data, out=Path("."), cross_fit=args.folds, checkpoint_dir=args.checkpoints,
                          **json.loads(args.recipe))
+    if args.compare:
+        compare_recipes(config, [json.loads(r) for r in args.compare])
+        return
     result = outer_fold_check(config, args.outer, tick=print)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

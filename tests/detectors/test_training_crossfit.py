@@ -100,6 +100,18 @@ def test_cross_fit_training_ships_the_members_mean_with_out_of_fold_thresholds(t
     p = classifier.window_probabilities(np.zeros(2 * features.SAMPLE_RATE, np.float32), features.SAMPLE_RATE)
     assert p.shape == (3, len(CLASSES)) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
+    # The checkpointed members give back the very out-of-fold scores the run tuned on (nested_check --compare).
+    from detectors.training.data import load_training_clips
+    from detectors.training.nested_check import checkpointed_out_of_fold
+    from detectors.training.thresholds import evaluate_thresholds
+
+    clips = load_training_clips(tmp_path / "data")
+    config = TrainConfig(out=tmp_path / "a", checkpoint_dir=tmp_path / "ckpt", **recipe)
+    replayed = evaluate_thresholds(checkpointed_out_of_fold(config, clips), [c.label for c in clips], metrics["thresholds"])
+    assert replayed.model_dump() == metrics["validation_real_tuned"]
+    with pytest.raises(FileNotFoundError, match="member 0"):
+        checkpointed_out_of_fold(TrainConfig(out=tmp_path, checkpoint_dir=tmp_path / "ckpt", **{**recipe, "width": 4}), clips)
+
     again: list[str] = []
     second = train_cross_fitted(TrainConfig(out=tmp_path / "b", checkpoint_dir=tmp_path / "ckpt", **recipe), tick=again.append)
     assert sum(t.startswith("reusing member-seed") for t in again) == 3
