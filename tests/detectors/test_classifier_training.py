@@ -103,6 +103,13 @@ def test_cross_validated_thresholds_score_each_group_with_thresholds_tuned_witho
     assert all(t["gunshot"] > 0.7 for k, t in enumerate(per_fold) if k != held_out_fold)
 
 
+# A training run small enough for a test (seconds), on write_tiny_dataset's clips.
+TINY_RECIPE = dict(
+    rounds=1, epochs_per_round=1, events_per_class=16, background_per_round=32, synthetic_train=4,
+    synthetic_validation=2, batch_size=16,
+)
+
+
 def write_tiny_dataset(folder: Path) -> None:
     """Three clips per class, each its own source group: enough to run the whole pipeline."""
     rng = np.random.default_rng(0)
@@ -130,10 +137,7 @@ def test_training_is_deterministic_and_exports_a_usable_model(tmp_path: Path) ->
     write_tiny_dataset(tmp_path / "data")
     models = []
     for run in ("a", "b"):
-        config = TrainConfig(
-            data=tmp_path / "data", out=tmp_path / run, rounds=1, epochs_per_round=1, events_per_class=16,
-            background_per_round=32, synthetic_train=4, synthetic_validation=2, batch_size=16,
-        )
+        config = TrainConfig(data=tmp_path / "data", out=tmp_path / run, **TINY_RECIPE)
         metrics = train(config)
         models.append((tmp_path / run / "sound_events.onnx").read_bytes())
         assert (tmp_path / run / "MODEL_CARD.md").read_text().count("spray_can") >= 3

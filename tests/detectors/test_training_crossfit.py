@@ -74,13 +74,10 @@ def test_cross_fit_training_ships_the_members_mean_with_out_of_fold_thresholds(t
     pytest.importorskip("torch", reason="training needs torch (dev dependency)")
     from detectors.training.crossfit import train_cross_fitted
     from detectors.training.train import TrainConfig
-    from tests.detectors.test_classifier_training import write_tiny_dataset
+    from tests.detectors.test_classifier_training import TINY_RECIPE, write_tiny_dataset
 
     write_tiny_dataset(tmp_path / "data")
-    recipe = dict(
-        data=tmp_path / "data", rounds=1, epochs_per_round=1, events_per_class=16, background_per_round=32,
-        synthetic_train=4, synthetic_validation=3, batch_size=16, width=8, cross_fit=3,
-    )
+    recipe = dict(data=tmp_path / "data", **{**TINY_RECIPE, "synthetic_validation": 3}, width=8, cross_fit=3)
     ticks: list[str] = []
     metrics = train_cross_fitted(TrainConfig(out=tmp_path / "a", checkpoint_dir=tmp_path / "ckpt", **recipe), tick=ticks.append)
     saved = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
@@ -125,13 +122,10 @@ def test_nested_check_scores_the_inner_ensemble_on_an_outer_fold_none_of_its_mem
     from detectors.training import data
     from detectors.training.nested_check import outer_fold_check
     from detectors.training.train import TrainConfig
-    from tests.detectors.test_classifier_training import write_tiny_dataset
+    from tests.detectors.test_classifier_training import TINY_RECIPE, write_tiny_dataset
 
     write_tiny_dataset(tmp_path / "data")
-    config = TrainConfig(
-        data=tmp_path / "data", out=tmp_path, rounds=1, epochs_per_round=1, events_per_class=16, background_per_round=32,
-        synthetic_train=4, synthetic_validation=2, batch_size=16, width=8, cross_fit=3,
-    )
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path, **TINY_RECIPE, width=8, cross_fit=3)
     ticks: list[str] = []
     result = outer_fold_check(config, outer=1, tick=ticks.append)
     clips = data.load_training_clips(tmp_path / "data")

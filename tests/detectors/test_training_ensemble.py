@@ -92,12 +92,11 @@ def test_ensemble_exports_one_graph_whose_output_is_the_mean_of_the_members(tmp_
 def test_ensemble_training_is_deterministic_and_reuses_member_checkpoints(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="training needs torch (dev dependency)")
     from detectors.training.train import TrainConfig, member_key, train
-    from tests.detectors.test_classifier_training import write_tiny_dataset
+    from tests.detectors.test_classifier_training import TINY_RECIPE, write_tiny_dataset
 
     write_tiny_dataset(tmp_path / "data")
     recipe = dict(
-        data=tmp_path / "data", rounds=1, epochs_per_round=1, events_per_class=16, background_per_round=32,
-        synthetic_train=4, synthetic_validation=2, batch_size=16, members=2, width=8, all_data=False,
+        data=tmp_path / "data", **TINY_RECIPE, members=2, width=8, all_data=False,
         colouring_probability=0.5, quantise_probability=0.2, mixup_alpha=0.4,
     )
     first = train(TrainConfig(out=tmp_path / "a", checkpoint_dir=tmp_path / "ckpt", **recipe))
