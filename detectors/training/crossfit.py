@@ -24,27 +24,26 @@ side of fewer false alarms and less recall; the card says so.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from detectors import features
-from detectors.classifier import CLASSES, EventClassifier
+from detectors.classifier import CLASSES
 from detectors.training import data
 from detectors.training.thresholds import evaluate_thresholds, thresholds_by_fold, tune_thresholds
-from detectors.training.train import MODEL_FILE, TrainConfig, by_source, export_onnx, fit_members, write_outputs
-
-
-def member_probabilities(net: object, clips: list[data.Clip], config: TrainConfig) -> list[np.ndarray]:
-    """Window probabilities of ``clips`` through the exported member and the inference code."""
-    with tempfile.TemporaryDirectory(prefix="sonopolis-member-") as tmp:
-        export_onnx([net], Path(tmp), config)
-        classifier = EventClassifier(Path(tmp) / MODEL_FILE, {c: 0.5 for c in CLASSES if c != "background"})
-        return [classifier.window_probabilities(c.audio, features.SAMPLE_RATE) for c in clips]
+from detectors.training.train import (
+    FLAT_THRESHOLDS,
+    TrainConfig,
+    by_source,
+    export_onnx,
+    fit_members,
+    recorded_config,
+    scored_probabilities,
+    write_outputs,
+)
 
 
 @dataclass
@@ -58,8 +57,13 @@ class CrossFit:
     synthetic_probabilities: list[np.ndarray]  # each scored by one member (clip i by member i mod K)
 
 
-def fit_cross_fitted(clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None]) -> CrossFit:
-    """Member k (seed ``seed + 100 k``) fitted without fold k; every real clip scored by the member that never heard it."""
+def fit_cross_fitted(
+    clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None], *, reuse_only: bool = False
+) -> CrossFit:
+    """Member k (seed ``seed + 100 k``) fitted without fold k; every real clip scored by the member that never heard it.
+
+    ``reuse_only``: the members must all be in ``checkpoint_dir`` already (nothing is fitted).
+    """
     folds = config.cross_fit
     fold = data.group_folds(clips, folds, config.seed)
     synthetic_train = data.synthetic_spray_cans(config.synthetic_train, config.seed + 1, "synthetic-train")
@@ -72,11 +76,14 @@ def fit_cross_fitted(clips: list[data.Clip], config: TrainConfig, tick: Callable
     for k in range(folds):
         tick(f"member {k + 1}/{folds}: trained without fold {k} (seed {config.seed + 100 * k})")
         heard = [c for c, f in zip(clips, fold, strict=True) if f != k] + synthetic_train
-        net = fit_members(heard, replace(single, seed=config.seed + 100 * k), tick)[0]
+        try:
+            net = fit_members(heard, replace(single, seed=config.seed + 100 * k), tick, reuse_only=reuse_only)[0]
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"member {k} (trained without fold {k}): {exc}") from exc
         members.append(net)
         held = [i for i, f in enumerate(fold) if f == k]
         spray = [i for i in range(len(synthetic)) if i % folds == k]
-        scored = member_probabilities(net, [clips[i] for i in held] + [synthetic[i] for i in spray], config)
+        scored = scored_probabilities([net], [clips[i] for i in held] + [synthetic[i] for i in spray], config)
         for i, p in zip(held, scored[: len(held)], strict=True):
             probabilities[i] = p
         for i, p in zip(spray, scored[len(held):], strict=True):
@@ -99,18 +106,16 @@ def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda
     all_labels = real_labels + ["spray_can"] * len(fit.synthetic)
     thresholds = tune_thresholds(all_p, all_labels, false_alarm_weight=config.false_alarm_weight)
     cv_report, cv_thresholds = thresholds_by_fold(real_p, real_labels, fit.fold, false_alarm_weight=config.false_alarm_weight)
-    provisional = {c: 0.5 for c in CLASSES if c != "background"}
     metrics = {
         "scheme": "cross_fit",
         "model_id": model_id,
         "validation_model_id": model_id,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(replace(config, members=folds)).items()
-                   if k not in ("data", "out", "checkpoint_dir")},
+        "config": recorded_config(replace(config, members=folds)),
         "thresholds": thresholds,
         "validation_real_cross_validated": cv_report.model_dump(),
         "cross_validation_thresholds": cv_thresholds,
         "validation_real_tuned": evaluate_thresholds(real_p, real_labels, thresholds).model_dump(),
-        "validation_real_at_0_5": evaluate_thresholds(real_p, real_labels, provisional).model_dump(),
+        "validation_real_at_0_5": evaluate_thresholds(real_p, real_labels, FLAT_THRESHOLDS).model_dump(),
         "validation_with_synthetic_spray_can": evaluate_thresholds(all_p, all_labels, thresholds).model_dump(),
         "split": _fold_summary(clips, fit.fold, folds),
         "validation_by_source": by_source(clips + fit.synthetic, all_p, thresholds),

@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from detectors import features
-from detectors.classifier import SECURITY_CLASSES, EventClassifier
+from detectors.classifier import SECURITY_CLASSES
 from detectors.evaluation import EvalReport
 from detectors.training import data
-from detectors.training.crossfit import fit_cross_fitted, member_probabilities
+from detectors.training.crossfit import fit_cross_fitted
 from detectors.training.thresholds import evaluate_thresholds, thresholds_by_fold, tune_thresholds
-from detectors.training.train import MODEL_FILE, TrainConfig, export_onnx, member_key
+from detectors.training.train import TrainConfig, scored_probabilities
 
 
 def outer_fold_check(config: TrainConfig, outer: int, tick=lambda _msg: None) -> dict:  # noqa: ANN001 - progress callback
@@ -50,11 +48,8 @@ def outer_fold_check(config: TrainConfig, outer: int, tick=lambda _msg: None) ->
         false_alarm_weight=config.false_alarm_weight,
     )
     labels = [c.label for c in held]
-    with tempfile.TemporaryDirectory(prefix="sonopolis-nested-") as tmp:
-        export_onnx(fit.members, Path(tmp), replace(inner_config, members=len(fit.members)))
-        ensemble = EventClassifier(Path(tmp) / MODEL_FILE, thresholds)
-        ensemble_p = [ensemble.window_probabilities(c.audio, features.SAMPLE_RATE) for c in held]
-    members = [evaluate_thresholds(member_probabilities(net, held, config), labels, thresholds) for net in fit.members]
+    ensemble_p = scored_probabilities(fit.members, held, config)
+    members = [evaluate_thresholds(scored_probabilities([net], held, config), labels, thresholds) for net in fit.members]
     return {
         "outer_fold": outer,
         "clips": len(held),
@@ -66,27 +61,7 @@ def outer_fold_check(config: TrainConfig, outer: int, tick=lambda _msg: None) ->
 
 def checkpointed_out_of_fold(config: TrainConfig, clips: list[data.Clip]) -> list[np.ndarray]:
     """Out-of-fold window probabilities of ``clips`` from the checkpointed members of ``config`` (never fits)."""
-    import torch
-
-    from detectors.classifier import CLASSES
-    from detectors.training.network import SoundEventNet
-
-    if config.checkpoint_dir is None:
-        raise ValueError("--compare needs --checkpoints (the members of a cross-fit run)")
-    fold = data.group_folds(clips, config.cross_fit, config.seed)
-    synthetic_train = data.synthetic_spray_cans(config.synthetic_train, config.seed + 1, "synthetic-train")
-    probabilities: list[np.ndarray] = [np.empty(0)] * len(clips)
-    for k in range(config.cross_fit):
-        heard = [c for c, f in zip(clips, fold, strict=True) if f != k] + synthetic_train
-        path = config.checkpoint_dir / member_key(replace(config, members=1), config.seed + 100 * k, heard)
-        if not path.is_file():
-            raise FileNotFoundError(f"member {k} of recipe {config} is not in {config.checkpoint_dir} ({path.name})")
-        net = SoundEventNet(len(CLASSES), width=config.width)
-        net.load_state_dict(torch.load(path, weights_only=True))
-        held = [i for i, f in enumerate(fold) if f == k]
-        for i, p in zip(held, member_probabilities(net.eval(), [clips[i] for i in held], config), strict=True):
-            probabilities[i] = p
-    return probabilities
+    return fit_cross_fitted(clips, config, lambda _msg: None, reuse_only=True).probabilities
 
 
 def compare_recipes(base: TrainConfig, recipes: list[dict]) -> None:

@@ -1,6 +1,8 @@
-"""Train, validate, tune and export the sound-event classifier.
+"""Train, validate, tune and export the sound-event classifier: the hold-out scheme.
 
-``sonopolis train-detector --data ../shared/audio/train --out detectors/model``:
+``sonopolis train-detector`` uses the cross-fitting scheme (``crossfit.py``) by default;
+``--cross-fit 0`` runs this one. Its pieces (fitting, export, scoring, outputs) serve both.
+Steps of the hold-out scheme:
 
 1. load the real clips, split them by source recording (``data.split_by_group``),
    add synthetic spray cans (``synth``) to both sides;
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -118,6 +121,27 @@ def export_onnx(nets: list[object], out: Path, config: TrainConfig) -> str:
     return model_id
 
 
+FLAT_THRESHOLDS = {c: 0.5 for c in CLASSES if c != BACKGROUND}  # the untuned reference (and a placeholder for scoring)
+
+
+def window_probabilities(model: Path, clips: list[data.Clip]) -> list[np.ndarray]:
+    """Window probabilities of each clip through an exported model and the inference code itself."""
+    classifier = EventClassifier(model, FLAT_THRESHOLDS)
+    return [classifier.window_probabilities(c.audio, features.SAMPLE_RATE) for c in clips]
+
+
+def scored_probabilities(nets: list[object], clips: list[data.Clip], config: TrainConfig) -> list[np.ndarray]:
+    """:func:`window_probabilities` of networks not exported yet (one member, or the mean of several)."""
+    with tempfile.TemporaryDirectory(prefix="sonopolis-scoring-") as tmp:
+        export_onnx(nets, Path(tmp), config)
+        return window_probabilities(Path(tmp) / MODEL_FILE, clips)
+
+
+def recorded_config(config: TrainConfig) -> dict:
+    """The configuration as ``metrics.json`` records it (no local paths)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in ("data", "out", "checkpoint_dir")}
+
+
 _NOT_RECIPE = ("data", "out", "seed", "all_data", "cv_folds", "false_alarm_weight", "keep_validation_model", "members",
                "checkpoint_dir", "validation_fraction", "synthetic_validation", "cross_fit")
 
@@ -139,12 +163,20 @@ def member_key(config: TrainConfig, seed: int, clips: list[data.Clip]) -> str:
     return f"member-seed{seed}-{digest.hexdigest()[:16]}.pt"
 
 
-def fit_members(train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None]) -> list[object]:
-    """The ensemble's networks: member k is the same recipe with seed ``config.seed + 100 k``."""
+def fit_members(
+    train_clips: list[data.Clip], config: TrainConfig, tick: Callable[[str], None], *, reuse_only: bool = False
+) -> list[object]:
+    """The ensemble's networks: member k is the same recipe with seed ``config.seed + 100 k``.
+
+    ``reuse_only``: load every member from ``checkpoint_dir`` and fit none (comparisons of
+    finished runs); a missing one is a ``FileNotFoundError``.
+    """
     import torch
 
     from detectors.training.network import SoundEventNet
 
+    if reuse_only and config.checkpoint_dir is None:
+        raise ValueError("reusing fitted members needs a checkpoint directory (--checkpoints)")
     nets = []
     for k in range(config.members):
         seed = config.seed + 100 * k
@@ -157,6 +189,8 @@ def fit_members(train_clips: list[data.Clip], config: TrainConfig, tick: Callabl
             tick(f"reusing {checkpoint.name}")
             nets.append(net.eval())
             continue
+        if reuse_only:
+            raise FileNotFoundError(f"no fitted member with seed {seed} of this recipe in {config.checkpoint_dir} ({checkpoint.name})")  # type: ignore[union-attr]
         nets.append(_fit(train_clips, config, tick, seed=seed))
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -226,9 +260,7 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     model_id = export_onnx(fit_members(train_clips, config, tick), config.out, config)
     tick(f"exported {model_id}")
 
-    provisional = {c: 0.5 for c in CLASSES if c != BACKGROUND}
-    classifier = EventClassifier(config.out / MODEL_FILE, provisional)
-    probabilities = [classifier.window_probabilities(c.audio, features.SAMPLE_RATE) for c in validation]
+    probabilities = window_probabilities(config.out / MODEL_FILE, validation)
     labels = [c.label for c in validation]
     thresholds = tune_thresholds(probabilities, labels, false_alarm_weight=config.false_alarm_weight)
     real = [i for i, c in enumerate(validation) if c.source != "synthetic"]
@@ -246,12 +278,12 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     metrics = {
         "model_id": model_id,
         "validation_model_id": validation_model_id,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in ("data", "out", "checkpoint_dir")},
+        "config": recorded_config(config),
         "thresholds": thresholds,
         "validation_real_cross_validated": cv_report.model_dump(),
         "cross_validation_thresholds": cv_thresholds,
         "validation_real_tuned": evaluate_thresholds([probabilities[i] for i in real], [labels[i] for i in real], thresholds).model_dump(),
-        "validation_real_at_0_5": evaluate_thresholds([probabilities[i] for i in real], [labels[i] for i in real], provisional).model_dump(),
+        "validation_real_at_0_5": evaluate_thresholds([probabilities[i] for i in real], [labels[i] for i in real], FLAT_THRESHOLDS).model_dump(),
         "validation_with_synthetic_spray_can": evaluate_thresholds(probabilities, labels, thresholds).model_dump(),
         "split": _split_summary(train_clips, validation),
         "validation_by_source": by_source(validation, probabilities, thresholds),
