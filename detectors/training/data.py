@@ -79,16 +79,22 @@ def load_training_clips(folder: Path) -> list[Clip]:
     return clips
 
 
+def _group_sizes(clips: list[Clip]) -> dict[str, dict[str, int]]:
+    """label -> source group -> number of clips (what the split and the folds balance)."""
+    by_label: dict[str, dict[str, int]] = {}
+    for clip in clips:
+        by_label.setdefault(clip.label, {}).setdefault(clip.group, 0)
+        by_label[clip.label][clip.group] += 1
+    return by_label
+
+
 def split_by_group(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
     """(train, validation): per label, whole source groups go to validation until ``fraction`` of its clips.
 
     Groups are ordered by a seeded hash, so the split is stable across runs and
     machines. A group that spans labels goes wherever its first label sends it.
     """
-    by_label: dict[str, dict[str, int]] = {}
-    for clip in clips:
-        by_label.setdefault(clip.label, {}).setdefault(clip.group, 0)
-        by_label[clip.label][clip.group] += 1
+    by_label = _group_sizes(clips)
     validation_groups: set[str] = set()
     decided: set[str] = set()
     for label in sorted(by_label):
@@ -118,10 +124,7 @@ def group_folds(clips: list[Clip], folds: int, seed: int) -> list[int]:
     """
     if folds < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
-    by_label: dict[str, dict[str, int]] = {}
-    for clip in clips:
-        by_label.setdefault(clip.label, {}).setdefault(clip.group, 0)
-        by_label[clip.label][clip.group] += 1
+    by_label = _group_sizes(clips)
     fold_of_group: dict[str, int] = {}
     for label in sorted(by_label):
         groups = by_label[label]
