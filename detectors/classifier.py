@@ -1,10 +1,10 @@
 """Sound-event classifier: the one owner of the onnxruntime session.
 
-A small CNN (trained by ``detectors.training``; an ensemble of two exported as one
-graph that averages their probabilities) reads the log-mel image of 1 s windows taken
-every 0.5 s and outputs class probabilities; a class *fires* on a
+A small CNN (trained by ``detectors.training``; an ensemble of cross-fitted members
+exported as one graph that averages their probabilities) reads the log-mel image of 1 s
+windows taken every 0.5 s and outputs class probabilities; a class *fires* on a
 window when its probability reaches its per-class threshold (``model/thresholds.json``,
-tuned on the validation split). ``background`` never fires.
+tuned on scores of recordings the scoring network never heard). ``background`` never fires.
 
 Two entry points share one code path, so a stream and a file give the same answer:
 

@@ -252,6 +252,8 @@ def write_model_card(path: Path, metrics: dict) -> None:
         )
     if config.get("quantise_probability"):
         colour.append(f"{config['quantise_probability']:.0%} are quantised to 8 bits at 0-20 dB below their peak (SESA's noise floor on any source)")
+    if config.get("speed_probability"):
+        colour.append(f"{config['speed_probability']:.0%} are played 0.8-1.25x faster or slower (events and backgrounds alike)")
     if config.get("mixup_alpha"):
         colour.append(f"mixup of model inputs and targets within each batch (Beta({config['mixup_alpha']:g}, {config['mixup_alpha']:g}))")
     colour_text = (" " + "; ".join(colour) + ".") if colour else ""
