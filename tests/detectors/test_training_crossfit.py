@@ -106,6 +106,8 @@ def test_cross_fit_training_ships_the_members_mean_with_out_of_fold_thresholds(t
     config = TrainConfig(out=tmp_path / "a", checkpoint_dir=tmp_path / "ckpt", **recipe)
     replayed = evaluate_thresholds(checkpointed_out_of_fold(config, clips), [c.label for c in clips], metrics["thresholds"])
     assert replayed.model_dump() == metrics["validation_real_tuned"]
+    with pytest.raises(ValueError, match="checkpoint directory"):
+        checkpointed_out_of_fold(TrainConfig(out=tmp_path, **recipe), clips)
     with pytest.raises(FileNotFoundError, match="member 0"):
         checkpointed_out_of_fold(TrainConfig(out=tmp_path, checkpoint_dir=tmp_path / "ckpt", **{**recipe, "width": 4}), clips)
 
@@ -135,3 +137,15 @@ def test_nested_check_scores_the_inner_ensemble_on_an_outer_fold_none_of_its_mem
     assert len(result["members"]) == 2 and result["ensemble"]["clips"] == 8
     assert all(m["clips"] == 8 for m in result["members"])
     assert set(result["thresholds"]) == {c for c in CLASSES if c != "background"}
+
+
+def test_train_detector_refuses_a_single_fold(tmp_path: Path) -> None:
+    """--cross-fit 1 would train one member on nothing held out: a clear error before any audio is read."""
+    from typer.testing import CliRunner
+
+    from sonopolis import cli
+
+    result = CliRunner().invoke(cli.app, ["train-detector", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--cross-fit", "1"])
+    assert result.exit_code == 2
+    assert "--cross-fit needs at least 2 folds" in result.output
+    assert not (tmp_path / "m").exists()
