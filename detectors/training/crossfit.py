@@ -27,7 +27,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -101,28 +100,53 @@ def train_cross_fitted(config: TrainConfig, tick: Callable[[str], None] = lambda
     model_id = export_onnx(fit.members, config.out, replace(config, members=folds))
     tick(f"exported {model_id} (mean of {folds} members)")
 
-    real_p, real_labels = fit.probabilities, [c.label for c in clips]
-    all_p = real_p + fit.synthetic_probabilities
-    all_labels = real_labels + ["spray_can"] * len(fit.synthetic)
-    thresholds = tune_thresholds(all_p, all_labels, false_alarm_weight=config.false_alarm_weight)
-    cv_report, cv_thresholds = thresholds_by_fold(real_p, real_labels, fit.fold, false_alarm_weight=config.false_alarm_weight)
-    metrics = {
-        "scheme": "cross_fit",
+    metrics = out_of_fold_metrics(
+        clips, fit.fold, fit.probabilities, fit.synthetic, fit.synthetic_probabilities,
+        scheme="cross_fit", model_id=model_id, config=recorded_config(replace(config, members=folds)),
+        false_alarm_weight=config.false_alarm_weight, folds=folds,
+    )
+    metrics["training_seconds"] = round(time.monotonic() - started, 1)
+    write_outputs(config.out, metrics)
+    return metrics
+
+
+def out_of_fold_metrics(
+    clips: list[data.Clip],
+    fold: list[int],
+    probabilities: list[np.ndarray],
+    synthetic: list[data.Clip],
+    synthetic_probabilities: list[np.ndarray],
+    *,
+    scheme: str,
+    model_id: str,
+    config: dict,
+    false_alarm_weight: float,
+    folds: int,
+) -> dict:
+    """Thresholds tuned on out-of-fold scores, and every report the card shows (one owner for both schemes).
+
+    ``probabilities[i]``: window probabilities of real clip ``i`` from the member that never
+    heard fold ``fold[i]``; the synthetic spray cans likewise.
+    """
+    real_labels = [c.label for c in clips]
+    all_p = probabilities + synthetic_probabilities
+    all_labels = real_labels + ["spray_can"] * len(synthetic)
+    thresholds = tune_thresholds(all_p, all_labels, false_alarm_weight=false_alarm_weight)
+    cv_report, cv_thresholds = thresholds_by_fold(probabilities, real_labels, fold, false_alarm_weight=false_alarm_weight)
+    return {
+        "scheme": scheme,
         "model_id": model_id,
         "validation_model_id": model_id,
-        "config": recorded_config(replace(config, members=folds)),
+        "config": config,
         "thresholds": thresholds,
         "validation_real_cross_validated": cv_report.model_dump(),
         "cross_validation_thresholds": cv_thresholds,
-        "validation_real_tuned": evaluate_thresholds(real_p, real_labels, thresholds).model_dump(),
-        "validation_real_at_0_5": evaluate_thresholds(real_p, real_labels, FLAT_THRESHOLDS).model_dump(),
+        "validation_real_tuned": evaluate_thresholds(probabilities, real_labels, thresholds).model_dump(),
+        "validation_real_at_0_5": evaluate_thresholds(probabilities, real_labels, FLAT_THRESHOLDS).model_dump(),
         "validation_with_synthetic_spray_can": evaluate_thresholds(all_p, all_labels, thresholds).model_dump(),
-        "split": _fold_summary(clips, fit.fold, folds),
-        "validation_by_source": by_source(clips + fit.synthetic, all_p, thresholds),
-        "training_seconds": round(time.monotonic() - started, 1),
+        "split": _fold_summary(clips, fold, folds),
+        "validation_by_source": by_source(clips + synthetic, all_p, thresholds),
     }
-    write_outputs(config.out, metrics)
-    return metrics
 
 
 def _fold_summary(clips: list[data.Clip], fold: list[int], folds: int) -> dict:

@@ -257,7 +257,19 @@ class Augmentation:
 def augmented_windows(
     clips: list[Clip], per_class: dict[str, int], rng: np.random.Generator, augmentation: Augmentation = Augmentation()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(model inputs, labels) of freshly augmented 1 s windows, ``per_class[label]`` of each."""
+    """(``logmel64`` model inputs, labels) of freshly augmented 1 s windows, ``per_class[label]`` of each."""
+    stacked, labels = augmented_audio(clips, per_class, rng, augmentation)
+    inputs = np.concatenate([features.window_features(stacked[i : i + 256]) for i in range(0, len(stacked), 256)])
+    return inputs, labels
+
+
+def augmented_audio(
+    clips: list[Clip], per_class: dict[str, int], rng: np.random.Generator, augmentation: Augmentation = Augmentation()
+) -> tuple[np.ndarray, np.ndarray]:
+    """(1 s audio windows (n, W), labels) freshly augmented, ``per_class[label]`` of each, shuffled.
+
+    Audio rather than features so that any front end can be trained on the same draws.
+    """
     background = [c for c in clips if c.label == BACKGROUND]
     weights = background_weights(background, augmentation.hard_negative_share) if augmentation.hard_negative_share else None
     by_label = {label: [c for c in clips if c.label == label] for label in CLASSES}
@@ -287,6 +299,4 @@ def augmented_windows(
             windows.append(_set_level(x, rng))
             labels.append(CLASSES.index(label))
     order = rng.permutation(len(labels))
-    stacked = np.stack(windows)[order]
-    inputs = np.concatenate([features.window_features(stacked[i : i + 256]) for i in range(0, len(stacked), 256)])
-    return inputs, np.asarray(labels, np.int64)[order]
+    return np.stack(windows)[order], np.asarray(labels, np.int64)[order]

@@ -87,7 +87,6 @@ class TrainConfig:
 
 def export_onnx(nets: list[object], out: Path, config: TrainConfig) -> str:
     """One ONNX graph: the softmax of one network, or the mean of the members' softmax."""
-    import onnx
     import torch
 
     from detectors.training.network import AveragedSoftmax, WithSoftmax
@@ -101,19 +100,24 @@ def export_onnx(nets: list[object], out: Path, config: TrainConfig) -> str:
             model, (example,), str(path), input_names=["log_mel"], output_names=["probabilities"],
             dynamic_axes={"log_mel": {0: "windows"}, "probabilities": {0: "windows"}}, opset_version=17, dynamo=False,
         )
-    proto = onnx.load(str(path))
-    digest = hashlib.sha256(proto.graph.SerializeToString()).hexdigest()[:12]
-    model_id = f"sonopolis-sed-{digest}"
-    meta = {
-        "classes": json.dumps(list(CLASSES)),
-        "model_id": model_id,
+    return stamp_model(path, {
+        "front_end": features.DEFAULT_FRONT_END,
         "features": json.dumps({"sample_rate": features.SAMPLE_RATE, "n_fft": features.N_FFT, "hop": features.FRAME_HOP,
                                 "n_mels": features.N_MELS, "window_s": 1.0, "window_hop_s": 0.5}),
         "seed": str(config.seed),
         "members": str(len(nets)),
-    }
+    })
+
+
+def stamp_model(path: Path, meta: dict[str, str]) -> str:
+    """Give an exported graph its id (digest of the graph), class order and ``meta``; check and save it."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    digest = hashlib.sha256(proto.graph.SerializeToString()).hexdigest()[:12]
+    model_id = f"sonopolis-sed-{digest}"
     del proto.metadata_props[:]
-    for key, value in meta.items():
+    for key, value in {"classes": json.dumps(list(CLASSES)), "model_id": model_id, **meta}.items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "sonopolis-train-detector"
     onnx.checker.check_model(proto)
