@@ -1,8 +1,10 @@
 """Sound-event classifier: the one owner of the onnxruntime session.
 
-A small CNN (trained by ``detectors.training``; an ensemble of cross-fitted members
-exported as one graph that averages their probabilities) reads the log-mel image of 1 s
-windows taken every 0.5 s and outputs class probabilities; a class *fires* on a
+The model (trained by ``detectors.training``: a frozen pretrained sound-effects backbone
+with cross-fitted linear heads, or the project's own small CNNs; either way one ONNX graph
+that averages its members' probabilities) reads the features of 1 s windows taken every
+0.5 s, computed by the front end its metadata names (``detectors.features``), and
+outputs class probabilities; a class *fires* on a
 window when its probability reaches its per-class threshold (``model/thresholds.json``,
 tuned on scores of recordings the scoring network never heard). ``background`` never fires.
 
@@ -140,11 +142,19 @@ class OnnxRunner:
         if classes != CLASSES:
             raise ClassifierError(f"model {model_path} has classes {classes}, expected {CLASSES}")
         self.model_id = meta.get("model_id", model_path.stem)[:64]
+        try:
+            self.features = features.front_end(meta.get("front_end"))
+        except features.FeatureError as exc:
+            raise ClassifierError(f"model {model_path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
-        self.probabilities(np.zeros((1, 1, features.N_MELS, features.WINDOW_FRAMES), np.float32))  # warm-up
+        self.window_probabilities(np.zeros((1, features.WINDOW_SAMPLES), np.float32))  # warm-up
+
+    def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """Probabilities (n, len(CLASSES)) of 1 s, 16 kHz windows (n, WINDOW_SAMPLES), through the model's front end."""
+        return self.probabilities(self.features(windows))
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (n, len(CLASSES)) for model inputs (n, 1, mels, frames)."""
+        """Softmax probabilities (n, len(CLASSES)) of model inputs (front-end features, first axis = windows)."""
         if batch.shape[0] == 0:
             return np.zeros((0, len(CLASSES)), np.float32)
         parts = [
@@ -181,7 +191,7 @@ class EventClassifier:
     def window_probabilities(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Class probabilities of every 1 s window of a clip, (n_windows, len(CLASSES))."""
         _, windows = features.clip_windows(features.resample_to_model_rate(audio, sample_rate))
-        return self.runner.probabilities(features.window_features(windows))
+        return self.runner.window_probabilities(windows)
 
     def fired(self, probabilities: np.ndarray) -> np.ndarray:
         """Boolean (n_windows, len(CLASSES)): which classes reach their threshold."""
@@ -255,7 +265,7 @@ class StreamingClassifier:
             return []
         local = starts - self._tail_index
         windows = np.stack([self._tail[i : i + features.WINDOW_SAMPLES] for i in local])
-        probabilities = self.classifier.runner.probabilities(features.window_features(windows))
+        probabilities = self.classifier.runner.window_probabilities(windows)
         fired = self.classifier.fired(probabilities)
         detections: list[Detection] = []
         for k, window_index in enumerate(local):

@@ -1,14 +1,22 @@
-"""Log-mel features of 1 s analysis windows, the one feature code of the classifier.
+"""Features of 1 s analysis windows, the one feature code of the classifier.
 
 Training (``detectors.training``) and inference (``detectors.classifier``) both call
-:func:`window_features`, so the network is always fed exactly what it was trained on:
-no second implementation that could drift. Pure numpy; the audio only ever lives in
-the arrays passed in.
+these functions, so a network is always fed exactly what it was trained on: no second
+implementation that could drift. Pure numpy/scipy; the audio only ever lives in the
+arrays passed in.
 
-Geometry (16 kHz): 512-point Hann frames every 10 ms, 64 mel bands 50 Hz-8 kHz.
-A window is 1 s (16 000 samples = 97 frames); windows start every 0.5 s (8 000
-samples, a whole number of frame hops) so a stream and a file cut into the same
-windows give the same features.
+Windows are 1 s of 16 kHz audio (16 000 samples) starting every 0.5 s, whatever the
+front end, so a stream and a file cut into the same windows give the same features.
+Two front ends exist, named in each model's ONNX metadata (``front_end``,
+:data:`FRONT_ENDS`):
+
+* ``logmel64`` (:func:`window_features`): 512-point Hann frames every 10 ms, 64 mel
+  bands 50 Hz-8 kHz, dB minus the window mean; the project's own small CNNs.
+* ``sfx96`` (:func:`sfx_window_features`): the input of the pretrained sound-effects
+  backbone (aiSFX, Ma & Lerch, ISMIR 2022): the window resampled to 44.1 kHz,
+  peak-normalised, 2048-point Hann frames every 1024 samples (centred, 44 frames), 96
+  HTK-mel bands 0-22.05 kHz of unit area, log10(1 + 10^4 x) / 9.4578. The backbone was
+  trained on that geometry; at 16 kHz the bands above 8 kHz are simply empty.
 """
 
 from __future__ import annotations
@@ -147,6 +155,71 @@ def normalise(log_mel: np.ndarray) -> np.ndarray:
 def window_features(windows: np.ndarray) -> np.ndarray:
     """Network input for 1 s windows (n, WINDOW_SAMPLES) -> (n, 1, N_MELS, WINDOW_FRAMES)."""
     return normalise(window_log_mel(windows))
+
+
+SFX_RATE = 44_100
+SFX_N_FFT = 2048
+SFX_HOP = 1024
+SFX_N_MELS = 96
+SFX_LOG_MAX = 9.457798957824707
+"""The backbone's own min-max scaling (the maximum over its training spectrograms)."""
+SFX_FRAMES = 1 + (SFX_RATE * WINDOW_SAMPLES // SAMPLE_RATE) // SFX_HOP  # 44 centred frames per 1 s window
+
+
+@lru_cache(maxsize=1)
+def sfx_mel_filterbank() -> np.ndarray:
+    """(SFX_N_FFT // 2 + 1, 96) HTK-mel triangles from 0 Hz to Nyquist, each summing to 1 (Essentia ``unit_sum``)."""
+    freqs = np.fft.rfftfreq(SFX_N_FFT, 1.0 / SFX_RATE)
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(SFX_RATE / 2), SFX_N_MELS + 2))
+    bank = np.zeros((freqs.size, SFX_N_MELS), dtype=np.float64)
+    for m in range(SFX_N_MELS):
+        lo, centre, hi = edges[m : m + 3]
+        bank[:, m] = np.maximum(0.0, np.minimum((freqs - lo) / (centre - lo), (hi - freqs) / (hi - centre)))
+    bank /= np.maximum(bank.sum(axis=0, keepdims=True), 1e-12)
+    out = bank.astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _sfx_hann() -> np.ndarray:
+    return np.hanning(SFX_N_FFT + 1)[:-1].astype(np.float32)
+
+
+def sfx_window_features(windows: np.ndarray) -> np.ndarray:
+    """Backbone input for 1 s windows (n, WINDOW_SAMPLES) -> (n, SFX_FRAMES, SFX_N_MELS).
+
+    Peak normalisation per window makes the input independent of the microphone gain,
+    as the mean removal of ``logmel64`` does (levels travel separately, in dBFS).
+    """
+    from scipy import fft
+    from scipy.signal import resample_poly
+
+    windows = np.asarray(windows, dtype=np.float32)
+    if windows.ndim != 2 or windows.shape[1] != WINDOW_SAMPLES:
+        raise FeatureError(f"expected windows shaped (n, {WINDOW_SAMPLES}), got {windows.shape}")
+    up = resample_poly(windows, 441, 160, axis=1).astype(np.float32)  # 16 kHz -> 44.1 kHz
+    peak = np.abs(up).max(axis=1, keepdims=True)
+    up /= np.where(peak > 0, peak, 1.0)
+    padded = np.pad(up, ((0, 0), (SFX_N_FFT // 2, SFX_N_FFT // 2)), mode="reflect")
+    frames = sliding_window_view(padded, SFX_N_FFT, axis=1)[:, ::SFX_HOP]  # (n, 44, 2048) view
+    spectrum = fft.rfft(frames * _sfx_hann(), axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    mel = (power.reshape(-1, power.shape[-1]) @ sfx_mel_filterbank()).reshape(*power.shape[:2], SFX_N_MELS)
+    return (np.log10(1.0 + 1e4 * mel) / SFX_LOG_MAX).astype(np.float32)
+
+
+FRONT_ENDS = {"logmel64": window_features, "sfx96": sfx_window_features}
+"""Front ends by the name a model's ONNX metadata gives (``front_end``; absent = ``logmel64``)."""
+DEFAULT_FRONT_END = "logmel64"
+
+
+def front_end(name: str | None):  # noqa: ANN201 - returns one of FRONT_ENDS' functions
+    """The feature function a model was trained on; a clear error for an unknown name."""
+    try:
+        return FRONT_ENDS[name or DEFAULT_FRONT_END]
+    except KeyError:
+        raise FeatureError(f"unknown front end {name!r}; known: {sorted(FRONT_ENDS)}") from None
 
 
 def clip_windows(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
