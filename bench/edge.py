@@ -10,6 +10,9 @@ load on the machine inflates them only through cache sharing.
 (b) classifier: streaming resampling 48 -> 16 kHz + ``StreamingClassifier.feed``.
 
 ``sensors_per_core = floor(1 / (1/levels_rtf + 1/classifier_rtf))``.
+
+``--baseline-model PATH`` also times another classifier (e.g. the previous model, from
+``git show REV:detectors/model/sound_events.onnx``) in the same run and prints the ratio.
 Last line: ``edge: levels_rtf=<x> classifier_rtf=<y> sensors_per_core=<n>``.
 """
 
@@ -52,14 +55,14 @@ def bench_levels(blocks: list[np.ndarray], repeats: int = 3) -> float:
     return SECONDS / best
 
 
-def bench_classifier(blocks: list[np.ndarray]) -> float | None:
+def bench_classifier(blocks: list[np.ndarray], model: Path | None = None) -> float | None:
     try:
         from detectors.classifier import ClassifierError, StreamingClassifier
     except ImportError as exc:
         print(f"note: classifier not importable yet ({exc}); classifier_rtf=nan")
         return None
     try:
-        clf = StreamingClassifier(threads=1)
+        clf = StreamingClassifier(model, threads=1)
     except ClassifierError as exc:
         print(f"note: classifier model not available yet ({exc}); classifier_rtf=nan")
         return None
@@ -78,6 +81,11 @@ def bench_classifier(blocks: list[np.ndarray]) -> float | None:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-model", type=Path, default=None, help="another ONNX classifier to time in the same run")
+    baseline = parser.parse_args().baseline_model
     events = [SceneEvent("car_horn", 7.0, 0.6, 85), SceneEvent("siren", 20.0, 5.0, 80), SceneEvent("impulse", 41.0, 0.3, 105), SceneEvent("glass", 50.0, 0.8, 90)]
     audio = street_scene(SECONDS, FS, seed=2026, events=events).audio
     blocks = _blocks(audio)
@@ -90,6 +98,11 @@ def main() -> None:
         crtf = "nan"
     else:
         print(f"classifier (resample 48->16 kHz + streaming ONNX): {classifier_rtf:.1f}x real time per core")
+        if baseline is not None:
+            baseline_rtf = bench_classifier(blocks, baseline)
+            if baseline_rtf is not None:
+                print(f"baseline classifier {baseline.name}: {baseline_rtf:.1f}x real time per core; "
+                      f"the shipped one costs {baseline_rtf / classifier_rtf:.2f}x as much CPU")
         per_sensor = 1 / levels_rtf + 1 / classifier_rtf
         crtf = f"{classifier_rtf:.1f}"
     print(f"edge: levels_rtf={levels_rtf:.1f} classifier_rtf={crtf} sensors_per_core={int(1 / per_sensor)}")
