@@ -92,13 +92,22 @@ def eval_detector(
 
 
 CROSS_FIT_FOLDS = 5  # the shipped model's scheme (detectors/model/MODEL_CARD.md)
+HEADS_ROUNDS = 2  # augmented rounds per head of the shipped recipe
 
 
 def train_detector(
     data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="Training folder with LABELS.csv"),
     out: Path = typer.Option(Path("detectors/model"), "--out", help="Where the ONNX model, thresholds and card go"),
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
-    rounds: int = typer.Option(6, "--rounds", min=1, max=50, help="Rounds of freshly augmented windows"),
+    backbone: str = typer.Option(
+        "aisfx", "--backbone",
+        help="aisfx: frozen pretrained sound-effects backbone (int8) + cross-fitted linear heads (the shipped recipe; "
+        "downloads the pinned aisfx wheel once, hash-checked); none: the project's own CNNs trained from scratch",
+    ),
+    rounds: int | None = typer.Option(
+        None, "--rounds", min=0, max=50,
+        help=f"Rounds of freshly augmented windows (default: {HEADS_ROUNDS} with --backbone aisfx, 6 with none)",
+    ),
     threads: int = typer.Option(2, "--threads", min=1, max=64, help="torch CPU threads (the exact weights depend on it; shipped model: 2)"),
     all_data: bool = typer.Option(
         True, "--all-data/--train-split-only",
@@ -109,20 +118,36 @@ def train_detector(
         help="K >= 2: ship the mean of K members, each trained without one fold of source groups, thresholds tuned "
         "on their out-of-fold scores; 0: the hold-out scheme",
     ),
-    checkpoints: Path | None = typer.Option(None, "--checkpoints", help="Keep/reuse each fitted member here (resume a stopped run)"),
+    checkpoints: Path | None = typer.Option(
+        None, "--checkpoints",
+        help="--backbone none: keep/reuse each fitted member here; aisfx: keep the downloaded backbone here "
+        "(default ~/.cache/sonopolis/backbone)",
+    ),
 ) -> None:
     """Train, validate (split by source recording), tune thresholds and export the classifier."""
     from detectors.training.data import DataError
     from detectors.training.crossfit import train_cross_fitted
+    from detectors.training.pretrained import BackboneError
     from detectors.training.train import TrainConfig, train
 
     try:
-        if cross_fit == 1:
-            raise DataError("--cross-fit needs at least 2 folds (or 0 for the hold-out scheme)")
-        config = TrainConfig(data=data, out=out, seed=seed, rounds=rounds, threads=threads, all_data=all_data,
-                             cross_fit=cross_fit, checkpoint_dir=checkpoints)
-        metrics = train_cross_fitted(config, tick=typer.echo) if cross_fit else train(config, tick=typer.echo)
-    except DataError as exc:
+        if backbone not in ("aisfx", "none"):
+            raise DataError(f"--backbone must be aisfx or none, got {backbone!r}")
+        if cross_fit == 1 or (backbone == "aisfx" and cross_fit < 2):
+            raise DataError("--cross-fit needs at least 2 folds (0, the hold-out scheme, exists only with --backbone none)")
+        if backbone == "aisfx":
+            from detectors.training.heads import HeadsConfig, train_heads
+
+            heads_config = HeadsConfig(data=data, out=out, seed=seed, folds=cross_fit, threads=threads, cache=checkpoints,
+                                       rounds=HEADS_ROUNDS if rounds is None else rounds)
+            metrics = train_heads(heads_config, tick=typer.echo)
+        else:
+            if rounds == 0:
+                raise DataError("--rounds must be at least 1 with --backbone none (each round is the CNN's training data)")
+            config = TrainConfig(data=data, out=out, seed=seed, rounds=6 if rounds is None else rounds, threads=threads,
+                                 all_data=all_data, cross_fit=cross_fit, checkpoint_dir=checkpoints)
+            metrics = train_cross_fitted(config, tick=typer.echo) if cross_fit else train(config, tick=typer.echo)
+    except (DataError, BackboneError) as exc:
         typer.echo(f"train-detector: {exc}", err=True)
         raise typer.Exit(2) from exc
     report = metrics["validation_real_cross_validated"]
