@@ -60,10 +60,14 @@ class ExportResult:
 
 
 def day_bounds(day: dt.date, tz: str) -> tuple[dt.datetime, dt.datetime]:
+    """UTC bounds of a local day; an ``ExportError`` for days at the edge of the calendar (year 1, 9999-12-31)."""
     zone = ZoneInfo(tz)
-    start = dt.datetime.combine(day, dt.time(0), zone)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), zone)
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    try:
+        start = dt.datetime.combine(day, dt.time(0), zone)
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), zone)
+        return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise ExportError(f"{day} has no UTC bounds in {tz} (outside the representable dates)") from exc
 
 
 def check_publishable(day: dt.date, settings: ExportSettings, now: dt.datetime | None = None) -> None:

@@ -129,3 +129,12 @@ async def test_publication_delay_refuses_recent_days(client: httpx.AsyncClient, 
     check_publishable(DAY, settings, now=end + dt.timedelta(hours=48))
     with pytest.raises(NotYetPublishable):
         check_publishable(DAY, settings, now=end + dt.timedelta(hours=47, minutes=59))
+
+
+async def test_days_at_the_edge_of_the_calendar_are_refused_not_a_server_error(client: httpx.AsyncClient, smart_dsn: str,
+                                                                              admin: dict) -> None:
+    # Found by schemathesis: 0001-01-01 in Paris starts in year 0 UTC (OverflowError, a 500).
+    for day in ("0001-01-01", "9999-12-31"):
+        r = await client.post("/v1/admin/exports", params={"day": day}, headers=admin)
+        assert r.status_code == 400, r.text
+        assert "outside the representable dates" in r.json()["detail"]
