@@ -24,6 +24,7 @@ on one core of the reference machine (``bench/edge.py``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import sys
 import tempfile
@@ -169,8 +170,22 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, input_name:
             torch.onnx.export(module.eval(), (example,), str(fp32), input_names=[input_name], output_names=[output_name],
                               dynamic_axes={input_name: {0: "windows"}, output_name: {0: "windows"}}, opset_version=17,
                               dynamo=False)
-        quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        advice = _DropMessage("pre-process")  # onnxruntime's advice to run its shape pre-processing: not needed here
+        logging.getLogger().addFilter(advice)
+        try:
+            quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().removeFilter(advice)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
 
 
 class Embedder:
