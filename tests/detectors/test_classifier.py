@@ -48,7 +48,8 @@ def burst(seed: int = 1) -> np.ndarray:
 def test_committed_model_is_small_and_declares_its_classes() -> None:
     import onnx
 
-    assert DEFAULT_MODEL.stat().st_size < 3_000_000
+    # "A few MB at most" (issue 3): the int8 pretrained backbone is ~4.7 MB of the ~4.9 MB graph.
+    assert DEFAULT_MODEL.stat().st_size < 5_500_000
     meta = {p.key: p.value for p in onnx.load(str(DEFAULT_MODEL)).metadata_props}
     assert tuple(json.loads(meta["classes"])) == CLASSES
     thresholds = json.loads(DEFAULT_THRESHOLDS.read_text())
@@ -165,7 +166,10 @@ def test_other_sample_rates_are_resampled(classifier: EventClassifier) -> None:
     at_16k = classifier.window_probabilities(audio, SR)
     at_48k = classifier.window_probabilities(resample_poly(audio, 3, 1).astype(np.float32), 48_000)
     assert at_48k.shape == at_16k.shape == (3, len(CLASSES))
-    assert np.abs(at_48k - at_16k).max() < 0.02
+    # The pretrained backbone's log10(1 + 1e4 x) input magnifies the tiny spectral differences
+    # of the two resampling chains: up to 0.05 here (the log-mel CNN: 0.0003; EXPERIMENTS.md).
+    assert np.abs(at_48k - at_16k).max() < 0.06
+    assert (classifier.fired(at_48k) == classifier.fired(at_16k)).all()
 
 
 def test_bad_thresholds_and_models_are_refused(tmp_path) -> None:
