@@ -181,19 +181,34 @@ def export_model(backbone, heads: list, out: Path, calibration: np.ndarray, conf
     })
 
 
-def train_heads(config: HeadsConfig, tick: Callable[[str], None] = lambda _msg: None) -> dict:
-    """The whole recipe (module docstring); writes the model, thresholds, metrics and card to ``config.out``."""
-    started = time.monotonic()
-    config.out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Prepared:
+    """Everything the heads learn from, computed once: clips, folds, the int8 backbone and every window's embedding."""
+
+    clips: list[data.Clip]  # real clips
+    fold: list[int]
+    every: list[data.Clip]  # real clips, then synthetic training cans, then synthetic validation cans
+    n_train: int  # len(clips) + synthetic training cans
+    backbone: object
+    calibration: np.ndarray
+    embed: pretrained.Embedder
+    clip_embeddings: list[np.ndarray]  # per clip of ``every``: (windows, 512)
+    clean: list[np.ndarray]  # per clip of ``every``: indices of its clean training windows
+
+    @property
+    def synthetic(self) -> list[data.Clip]:
+        return self.every[self.n_train:]
+
+
+def prepare(config: HeadsConfig, workdir: Path, tick: Callable[[str], None]) -> Prepared:
+    """Load the clips, cut the folds, build the int8 backbone in ``workdir`` and embed every window once."""
     clips = data.load_training_clips(config.data)
     fold = data.group_folds(clips, config.folds, config.seed)
     tick(f"{len(clips)} real clips in {config.folds} folds by source group: {[fold.count(k) for k in range(config.folds)]}")
     synthetic_train = data.synthetic_spray_cans(config.synthetic_train, config.seed + 1, "synthetic-train")
     synthetic = data.synthetic_spray_cans(config.synthetic_validation, config.seed + 2, "synthetic-validation")
-
     if config.backbone_checkpoint is None:
-        checkpoint = pretrained.fetch_checkpoint(config.cache or pretrained.DEFAULT_CACHE)
-        backbone = pretrained.load_backbone(checkpoint)
+        backbone = pretrained.load_backbone(pretrained.fetch_checkpoint(config.cache or pretrained.DEFAULT_CACHE))
         tick(f"backbone {pretrained.AISFX_REQUIREMENT} (sha256 {pretrained.AISFX_SHA256[:12]}...) loaded")
     else:
         import torch
@@ -202,51 +217,64 @@ def train_heads(config: HeadsConfig, tick: Callable[[str], None] = lambda _msg: 
         backbone.load_state_dict(torch.load(config.backbone_checkpoint, weights_only=True))
         backbone.eval()
     calibration = pretrained.calibration_windows(clips, config.calibration_windows, config.seed)
+    backbone_path = workdir / "backbone.onnx"
+    pretrained.export_quantised(backbone, backbone_path, calibration, output_name="embedding")
+    embed = pretrained.Embedder(backbone_path, threads=config.threads)
+    tick("embedding every window of every clip through the int8 backbone")
+    every = clips + synthetic_train + synthetic
+    clip_embeddings, clean = [], []
+    for clip in every:
+        starts, windows = features.clip_windows(clip.audio)
+        clip_embeddings.append(embed(np.asarray(windows)))
+        clean.append(clean_training_windows(clip, windows, starts))
+    return Prepared(clips, fold, every, len(clips) + len(synthetic_train), backbone, calibration, embed, clip_embeddings, clean)
 
+
+def fit_fold_head(prep: Prepared, heard_real: list[int], config: HeadsConfig, seed: int, tick: Callable[[str], None],
+                  name: str) -> object:
+    """One head on the clean windows of ``heard_real`` clips and the synthetic cans, plus freshly augmented rounds."""
+    heard = heard_real + list(range(len(prep.clips), prep.n_train))
+    x_parts = [prep.clip_embeddings[i][prep.clean[i]] for i in heard]
+    y_parts = [np.full(len(prep.clean[i]), CLASSES.index(prep.every[i].label)) for i in heard]
+    per_class = {c: config.events_per_class for c in CLASSES if c != BACKGROUND} | {BACKGROUND: config.background_per_round}
+    rng = np.random.default_rng(seed)
+    for round_ in range(config.rounds):
+        tick(f"{name}: augmented round {round_ + 1}/{config.rounds}")
+        audio, labels = data.augmented_audio([prep.every[i] for i in heard], per_class, rng, config.augmentation())
+        x_parts.append(prep.embed(audio))
+        y_parts.append(labels)
+    head = fit_head(np.concatenate(x_parts), np.concatenate(y_parts), config, seed=seed)
+    tick(f"{name} fitted on {sum(len(p) for p in y_parts)} windows")
+    return head
+
+
+def train_heads(config: HeadsConfig, tick: Callable[[str], None] = lambda _msg: None) -> dict:
+    """The whole recipe (module docstring); writes the model, thresholds, metrics and card to ``config.out``."""
+    started = time.monotonic()
+    config.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sonopolis-heads-") as tmp:
-        backbone_path = Path(tmp) / "backbone.onnx"
-        pretrained.export_quantised(backbone, backbone_path, calibration, output_name="embedding")
-        embed = pretrained.Embedder(backbone_path, threads=config.threads)
-        tick("embedding every window of every clip through the int8 backbone")
-        every = clips + synthetic_train + synthetic
-        clip_embeddings: list[np.ndarray] = []
-        clean: list[np.ndarray] = []
-        for clip in every:
-            starts, windows = features.clip_windows(clip.audio)
-            clip_embeddings.append(embed(np.asarray(windows)))
-            clean.append(clean_training_windows(clip, windows, starts))
-        n_real, n_train = len(clips), len(clips) + len(synthetic_train)
-
+        prep = prepare(config, Path(tmp), tick)
+        clips, fold = prep.clips, prep.fold
         heads = []
-        probabilities: list[np.ndarray] = [np.empty(0)] * n_real
-        synthetic_probabilities: list[np.ndarray] = [np.empty(0)] * len(synthetic)
-        per_class = {c: config.events_per_class for c in CLASSES if c != BACKGROUND} | {BACKGROUND: config.background_per_round}
+        probabilities: list[np.ndarray] = [np.empty(0)] * len(clips)
+        synthetic_probabilities: list[np.ndarray] = [np.empty(0)] * len(prep.synthetic)
         for k in range(config.folds):
-            heard = [i for i in range(n_real) if fold[i] != k] + list(range(n_real, n_train))
-            x_parts = [clip_embeddings[i][clean[i]] for i in heard]
-            y_parts = [np.full(len(clean[i]), CLASSES.index(every[i].label)) for i in heard]
-            rng = np.random.default_rng(config.seed + 100 * k)
-            for round_ in range(config.rounds):
-                tick(f"head {k + 1}/{config.folds}: augmented round {round_ + 1}/{config.rounds}")
-                audio, labels = data.augmented_audio([every[i] for i in heard], per_class, rng, config.augmentation())
-                x_parts.append(embed(audio))
-                y_parts.append(labels)
-            head = fit_head(np.concatenate(x_parts), np.concatenate(y_parts), config, seed=config.seed + 100 * k)
+            heard_real = [i for i in range(len(clips)) if fold[i] != k]
+            head = fit_fold_head(prep, heard_real, config, config.seed + 100 * k, tick, f"head {k + 1}/{config.folds}")
             heads.append(head)
-            for i in range(n_real):
+            for i in range(len(clips)):
                 if fold[i] == k:
-                    probabilities[i] = head_probabilities([head], clip_embeddings[i])
-            for j in range(len(synthetic)):
+                    probabilities[i] = head_probabilities([head], prep.clip_embeddings[i])
+            for j in range(len(prep.synthetic)):
                 if j % config.folds == k:
-                    synthetic_probabilities[j] = head_probabilities([head], clip_embeddings[n_train + j])
-            tick(f"head {k + 1}/{config.folds} fitted on {sum(len(p) for p in y_parts)} windows")
+                    synthetic_probabilities[j] = head_probabilities([head], prep.clip_embeddings[prep.n_train + j])
 
-        model_id = export_model(backbone, heads, config.out, calibration, config)
-        _check_shipped(config.out / MODEL_FILE, heads, clips, clip_embeddings)
+        model_id = export_model(prep.backbone, heads, config.out, prep.calibration, config)
+        _check_shipped(config.out / MODEL_FILE, heads, clips, prep.clip_embeddings)
     tick(f"exported {model_id} (int8 backbone + mean of {config.folds} heads)")
 
     metrics = out_of_fold_metrics(
-        clips, fold, probabilities, synthetic, synthetic_probabilities, scheme="pretrained_heads", model_id=model_id,
+        clips, fold, probabilities, prep.synthetic, synthetic_probabilities, scheme="pretrained_heads", model_id=model_id,
         config=config.recorded(), false_alarm_weight=config.false_alarm_weight, folds=config.folds,
     )
     metrics["training_seconds"] = round(time.monotonic() - started, 1)

@@ -145,3 +145,34 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     # Deterministic: the same recipe gives the same bytes.
     again = train_heads(HeadsConfig(**{**config.__dict__, "out": tmp_path / "again"}))
     assert again["model_id"] == metrics["model_id"] and again["thresholds"] == metrics["thresholds"]
+
+
+@pytest.mark.slow
+def test_nested_check_scores_the_inner_heads_mean_on_an_outer_fold_none_of_them_heard(tmp_path: Path,
+                                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from detectors.training import heads, heads_nested
+    from tests.detectors.test_classifier_training import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data")
+    torch.manual_seed(0)
+    torch.save(pretrained.backbone_class()(4).state_dict(), tmp_path / "backbone.pt")
+    config = heads.HeadsConfig(
+        data=tmp_path / "data", out=tmp_path / "out", folds=3, rounds=1, events_per_class=8, background_per_round=16,
+        synthetic_train=4, synthetic_validation=3, epochs=3, calibration_windows=16,
+        backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
+    )
+    prep = heads.prepare(config, tmp_path, lambda _msg: None)
+    heard_by_inner: list[list[int]] = []
+    real_fit = heads_nested.fit_fold_head
+
+    def spy(prep_, heard, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        heard_by_inner.append(list(heard))
+        return real_fit(prep_, heard, *args, **kwargs)
+
+    monkeypatch.setattr(heads_nested, "fit_fold_head", spy)
+    result = heads_nested.outer_fold_check(prep, config, outer=1, tick=lambda _msg: None)
+    outer_clips = {i for i, f in enumerate(prep.fold) if f == 1}
+    assert len(heard_by_inner) == 2 and all(outer_clips.isdisjoint(h) for h in heard_by_inner)
+    assert result["ensemble"].clips == len(outer_clips) == 8 and len(result["members"]) == 2
+    assert set(result["thresholds"]) == set(CLASSES) - {"background"}
+    assert "outer 1: clips=8 macro_f1_security=" in heads_nested.summary_line(1, result["ensemble"])
