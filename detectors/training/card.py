@@ -86,7 +86,9 @@ remain anecdotal.
 _ENSEMBLE_NOTE_HEADS = """The numbers below score single heads; the shipped model is the mean of the {folds} heads'
 softmax, which no clip here can score unheard (each was heard by the other heads). The
 backbone itself never heard any of these clips (it was trained on sound-effects libraries
-by its authors): only the heads, 4.6 k parameters each, learnt from them. Small classes
+by its authors): only the heads, 4.6 k parameters each, learnt from them.
+`python -m detectors.training.heads_nested` scores the averaged heads, with thresholds
+tuned without them, on outer folds none of them heard (`EXPERIMENTS.md`). Small classes
 (crash: two source videos, one of which holds 16 of the 18 clips; car_horn; scream)
 remain anecdotal.
 """
