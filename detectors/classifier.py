@@ -101,7 +101,7 @@ def _to_ms(t: datetime) -> datetime:
     return t.replace(microsecond=0) + timedelta(microseconds=micro)
 
 
-def _disable_onnxruntime_telemetry() -> None:
+def disable_onnxruntime_telemetry() -> None:
     """Stop onnxruntime (>= 1.2x on Linux) from writing a device id and a telemetry store.
 
     Merely importing onnxruntime creates ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/
@@ -116,27 +116,41 @@ def _disable_onnxruntime_telemetry() -> None:
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 
+def open_session(model_path: Path, *, threads: int):  # noqa: ANN201 - an onnxruntime.InferenceSession
+    """The one way this project opens an onnxruntime session: telemetry off, CPU, fixed threads, sequential."""
+    disable_onnxruntime_telemetry()
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors (file, graph)
+        raise ClassifierError(f"cannot load model {model_path}: {exc}") from exc
+
+
+def run_in_batches(session, batch: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """First output of a one-input session over ``batch`` (first axis = windows), MAX_BATCH windows per run."""
+    if batch.shape[0] == 0:
+        return np.zeros((0, session.get_outputs()[0].shape[1]), np.float32)
+    name = session.get_inputs()[0].name
+    parts = [session.run(None, {name: batch[i : i + MAX_BATCH]})[0] for i in range(0, batch.shape[0], MAX_BATCH)]
+    return np.concatenate(parts).astype(np.float32)
+
+
 class OnnxRunner:
-    """Owns the onnxruntime session: options, class order check, warm-up.
+    """Owns the classifier's session: class order check, front end, warm-up.
 
     One intra-op thread by default: a gateway runs one classifier per core, so the
     real-time factor measured here is per core.
     """
 
     def __init__(self, model_path: Path = DEFAULT_MODEL, *, threads: int = 1) -> None:
-        _disable_onnxruntime_telemetry()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors (file, graph)
-            raise ClassifierError(f"cannot load model {model_path}: {exc}") from exc
+        self.session = open_session(model_path, threads=threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         classes = tuple(json.loads(meta.get("classes", "[]")))
         if classes != CLASSES:
@@ -146,7 +160,6 @@ class OnnxRunner:
             self.features = features.front_end(meta.get("front_end"))
         except features.FeatureError as exc:
             raise ClassifierError(f"model {model_path}: {exc}") from exc
-        self.input_name = self.session.get_inputs()[0].name
         self.window_probabilities(np.zeros((1, features.WINDOW_SAMPLES), np.float32))  # warm-up
 
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
@@ -155,13 +168,7 @@ class OnnxRunner:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (n, len(CLASSES)) of model inputs (front-end features, first axis = windows)."""
-        if batch.shape[0] == 0:
-            return np.zeros((0, len(CLASSES)), np.float32)
-        parts = [
-            self.session.run(None, {self.input_name: batch[i : i + MAX_BATCH]})[0]
-            for i in range(0, batch.shape[0], MAX_BATCH)
-        ]
-        return np.concatenate(parts).astype(np.float32)
+        return run_in_batches(self.session, batch)
 
 
 class EventClassifier:

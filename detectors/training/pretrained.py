@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors import features
+from detectors.classifier import disable_onnxruntime_telemetry, open_session, run_in_batches
 
 AISFX_REQUIREMENT = "aisfx==0.1.2"
 AISFX_WHEEL = "aisfx-0.1.2-py2.py3-none-any.whl"
@@ -151,6 +152,8 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, input_name:
     the shipped graph computes.
     """
     import torch
+
+    disable_onnxruntime_telemetry()  # before the quantiser imports onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     calibration_features = features.sfx_window_features(calibration)
@@ -189,20 +192,14 @@ class _DropMessage(logging.Filter):
 
 
 class Embedder:
-    """Embeddings of 1 s windows through the int8 backbone graph (onnxruntime), as the shipped model computes them."""
+    """Embeddings of 1 s windows through the int8 backbone graph, as the shipped model computes them."""
 
     def __init__(self, model: Path, threads: int = 2) -> None:
-        import onnxruntime as ort
+        self.session = open_session(model, threads=threads)
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, windows: np.ndarray, batch: int = 64) -> np.ndarray:
+    def __call__(self, windows: np.ndarray, chunk: int = 64) -> np.ndarray:
+        """(n, 512) embeddings; the front end runs ``chunk`` windows at a time (an augmented round is ~7 000)."""
         if len(windows) == 0:
-            return np.zeros((0, self.session.get_outputs()[0].shape[1] or 0), np.float32)
-        parts = [self.session.run(None, {self.input_name: features.sfx_window_features(windows[i : i + batch])})[0]
-                 for i in range(0, len(windows), batch)]
-        return np.concatenate(parts).astype(np.float32)
+            return run_in_batches(self.session, np.zeros((0, features.SFX_FRAMES, features.SFX_N_MELS), np.float32))
+        return np.concatenate([run_in_batches(self.session, features.sfx_window_features(windows[i : i + chunk]))
+                               for i in range(0, len(windows), chunk)])

@@ -176,3 +176,28 @@ def test_nested_check_scores_the_inner_heads_mean_on_an_outer_fold_none_of_them_
     assert result["ensemble"].clips == len(outer_clips) == 8 and len(result["members"]) == 2
     assert set(result["thresholds"]) == set(CLASSES) - {"background"}
     assert "outer 1: clips=8 macro_f1_security=" in heads_nested.summary_line(1, result["ensemble"])
+
+
+def test_quantising_and_embedding_write_only_the_exported_graph(tmp_path: Path) -> None:
+    """Training goes through onnxruntime too (the quantiser, the embedder): its telemetry must not touch the disk."""
+    import subprocess
+    import sys
+
+    home, tmp, out = tmp_path / "home", tmp_path / "tmp", tmp_path / "out"
+    for folder in (home, tmp, out):
+        folder.mkdir()
+    code = (
+        "import numpy as np\n"
+        "from pathlib import Path\n"
+        "from detectors.training import pretrained\n"
+        "net = pretrained.backbone_class()(4)\n"
+        "windows = np.random.default_rng(0).standard_normal((3, 16000)).astype(np.float32) * 0.1\n"
+        f"pretrained.export_quantised(net, Path({str(out / 'backbone.onnx')!r}), windows)\n"
+        f"e = pretrained.Embedder(Path({str(out / 'backbone.onnx')!r}))(windows)\n"
+        "assert e.shape == (3, 32), e.shape\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == [out / "backbone.onnx"]
