@@ -16,7 +16,8 @@ Two front ends exist, named in each model's ONNX metadata (``front_end``,
   backbone (aiSFX, Ma & Lerch, ISMIR 2022): the window resampled to 44.1 kHz,
   peak-normalised, 2048-point Hann frames every 1024 samples (centred, 44 frames), 96
   HTK-mel bands 0-22.05 kHz of unit area, log10(1 + 10^4 x) / 9.4578. The backbone was
-  trained on that geometry; at 16 kHz the bands above 8 kHz are simply empty.
+  trained on that geometry; at 16 kHz the bands above 8 kHz hold only the resampler's
+  images, ~60 dB down (visible on this log scale, identical in training and inference).
 """
 
 from __future__ import annotations
@@ -61,17 +62,17 @@ def mel_filterbank(
     Area normalisation keeps a broadband noise flat across bands, so wide high bands
     do not dominate the log-mel image just for being wide.
     """
-    mel_points = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
-    hz_points = _mel_to_hz(mel_points)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    bank = np.zeros((freqs.size, n_mels), dtype=np.float64)
-    for m in range(n_mels):
-        lo, centre, hi = hz_points[m : m + 3]
-        rising = (freqs - lo) / (centre - lo)
-        falling = (hi - freqs) / (hi - centre)
-        bank[:, m] = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (hi - lo))
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    bank = _triangles(np.fft.rfftfreq(n_fft, 1.0 / sample_rate), edges) * (2.0 / (edges[2:] - edges[:-2]))
     bank.setflags(write=False)
     return bank.astype(np.float32)
+
+
+def _triangles(freqs: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(len(freqs), len(edges) - 2) unit-peak triangles, band m rising from edges[m] to edges[m+1], falling to edges[m+2]."""
+    lo, centre, hi = edges[:-2], edges[1:-1], edges[2:]
+    f = freqs[:, None]
+    return np.maximum(0.0, np.minimum((f - lo) / (centre - lo), (hi - f) / (hi - centre)))
 
 
 def mel_band_centres(n_mels: int = N_MELS, fmin: float = F_MIN, fmax: float = F_MAX) -> np.ndarray:
@@ -169,12 +170,8 @@ SFX_FRAMES = 1 + (SFX_RATE * WINDOW_SAMPLES // SAMPLE_RATE) // SFX_HOP  # 44 cen
 @lru_cache(maxsize=1)
 def sfx_mel_filterbank() -> np.ndarray:
     """(SFX_N_FFT // 2 + 1, 96) HTK-mel triangles from 0 Hz to Nyquist, each summing to 1 (Essentia ``unit_sum``)."""
-    freqs = np.fft.rfftfreq(SFX_N_FFT, 1.0 / SFX_RATE)
     edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(SFX_RATE / 2), SFX_N_MELS + 2))
-    bank = np.zeros((freqs.size, SFX_N_MELS), dtype=np.float64)
-    for m in range(SFX_N_MELS):
-        lo, centre, hi = edges[m : m + 3]
-        bank[:, m] = np.maximum(0.0, np.minimum((freqs - lo) / (centre - lo), (hi - freqs) / (hi - centre)))
+    bank = _triangles(np.fft.rfftfreq(SFX_N_FFT, 1.0 / SFX_RATE), edges)
     bank /= np.maximum(bank.sum(axis=0, keepdims=True), 1e-12)
     out = bank.astype(np.float32)
     out.setflags(write=False)

@@ -114,7 +114,8 @@ _INPUTS_CNN = """* 1 s windows every 0.5 s; 512-point Hann frames every 10 ms; 6
 _INPUTS_HEADS = """* 1 s windows every 0.5 s, resampled to 44.1 kHz and peak-normalised; 2048-point Hann
   frames every 1024 samples (44 frames); 96 HTK-mel bands 0-22.05 kHz of unit area,
   log10(1 + 10^4 x) / 9.4578 (`detectors/features.py`, front end `sfx96`, the input the
-  backbone was trained on; at 16 kHz the bands above 8 kHz are empty)."""
+  backbone was trained on; at 16 kHz the bands above 8 kHz hold only the resampler's images,
+  ~60 dB down)."""
 
 _MODEL_HEADS = """* **Backbone (frozen, pretrained):** aiSFX (`{backbone}` on PyPI; A. B. Ma and A. Lerch,
   "Representation Learning for the Automatic Indexing of Sound Effects Libraries", ISMIR
