@@ -92,7 +92,6 @@ def eval_detector(
 
 
 CROSS_FIT_FOLDS = 5  # the shipped model's scheme (detectors/model/MODEL_CARD.md)
-HEADS_ROUNDS = 2  # augmented rounds per head of the shipped recipe
 
 
 def train_detector(
@@ -106,7 +105,7 @@ def train_detector(
     ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=0, max=50,
-        help=f"Rounds of freshly augmented windows (default: {HEADS_ROUNDS} with --backbone aisfx, 6 with none)",
+        help="Rounds of freshly augmented windows (default: the recipe's own, HeadsConfig.rounds or TrainConfig.rounds)",
     ),
     threads: int = typer.Option(2, "--threads", min=1, max=64, help="torch CPU threads (the exact weights depend on it; shipped model: 2)"),
     all_data: bool = typer.Option(
@@ -130,6 +129,7 @@ def train_detector(
     from detectors.training.pretrained import BackboneError
     from detectors.training.train import TrainConfig, train
 
+    recipe = {} if rounds is None else {"rounds": rounds}  # absent: each recipe's own default
     try:
         if backbone not in ("aisfx", "none"):
             raise DataError(f"--backbone must be aisfx or none, got {backbone!r}")
@@ -139,13 +139,13 @@ def train_detector(
             from detectors.training.heads import HeadsConfig, train_heads
 
             heads_config = HeadsConfig(data=data, out=out, seed=seed, folds=cross_fit, threads=threads, cache=checkpoints,
-                                       rounds=HEADS_ROUNDS if rounds is None else rounds)
+                                       **recipe)
             metrics = train_heads(heads_config, tick=typer.echo)
         else:
             if rounds == 0:
                 raise DataError("--rounds must be at least 1 with --backbone none (each round is the CNN's training data)")
-            config = TrainConfig(data=data, out=out, seed=seed, rounds=6 if rounds is None else rounds, threads=threads,
-                                 all_data=all_data, cross_fit=cross_fit, checkpoint_dir=checkpoints)
+            config = TrainConfig(data=data, out=out, seed=seed, threads=threads, all_data=all_data, cross_fit=cross_fit,
+                                 checkpoint_dir=checkpoints, **recipe)
             metrics = train_cross_fitted(config, tick=typer.echo) if cross_fit else train(config, tick=typer.echo)
     except (DataError, BackboneError) as exc:
         typer.echo(f"train-detector: {exc}", err=True)

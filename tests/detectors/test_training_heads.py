@@ -201,3 +201,43 @@ def test_quantising_and_embedding_write_only_the_exported_graph(tmp_path: Path) 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == [out / "backbone.onnx"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backbone", "vggish"], "--backbone must be aisfx or none"),
+    (["--backbone", "aisfx", "--cross-fit", "0"], "exists only with --backbone none"),
+    (["--backbone", "none", "--rounds", "0"], "--rounds must be at least 1 with --backbone none"),
+])
+def test_train_detector_refuses_impossible_recipes_before_reading_audio(tmp_path: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from sonopolis import cli
+
+    result = CliRunner().invoke(cli.app, ["train-detector", "--data", str(tmp_path), "--out", str(tmp_path / "m"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_detector_gives_each_recipe_its_own_defaults_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from detectors.training import crossfit, heads
+    from detectors.training.train import TrainConfig
+    from sonopolis import cli
+
+    seen: list[object] = []
+
+    def fake(config, tick=None):  # noqa: ANN001, ANN202
+        seen.append(config)
+        return {"validation_real_cross_validated": {"clips": 0, "macro_f1_security": 0.0, "background_false_alarm_rate": 0.0},
+                "model_id": "test"}
+
+    monkeypatch.setattr(heads, "train_heads", fake)
+    monkeypatch.setattr(crossfit, "train_cross_fitted", fake)
+    base = ["train-detector", "--data", str(tmp_path), "--out", str(tmp_path / "m")]
+    for extra in ([], ["--rounds", "3"], ["--backbone", "none"], ["--backbone", "none", "--rounds", "3"]):
+        result = CliRunner().invoke(cli.app, base + extra)
+        assert result.exit_code == 0, result.output
+    assert [type(c).__name__ for c in seen] == ["HeadsConfig", "HeadsConfig", "TrainConfig", "TrainConfig"]
+    assert [c.rounds for c in seen] == [heads.HeadsConfig.rounds, 3, TrainConfig.rounds, 3]
+    assert seen[0].folds == 5 and seen[2].cross_fit == 5
