@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import psycopg
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app

@@ -6,7 +6,6 @@ HTTP port and SSE feed.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import httpx

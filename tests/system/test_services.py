@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from sonopolis.bootstrap import bootstrap
-from sonopolis.embedded import LocalMosquitto, LocalPostgres
 from tests import services
 
 
