@@ -7,7 +7,7 @@ arrays passed in.
 
 Windows are 1 s of 16 kHz audio (16 000 samples) starting every 0.5 s, whatever the
 front end, so a stream and a file cut into the same windows give the same features.
-Two front ends exist, named in each model's ONNX metadata (``front_end``,
+Three front ends exist, named in each model's ONNX metadata (``front_end``,
 :data:`FRONT_ENDS`):
 
 * ``logmel64`` (:func:`window_features`): 512-point Hann frames every 10 ms, 64 mel
@@ -18,6 +18,11 @@ Two front ends exist, named in each model's ONNX metadata (``front_end``,
   HTK-mel bands 0-22.05 kHz of unit area, log10(1 + 10^4 x) / 9.4578. The backbone was
   trained on that geometry; at 16 kHz the bands above 8 kHz hold only the resampler's
   images, ~60 dB down (visible on this log scale, identical in training and inference).
+* ``yamnet64`` (:func:`yamnet_window_features`): the input of YAMNet (Google, trained on
+  AudioSet): 25 ms periodic Hann frames every 10 ms, 512-point FFT magnitude, 64 mel
+  bands 125-7500 Hz (TensorFlow's triangles, drawn on the mel axis), ``log(x + 0.001)``;
+  the central 96 frames (0.96 s) of each window, scaled to a peak of 0.5 first. The
+  log-mel is checked against TensorFlow's YAMNet to ~1e-5 (``tests/detectors/test_yamnet.py``).
 """
 
 from __future__ import annotations
@@ -206,17 +211,91 @@ def sfx_window_features(windows: np.ndarray) -> np.ndarray:
     return (np.log10(1.0 + 1e4 * mel) / SFX_LOG_MAX).astype(np.float32)
 
 
-FRONT_ENDS = {"logmel64": window_features, "sfx96": sfx_window_features}
+YAMNET_FRAME = 400  # 25 ms
+YAMNET_HOP = 160  # 10 ms
+YAMNET_N_FFT = 512
+YAMNET_N_MELS = 64
+YAMNET_F_MIN = 125.0
+YAMNET_F_MAX = 7_500.0
+YAMNET_LOG_OFFSET = 0.001
+YAMNET_FRAMES = 96  # YAMNet's patch: 0.96 s
+_YAMNET_FIRST_FRAME = (1 + (WINDOW_SAMPLES - YAMNET_FRAME) // YAMNET_HOP - YAMNET_FRAMES) // 2  # 1 of the 98 frames
+
+
+@lru_cache(maxsize=1)
+def yamnet_mel_matrix() -> np.ndarray:
+    """(257, 64) as ``tf.signal.linear_to_mel_weight_matrix(64, 257, 16000, 125, 7500)``: triangles on the mel axis, DC zeroed."""
+    bins_mel = _hz_to_mel(np.fft.rfftfreq(YAMNET_N_FFT, 1.0 / SAMPLE_RATE))
+    bank = _triangles(bins_mel, np.linspace(_hz_to_mel(YAMNET_F_MIN), _hz_to_mel(YAMNET_F_MAX), YAMNET_N_MELS + 2))
+    bank[0] = 0.0
+    out = bank.astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _yamnet_hann() -> np.ndarray:
+    return np.hanning(YAMNET_FRAME + 1)[:-1].astype(np.float32)  # periodic, as tf.signal.stft
+
+
+YAMNET_PEAK = 0.5
+"""Each window's peak before YAMNet's log-mel: gain independence, as sfx96's peak normalisation."""
+
+
+def yamnet_log_mel(windows: np.ndarray) -> np.ndarray:
+    """YAMNet's own log-mel patch of 1 s windows (n, WINDOW_SAMPLES) -> (n, YAMNET_FRAMES, YAMNET_N_MELS), as TensorFlow's."""
+    from scipy import fft
+
+    windows = np.asarray(windows, dtype=np.float32)
+    if windows.ndim != 2 or windows.shape[1] != WINDOW_SAMPLES:
+        raise FeatureError(f"expected windows shaped (n, {WINDOW_SAMPLES}), got {windows.shape}")
+    frames = sliding_window_view(windows, YAMNET_FRAME, axis=1)[:, ::YAMNET_HOP]
+    frames = frames[:, _YAMNET_FIRST_FRAME : _YAMNET_FIRST_FRAME + YAMNET_FRAMES]  # (n, 96, 400) view
+    spectrum = fft.rfft(frames * _yamnet_hann(), n=YAMNET_N_FFT, axis=-1)
+    magnitude = np.sqrt(spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    mel = (magnitude.reshape(-1, magnitude.shape[-1]) @ yamnet_mel_matrix()).reshape(*magnitude.shape[:2], YAMNET_N_MELS)
+    return np.log(mel + np.float32(YAMNET_LOG_OFFSET)).astype(np.float32)
+
+
+def yamnet_window_features(windows: np.ndarray) -> np.ndarray:
+    """YAMNet input for 1 s windows: each window scaled to a peak of :data:`YAMNET_PEAK`, then :func:`yamnet_log_mel`.
+
+    YAMNet reads absolute ``log(magnitude + 0.001)``: unscaled, a street event 40 dB below
+    full scale sinks towards its "silence" floor. Peak scaling makes the input independent
+    of the microphone gain, as ``sfx96`` does (levels travel separately, in dBFS); it
+    scored better than unscaled input on the cross-validation (``EXPERIMENTS.md``).
+    """
+    windows = np.asarray(windows, dtype=np.float32)
+    if windows.ndim != 2:
+        raise FeatureError(f"expected windows shaped (n, {WINDOW_SAMPLES}), got {windows.shape}")
+    peak = np.abs(windows).max(axis=1, keepdims=True)
+    return yamnet_log_mel(windows / np.where(peak > 0, peak, 1.0) * np.float32(YAMNET_PEAK))
+
+
+FRONT_ENDS = {"logmel64": window_features, "sfx96": sfx_window_features, "yamnet64": yamnet_window_features}
 """Front ends by the name a model's ONNX metadata gives (``front_end``; absent = ``logmel64``)."""
 DEFAULT_FRONT_END = "logmel64"
 
 
-def front_end(name: str | None):  # noqa: ANN201 - returns one of FRONT_ENDS' functions
-    """The feature function a model was trained on; a clear error for an unknown name."""
-    try:
-        return FRONT_ENDS[name or DEFAULT_FRONT_END]
-    except KeyError:
-        raise FeatureError(f"unknown front end {name!r}; known: {sorted(FRONT_ENDS)}") from None
+def front_end(name: str | None):  # noqa: ANN201 - returns a feature function
+    """The feature function a model was trained on; a clear error for an unknown name.
+
+    ``"a+b"`` names a model fed by two front ends (one backbone each): its single input
+    is each window's ``a`` features, flattened, followed by its ``b`` features, and the
+    graph cuts them apart again. One input keeps one code path for every model.
+    """
+    names = (name or DEFAULT_FRONT_END).split("+")
+    unknown = [n for n in names if n not in FRONT_ENDS]
+    if unknown or len(set(names)) != len(names):
+        raise FeatureError(f"unknown front end {name!r}; known: {sorted(FRONT_ENDS)}, or several joined by '+'")
+    if len(names) == 1:
+        return FRONT_ENDS[names[0]]
+    parts = [FRONT_ENDS[n] for n in names]
+
+    def joined(windows: np.ndarray) -> np.ndarray:
+        return np.concatenate([f(windows).reshape(len(windows), -1) for f in parts], axis=1)
+
+    return joined
 
 
 def clip_windows(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

