@@ -251,7 +251,8 @@ def _provenance(metrics: dict) -> str:
     if metrics.get("scheme") == "pretrained_heads":
         k = config["folds"]
         return (
-            f"The shipped model is a frozen pretrained backbone (int8) followed by the mean of {k} cross-fitted linear "
+            f"The shipped model is a frozen pretrained backbone ({' + '.join(_backbones(config))}, int8) followed by the "
+            f"mean of {k} cross-fitted linear "
             f"heads: head k (seed {config['seed']} + 100 k) was trained without fold k of the real clips, cut into {k} "
             "folds by source recording. Every number below is measured on clips scored by the head that never heard "
             "their recording (through the same int8 backbone), and the shipped thresholds are tuned on those "
