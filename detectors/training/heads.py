@@ -1,12 +1,12 @@
 """Cross-fitted linear heads on frozen pretrained backbones: the shipped classifier's recipe.
 
 Same scheme as ``crossfit.py``, with the backbone frozen and only a linear read-out learnt.
-The shipped backbone is two networks side by side (``pretrained.build_backbone``):
-aiSFX (sound-effects libraries, 512-d) and YAMNet (AudioSet, 1024-d), each on its own
-front end, their embeddings concatenated. Each hears what the other misses: on the same
-folds, YAMNet's embedding ranks screams and explosions better, aiSFX's glass breaks, and
-the pair raised the threshold-free macro average precision while lowering false alarms
-(``EXPERIMENTS.md``).
+The shipped backbone is aiSFX (sound-effects libraries, 512-d). ``--backbone`` also
+offers YAMNet (AudioSet, 1024-d) and the pair side by side, each on its own front end,
+embeddings concatenated (``pretrained.build_backbone``): in a probe the pair ranked
+screams and explosions better, but its own training run did not beat aiSFX alone on
+the honest estimate (``EXPERIMENTS.md``). A city retraining on its own recordings can
+compare them with the same command.
 
 1. the real clips are cut into ``folds`` folds by source recording (``data.group_folds``);
 2. every window is embedded once through the *int8* backbone graph (``pretrained.Embedder``),
@@ -23,10 +23,10 @@ the pair raised the threshold-free macro average precision while lowering false 
    Before writing anything the graph is checked against the heads applied to the stored
    embeddings, so what was measured is what ships.
 
-A head is ``log1p(embedding)``, standardised, then one linear layer (1536 x 9 for the
-pair): ~14 k parameters, nothing that can memorise a recording's colouring the way a CNN
-trained from scratch could. About 15 minutes on 2 cores, most of it embedding augmented
-windows.
+A head is ``log1p(embedding)``, standardised, then one linear layer (512 x 9 on aiSFX,
+1536 x 9 on the pair): 4.6-14 k parameters, nothing that can memorise a recording's
+colouring the way a CNN trained from scratch could. About 10 minutes on 2 cores for
+aiSFX (25 for the pair), most of it embedding augmented windows.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class HeadsConfig:
     colouring_probability: float = 0.5
     quantise_probability: float = 0.2
     calibration_windows: int = 256
-    backbone: str = pretrained.BACKBONES[0]  # aisfx+yamnet: both embeddings, concatenated
+    backbone: str = pretrained.BACKBONES[0]  # aisfx; aisfx+yamnet concatenates both embeddings
     cache: Path | None = None  # where the backbone wheels are kept (default ~/.cache/sonopolis/backbone)
     backbone_width: int = pretrained.BACKBONE_WIDTH  # tests: a small random aiSFX instead of the pretrained one
     backbone_checkpoint: Path | None = None  # tests: aiSFX weights without the download (None: fetch the pinned wheel)
@@ -187,12 +187,25 @@ def export_model(backbone: pretrained.Backbone, heads: list, out: Path, calibrat
                                 output_name="probabilities")
     return stamp_model(path, {
         "front_end": backbone.front_end,
-        "features": json.dumps({"sample_rate": features.SAMPLE_RATE, "window_s": 1.0, "window_hop_s": 0.5}),
-        "backbone": f"{backbone.attribution}; int8",
-        "weights": json.dumps(backbone.provenance),
+        "features": features_metadata(backbone.front_end),
+        "backbone": backbone.metadata(),
         "seed": str(config.seed),
         "members": str(len(heads)),
     })
+
+
+_FRONT_END_PARAMETERS = {
+    "sfx96": {"model_rate": features.SFX_RATE, "n_fft": features.SFX_N_FFT, "hop": features.SFX_HOP, "n_mels": features.SFX_N_MELS},
+    "yamnet64": {"frame": features.YAMNET_FRAME, "hop": features.YAMNET_HOP, "n_fft": features.YAMNET_N_FFT,
+                 "n_mels": features.YAMNET_N_MELS, "frames": features.YAMNET_FRAMES, "peak": features.YAMNET_PEAK},
+}
+
+
+def features_metadata(front_end: str) -> str:
+    """The ``features`` metadata of a model: its front end's parameters (each front end's, when joined)."""
+    names = front_end.split("+")
+    described = _FRONT_END_PARAMETERS[names[0]] if len(names) == 1 else {n: _FRONT_END_PARAMETERS[n] for n in names}
+    return json.dumps({"sample_rate": features.SAMPLE_RATE, **described, "window_s": 1.0, "window_hop_s": 0.5})
 
 
 @dataclass

