@@ -227,6 +227,10 @@ UrbanSound8K (Salamon, Jacoby, Bello, ACM MM 2014), Kaggle gunshot-audio dataset
 sonopolis train-detector --data ../shared/audio/train --out detectors/model --seed {seed} --threads {threads} {scheme_args}
 sonopolis eval-detector <folder with LABELS.csv>
 ```
+
+The same command gives the same bytes only with the same library versions
+(`metrics.json`, `libraries`): another onnxruntime or numpy moves the int8 rounding of a
+few backbone weights by one step, and the out-of-fold figures with it (`EXPERIMENTS.md`).
 """
 
 

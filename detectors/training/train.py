@@ -297,9 +297,24 @@ def train(config: TrainConfig, tick: Callable[[str], None] = lambda _msg: None) 
     return metrics
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a model's exact weights depend on (int8 rounding, front end, training)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("numpy", "scipy", "onnx", "onnxruntime", "torch"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
 def write_outputs(out: Path, metrics: dict) -> None:
-    """``thresholds.json`` (what inference reads), ``metrics.json`` and the model card."""
+    """``thresholds.json`` (what inference reads), ``metrics.json`` (with the library versions) and the model card."""
     from detectors.training.card import write_model_card
+
+    metrics.setdefault("libraries", library_versions())
 
     (out / "thresholds.json").write_text(
         json.dumps({"model_id": metrics["model_id"], "thresholds": metrics["thresholds"]}, indent=2) + "\n", encoding="utf-8"

