@@ -5,8 +5,8 @@ The shipped backbone is aiSFX (sound-effects libraries, 512-d). ``--backbone`` a
 offers YAMNet (AudioSet, 1024-d) and the pair side by side, each on its own front end,
 embeddings concatenated (``pretrained.build_backbone``): in a probe the pair ranked
 screams and explosions better, but its own training run did not beat aiSFX alone on
-the honest estimate (``EXPERIMENTS.md``). A city retraining on its own recordings can
-compare them with the same command.
+the honest estimate, and YAMNet's int8 export turned out to distort its embedding, so
+the YAMNet recipes are experimental until that is fixed (``EXPERIMENTS.md``).
 
 1. the real clips are cut into ``folds`` folds by source recording (``data.group_folds``);
 2. every window is embedded once through the *int8* backbone graph (``pretrained.Embedder``),
