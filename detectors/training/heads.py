@@ -80,18 +80,11 @@ class HeadsConfig:
         return data.Augmentation(self.mix_probability, (self.snr_min_db, self.snr_max_db), 0.0,
                                  self.colouring_probability, self.quantise_probability)
 
-    def recorded(self) -> dict:
-        """The configuration as ``metrics.json`` records it (no local paths)."""
+    def recorded(self, backbone: pretrained.Backbone) -> dict:
+        """The configuration as ``metrics.json`` records it (no local paths), with the backbone's wheels and front end."""
         skip = ("data", "out", "cache", "backbone_checkpoint", "yamnet_random_seed")
-        return {"scheme": "pretrained_heads", "weights": self.weights(),
-                "front_end": self.front_end()} | {k: v for k, v in asdict(self).items() if k not in skip}
-
-    def weights(self) -> dict:
-        """Requirement and SHA-256 of each pinned wheel the backbone's weights come from."""
-        return {name: spec for name, spec in pretrained.WHEELS.items() if name in self.backbone.split("+")}
-
-    def front_end(self) -> str:
-        return "+".join(pretrained.FRONT_END_OF[name] for name in self.backbone.split("+"))
+        return {"scheme": "pretrained_heads", "weights": backbone.provenance,
+                "front_end": backbone.front_end} | {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 def clean_training_windows(clip: data.Clip, windows: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -299,7 +292,7 @@ def train_heads(config: HeadsConfig, tick: Callable[[str], None] = lambda _msg: 
 
     metrics = out_of_fold_metrics(
         clips, fold, probabilities, prep.synthetic, synthetic_probabilities, scheme="pretrained_heads", model_id=model_id,
-        config=config.recorded(), false_alarm_weight=config.false_alarm_weight, folds=config.folds,
+        config=config.recorded(prep.backbone), false_alarm_weight=config.false_alarm_weight, folds=config.folds,
     )
     metrics["training_seconds"] = round(time.monotonic() - started, 1)
     write_outputs(config.out, metrics)
