@@ -164,14 +164,27 @@ def calibration_windows(clips: list, n: int, seed: int) -> np.ndarray:
     return np.stack(windows).astype(np.float32)
 
 
+MIN_INT8_COSINE = 0.95
+"""Lowest median cosine between the int8 graph's output and the fp32 graph's that the export
+accepts. aiSFX's int8 embedding scores 0.99 and YAMNet's with its fp32 layers 0.976; the
+all-int8 YAMNet graph scored 0.13 and silently ruined a training run before this check."""
+
+
 def export_quantised(module, path: Path, calibration: np.ndarray, *, front_end: str = "sfx96",  # noqa: ANN001
-                     output_name: str = "output") -> None:
+                     output_name: str = "output") -> float:
     """ONNX of ``module`` (input: ``front_end`` features) with its convolutions statically quantised to int8.
 
     Only Conv nodes are quantised (weights per channel, int8; activations uint8, MinMax
-    ranges over ``calibration`` windows): the same calibration gives the same backbone
-    bytes whatever head follows, so embeddings taken through the backbone alone are those
-    the shipped graph computes.
+    ranges over ``calibration`` windows), except those of sub-modules marked
+    ``keep_fp32`` (YAMNet's deep layers: ``yamnet.FP32_LAYERS``). The same calibration
+    gives the same backbone bytes whatever head follows, so embeddings taken through the
+    backbone alone are those the shipped graph computes.
+
+    Returns the median cosine between the int8 and the fp32 graph's outputs on the
+    calibration windows (for backbones side by side, the lowest of each one's embedding:
+    a broken part can hide behind a larger-norm one in the concatenation), and refuses
+    (:class:`BackboneError`) a graph below :data:`MIN_INT8_COSINE`: a quantisation that
+    loses the signal must stop the recipe, not train heads on noise.
     """
     import torch
 
@@ -196,13 +209,63 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, front_end: 
             torch.onnx.export(module.eval(), (example,), str(fp32), input_names=[input_name], output_names=[output_name],
                               dynamic_axes={input_name: {0: "windows"}, output_name: {0: "windows"}}, opset_version=17,
                               dynamo=False)
+        kept = _fp32_conv_nodes(module, fp32)
         advice = _DropMessage("pre-process")  # onnxruntime's advice to run its shape pre-processing: not needed here
         logging.getLogger().addFilter(advice)
         try:
             quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            nodes_to_exclude=kept, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8)
         finally:
             logging.getLogger().removeFilter(advice)
+        cosine = _median_cosine(fp32, path, calibration_features, getattr(module, "part_dims", None))
+    if cosine < MIN_INT8_COSINE:
+        path.unlink(missing_ok=True)
+        raise BackboneError(
+            f"int8 export of {front_end} lost the signal: median cosine {cosine:.3f} to the fp32 graph on "
+            f"{len(calibration_features)} calibration windows (minimum {MIN_INT8_COSINE}); keep the failing "
+            "layers in fp32 (keep_fp32 on their Conv2d, see yamnet.FP32_LAYERS)")
+    return cosine
+
+
+def _fp32_conv_nodes(module, graph: Path) -> list[str]:  # noqa: ANN001
+    """Names, in the exported ``graph``, of the Conv nodes of sub-modules marked ``keep_fp32``.
+
+    The TorchScript exporter names a node by its module path, with a list index kept on its
+    list's name: ``a.parts.1.convs.22`` -> ``/a/parts.1/convs.22/Conv``. A marked module
+    not found in the graph is an error: silently quantising it is the defect this prevents.
+    """
+    import onnx
+
+    wanted = {}
+    for name, sub in module.named_modules():
+        if getattr(sub, "keep_fp32", False):
+            parts: list[str] = []
+            for token in name.split("."):
+                if token.isdigit() and parts:
+                    parts[-1] += "." + token
+                else:
+                    parts.append(token)
+            wanted["/" + "/".join(parts) + "/Conv"] = name
+    present = {node.name for node in onnx.load(str(graph)).graph.node if node.op_type == "Conv"}
+    missing = sorted(v for k, v in wanted.items() if k not in present)
+    if missing:
+        raise BackboneError(f"layers marked keep_fp32 not found in the exported graph: {missing}")
+    return sorted(wanted)
+
+
+def _median_cosine(reference: Path, candidate: Path, x: np.ndarray, part_dims: list[int] | None = None) -> float:
+    """Median, over windows, of the cosine between two one-input graphs' outputs on ``x``;
+    with ``part_dims``, the lowest such median over those consecutive slices of the output."""
+    a = run_in_batches(open_session(reference, threads=1), x).astype(np.float64)
+    b = run_in_batches(open_session(candidate, threads=1), x).astype(np.float64)
+    bounds = np.cumsum([0, *(part_dims or [a.shape[1]])])
+    medians = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        pa, pb = a[:, lo:hi], b[:, lo:hi]
+        norms = np.linalg.norm(pa, axis=1) * np.linalg.norm(pb, axis=1)
+        medians.append(float(np.median((pa * pb).sum(axis=1) / np.where(norms > 0, norms, 1.0))))
+    return min(medians)
 
 
 BACKBONES = ("aisfx", "aisfx+yamnet", "yamnet")
@@ -272,7 +335,8 @@ def joint_module(modules: list, shapes: list[tuple[int, ...]]):  # noqa: ANN201
             super().__init__()
             self.parts = nn.ModuleList(modules)
             self.shapes = [tuple(int(d) for d in s) for s in shapes]
-            self.dim = sum(m.dim for m in modules)
+            self.part_dims = [int(m.dim) for m in modules]  # export_quantised checks each part's fidelity
+            self.dim = sum(self.part_dims)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out, start = [], 0

@@ -66,3 +66,54 @@ def test_yamnet_rebuilt_from_the_pinned_wheel_gives_tensorflows_scores() -> None
     assert np.abs(embeddings - ref["embeddings"]).max() < 1e-3
     assert np.abs(scores - ref["scores"]).max() < 1e-4
     assert sum(t.size for t in tensors.values() if t.ndim == 4) > 3_000_000  # every convolution was read
+
+
+def test_yamnet_int8_export_keeps_its_deep_layers_fp32_and_an_all_int8_graph_is_refused(shared_dir: Path, tmp_path: Path) -> None:
+    """The export's fidelity check on the defect it exists for (``yamnet.FP32_LAYERS``).
+
+    Needs real, varied windows: calibrated on one short clip, even the all-int8 graph
+    looks faithful, because the activation ranges then fit that one sound.
+    """
+    pytest.importorskip("torch", reason="the export needs torch (train extra)")
+    import onnx
+
+    from detectors.training import data, pretrained, yamnet
+
+    clips = data.load_training_clips(shared_dir / "audio" / "train")
+    windows = pretrained.calibration_windows(clips, 64, seed=0)
+    net = yamnet.load_yamnet(yamnet.fetch_yamnet(pretrained.DEFAULT_CACHE))
+
+    cosine = pretrained.export_quantised(net, tmp_path / "yamnet.onnx", windows, front_end="yamnet64", output_name="embedding")
+    assert cosine >= pretrained.MIN_INT8_COSINE
+    graph = onnx.load(str(tmp_path / "yamnet.onnx")).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    fp32_convs = [n.name for n in graph.node if n.op_type == "Conv" and made_by.get(n.input[1]) != "DequantizeLinear"]
+    assert fp32_convs == [f"/convs.{i}/Conv" for i in yamnet.FP32_LAYERS]
+
+    for conv in net.convs:
+        conv.keep_fp32 = False
+    with pytest.raises(pretrained.BackboneError, match="lost the signal: median cosine 0\\.[0-4]"):
+        pretrained.export_quantised(net, tmp_path / "all-int8.onnx", windows, front_end="yamnet64", output_name="embedding")
+    assert not (tmp_path / "all-int8.onnx").exists()
+
+
+def test_the_fidelity_check_judges_each_backbone_of_a_pair_on_its_own(tmp_path: Path) -> None:
+    """A ruined embedding beside a larger-norm faithful one hides in the concatenation's cosine."""
+    torch = pytest.importorskip("torch", reason="the export needs torch (train extra)")
+    from detectors.training import pretrained
+
+    class Pair(torch.nn.Module):
+        def __init__(self, sign: float) -> None:
+            super().__init__()
+            self.sign = sign
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([100.0 * x[:, :4], self.sign * x[:, 4:8]], dim=1)
+
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    for name, sign in (("reference", 1.0), ("candidate", -1.0)):
+        torch.onnx.export(Pair(sign), (torch.from_numpy(x[:1]),), str(tmp_path / f"{name}.onnx"), input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
+    whole = pretrained._median_cosine(tmp_path / "reference.onnx", tmp_path / "candidate.onnx", x)
+    parts = pretrained._median_cosine(tmp_path / "reference.onnx", tmp_path / "candidate.onnx", x, [4, 4])
+    assert whole > 0.99 and parts == pytest.approx(-1.0)
