@@ -87,8 +87,11 @@ def test_yamnet_int8_export_keeps_its_deep_layers_fp32_and_an_all_int8_graph_is_
     assert cosine >= pretrained.MIN_INT8_COSINE
     graph = onnx.load(str(tmp_path / "yamnet.onnx")).graph
     made_by = {out: node.op_type for node in graph.node for out in node.output}
-    fp32_convs = [n.name for n in graph.node if n.op_type == "Conv" and made_by.get(n.input[1]) != "DequantizeLinear"]
-    assert fp32_convs == [f"/convs.{i}/Conv" for i in yamnet.FP32_LAYERS]
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    fp32_activations = [n.name for n in convs if made_by.get(n.input[0]) != "DequantizeLinear"]
+    assert fp32_activations == [f"/convs.{i}/Conv" for i in yamnet.FP32_LAYERS]
+    assert all(made_by.get(n.input[1]) == "DequantizeLinear" for n in convs)  # every weight is stored in int8
+    assert not [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4]
 
     for conv in net.convs:
         conv.keep_fp32 = False
