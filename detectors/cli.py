@@ -101,8 +101,8 @@ def train_detector(
     backbone: str = typer.Option(
         "aisfx", "--backbone",
         help="aisfx (the shipped recipe): frozen pretrained backbone (int8) + cross-fitted linear heads (downloads the "
-        "pinned wheel once, hash-checked); aisfx+yamnet, yamnet: experimental, the int8 export currently distorts "
-        "YAMNet's embedding (detectors/model/EXPERIMENTS.md); none: the project's own CNNs trained from scratch",
+        "pinned wheel once, hash-checked); aisfx+yamnet: with Google's YAMNet (AudioSet) beside it, yamnet: YAMNet "
+        "alone (both compared in detectors/model/EXPERIMENTS.md); none: the project's own CNNs trained from scratch",
     ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=0, max=50,

@@ -3,10 +3,10 @@
 Same scheme as ``crossfit.py``, with the backbone frozen and only a linear read-out learnt.
 The shipped backbone is aiSFX (sound-effects libraries, 512-d). ``--backbone`` also
 offers YAMNet (AudioSet, 1024-d) and the pair side by side, each on its own front end,
-embeddings concatenated (``pretrained.build_backbone``): in a probe the pair ranked
-screams and explosions better, but its own training run did not beat aiSFX alone on
-the honest estimate, and YAMNet's int8 export turned out to distort its embedding, so
-the YAMNet recipes are experimental until that is fixed (``EXPERIMENTS.md``).
+embeddings concatenated (``pretrained.build_backbone``). With YAMNet's int8 export
+fixed (its deep layers compute in fp32: ``yamnet.FP32_LAYERS``), the pair scores screams
+and explosions better than aiSFX alone; whether that beats aiSFX on the honest figures
+is in ``EXPERIMENTS.md``.
 
 1. the real clips are cut into ``folds`` folds by source recording (``data.group_folds``);
 2. every window is embedded once through the *int8* backbone graph (``pretrained.Embedder``),

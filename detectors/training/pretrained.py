@@ -2,7 +2,7 @@
 
 This module owns the sound-effects backbone (aiSFX, below), the fetching of pinned
 wheels, the int8 export and :func:`build_backbone`, which also assembles YAMNet
-(``yamnet.py``) alone or beside aiSFX (experimental: ``EXPERIMENTS.md``).
+(``yamnet.py``) alone or beside aiSFX (compared in ``EXPERIMENTS.md``).
 
 Why a pretrained backbone: ~1 400 real clips from a few dozen source recordings are too
 few for a network trained from scratch to learn *sounds* rather than *sources*. Scored
