@@ -162,9 +162,12 @@ def _model_heads(config: dict, folds: int) -> str:
     plural = "s" if len(names) > 1 else ""
     joined = "\n  Their embeddings are concatenated." if plural else ""
     dim = " + ".join({"aisfx": "512", "yamnet": "1024"}[n] for n in names)
+    fp32 = ("\n  YAMNet's convolutions 20-25 compute in fp32 on int8-stored weights: their per-channel\n"
+            "  activation ranges defeat a per-tensor uint8 scale (`EXPERIMENTS.md`)." if "yamnet" in names else "")
     return f"""* **Backbone{plural} (frozen, pretrained):**{_bullets(described)}{joined}
   Convolutions **statically quantised to int8** (per-channel weights, activation ranges
-  from {config["calibration_windows"]} real training windows).
+  from {config["calibration_windows"]} real training windows); the export refuses a graph whose
+  embedding strays from the fp32 one (median cosine below 0.95, per backbone).{fp32}
 * **Heads:** log1p of the {dim}-d embedding, standardised, one linear layer to the 9 classes.
   **{folds} cross-fitted heads** (head k, seed {config["seed"]} + 100 k, trained without fold k of
   the real clips); the ONNX graph outputs the mean of their softmax.
@@ -228,9 +231,10 @@ sonopolis train-detector --data ../shared/audio/train --out detectors/model --se
 sonopolis eval-detector <folder with LABELS.csv>
 ```
 
-The same command gives the same bytes only with the same library versions
-(`metrics.json`, `libraries`): another onnxruntime or numpy moves the int8 rounding of a
-few backbone weights by one step, and the out-of-fold figures with it (`EXPERIMENTS.md`).
+The same command gives the same figures only on the same kind of CPU and with the same
+library versions (`metrics.json`, `libraries`): the fp32 kernels of another instruction set
+(AVX2 against AVX-512) or another onnxruntime round the calibration ranges and embeddings
+differently, and the tuned false-alarm counts move by several clips (`EXPERIMENTS.md`).
 """
 
 
