@@ -120,3 +120,22 @@ def test_the_fidelity_check_judges_each_backbone_of_a_pair_on_its_own(tmp_path: 
     whole = pretrained._median_cosine(tmp_path / "reference.onnx", tmp_path / "candidate.onnx", x)
     parts = pretrained._median_cosine(tmp_path / "reference.onnx", tmp_path / "candidate.onnx", x, [4, 4])
     assert whole > 0.99 and parts == pytest.approx(-1.0)
+
+
+def test_a_layer_marked_fp32_that_the_graph_lacks_stops_the_export(tmp_path: Path) -> None:
+    """Quantising a layer that was meant to stay fp32 is the silent defect the mark exists to prevent."""
+    torch = pytest.importorskip("torch", reason="the export needs torch (train extra)")
+    from detectors.training import pretrained
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(1, 2, 3)
+            self.unused.keep_fp32 = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x.unsqueeze(1)).mean(dim=(2, 3))
+
+    windows = np.random.default_rng(0).normal(0, 0.1, (4, features.WINDOW_SAMPLES)).astype(np.float32)
+    with pytest.raises(pretrained.BackboneError, match=r"keep_fp32 not found in the exported graph: \['unused'\]"):
+        pretrained.export_quantised(Net(), tmp_path / "net.onnx", windows, front_end="yamnet64")
