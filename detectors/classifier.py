@@ -180,16 +180,37 @@ class EventClassifier:
         self, model_path: Path | None = None, thresholds: Mapping[str, float] | None = None, *, threads: int = 1
     ) -> None:
         self.runner = OnnxRunner(model_path or DEFAULT_MODEL, threads=threads)
-        merged = load_thresholds(DEFAULT_THRESHOLDS) if DEFAULT_THRESHOLDS.is_file() else {}
-        if model_path is not None and (Path(model_path).parent / "thresholds.json").is_file():
-            merged = load_thresholds(Path(model_path).parent / "thresholds.json")
+        merged = self._thresholds_file_for(Path(model_path) if model_path is not None else DEFAULT_MODEL)
         merged.update(check_thresholds(thresholds or {}))
         missing = set(CLASSES) - {BACKGROUND} - set(merged)
         if missing:
-            raise ClassifierError(f"no threshold for classes {sorted(missing)}")
+            raise ClassifierError(f"no threshold for classes {sorted(missing)} of model {self.runner.model_id}: put the "
+                                  "thresholds.json that train-detector wrote for it beside the model")
         self.thresholds = merged
         self._threshold_row = np.array([merged.get(c, np.inf) for c in CLASSES], np.float32)
         self._threshold_row[CLASSES.index(BACKGROUND)] = np.inf
+
+    def _thresholds_file_for(self, model_path: Path) -> dict[str, float]:
+        """The thresholds tuned for this model: ``thresholds.json`` beside it, else the shipped one if it is this model's.
+
+        Thresholds are tuned per model, so a file that names another model id is never applied:
+        beside the model it is an error (a half-copied model folder), and the shipped defaults
+        are simply not used for another model (its explicit thresholds must then cover every class).
+        """
+        beside = model_path.parent / "thresholds.json"
+        for path, must_match in ((beside, True), (DEFAULT_THRESHOLDS, False)):
+            if not path.is_file():
+                continue
+            try:
+                declared = json.loads(path.read_text(encoding="utf-8")).get("model_id")
+            except (OSError, json.JSONDecodeError, AttributeError) as exc:
+                raise ClassifierError(f"cannot read thresholds {path}: {exc}") from exc
+            if declared in (None, self.runner.model_id):
+                return load_thresholds(path)
+            if must_match:
+                raise ClassifierError(
+                    f"{path} holds the thresholds of model {declared}, not of {model_path} ({self.runner.model_id})")
+        return {}
 
     @property
     def model_id(self) -> str:

@@ -189,3 +189,28 @@ def test_bad_thresholds_and_models_are_refused(tmp_path) -> None:
     broken.write_bytes(b"not a model")
     with pytest.raises(ClassifierError, match="cannot load model"):
         EventClassifier(broken)
+
+
+def test_thresholds_are_those_tuned_for_the_model_in_use(tmp_path) -> None:
+    """The lite model runs with its own thresholds; another model's are never applied silently."""
+    import shutil
+
+    lite = DEFAULT_MODEL.parent / "lite"
+    chosen = EventClassifier(lite / "sound_events.onnx")
+    assert chosen.thresholds == json.loads((lite / "thresholds.json").read_text())["thresholds"]
+    assert chosen.model_id == json.loads((lite / "thresholds.json").read_text())["model_id"] != EventClassifier().model_id
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(lite / "sound_events.onnx", mixed / "sound_events.onnx")
+    shutil.copy(DEFAULT_MODEL.parent / "thresholds.json", mixed / "thresholds.json")  # the pair's, beside aiSFX
+    with pytest.raises(ClassifierError, match="holds the thresholds of model sonopolis-sed-"):
+        EventClassifier(mixed / "sound_events.onnx")
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(lite / "sound_events.onnx", alone / "sound_events.onnx")
+    with pytest.raises(ClassifierError, match="no threshold for classes"):  # the shipped defaults belong to the pair
+        EventClassifier(alone / "sound_events.onnx")
+    flat = {c: 0.5 for c in CLASSES if c != "background"}
+    assert EventClassifier(alone / "sound_events.onnx", flat).thresholds == flat
