@@ -177,9 +177,9 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, front_end: 
     Only Conv nodes are quantised (weights per channel, int8; activations uint8, MinMax
     ranges over ``calibration`` windows), except those of sub-modules marked
     ``keep_fp32`` (YAMNet's deep layers: ``yamnet.FP32_LAYERS``), which compute in fp32
-    on int8-stored weights. The same calibration
-    gives the same backbone bytes whatever head follows, so embeddings taken through the
-    backbone alone are those the shipped graph computes.
+    on int8-stored weights. The same calibration gives the same backbone bytes whatever
+    head follows, so embeddings taken through the backbone alone are those the shipped
+    graph computes.
 
     Returns the median cosine between the int8 and the fp32 graph's outputs on the
     calibration windows (for backbones side by side, the lowest of each one's embedding:
@@ -261,8 +261,9 @@ def _int8_weights_only(graph: Path, nodes: list[str]) -> None:
 
     Their activations stay fp32, which is what the layers need (``yamnet.FP32_LAYERS``); their
     weights quantise as well as any other layer's (median cosine 0.977 against 0.976 with fp32
-    weights). This keeps YAMNet's graph at 3.4 MB instead of 6.6; the dequantisation runs per
-    inference (~0.4 ms per window on the reference machine).
+    weights). This keeps YAMNet's graph at 3.4 MB instead of 6.6, but onnxruntime does not fold
+    a DequantizeLinear at load, so it runs on every inference: ~1.3 ms per window at batch 1
+    (the pair: 6.5 ms per window against 5.2 with fp32-stored weights, ``EXPERIMENTS.md``).
     """
     import onnx
     from onnx import helper, numpy_helper

@@ -18,9 +18,10 @@ tensors with numpy (``tf_checkpoint.py``); the architecture is rebuilt here, so 
 of the package's code runs and TensorFlow is never installed. The rebuild gives
 TensorFlow's YAMNet scores to ~1e-5 (``tests/detectors/test_yamnet.py``).
 
-Int8: YAMNet's deep layers do not survive per-tensor activation quantisation. After
-convolution 22 the per-channel activation ranges differ by two orders of magnitude (a
-median channel peaks at 0.14 where the tensor peaks at 17), so a uint8 step of the
+Int8: YAMNet's deep layers do not survive per-tensor activation quantisation. From
+convolution 22 on, the per-channel activation ranges differ by up to two orders of
+magnitude (after convolution 23, the median channel peaks at 0.14 where the tensor peaks
+at 17), so a uint8 step of the
 tensor's range erases most channels; quantised alone, convolution 22 drops the
 embedding's cosine to the fp32 one to 0.26 (``EXPERIMENTS.md``). Convolutions
 :data:`FP32_LAYERS` therefore stay fp32 in the exported graph (the ones whose
@@ -60,8 +61,8 @@ FP32_LAYERS = tuple(range(20, 26))
 """Convolutions (0-26, in order) kept in fp32 by the int8 export: the 512/1024-channel layers
 whose per-channel activation ranges no per-tensor uint8 scale can serve (module docstring).
 Measured on 64 real windows: quantised alone, each of them gives a cosine to fp32 of 0.26
-to 0.975, every other layer 0.998 or more; with these six in fp32 the whole graph gives
-0.976 (all int8: 0.20), at 6.6 MB instead of 4 MB."""
+to 0.975, every other layer 0.998 or more; with these six computing in fp32 the whole graph
+gives 0.977 (all int8: 0.20). Their weights are still stored in int8 (3.4 MB in all)."""
 
 
 def folded_convolutions(tensors: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
