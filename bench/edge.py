@@ -57,14 +57,13 @@ def bench_levels(blocks: list[np.ndarray], repeats: int = 3) -> float:
 
 def bench_classifier(blocks: list[np.ndarray], model: Path | None = None) -> float | None:
     try:
-        from detectors.classifier import BACKGROUND, CLASSES, ClassifierError, StreamingClassifier
+        from detectors.classifier import FLAT_THRESHOLDS, ClassifierError, StreamingClassifier
     except ImportError as exc:
         print(f"note: classifier not importable yet ({exc}); classifier_rtf=nan")
         return None
     try:
         # A baseline graph may come without its tuned thresholds; they do not change the timing.
-        flat = None if model is None else {c: 0.5 for c in CLASSES if c != BACKGROUND}
-        clf = StreamingClassifier(model, flat, threads=1)
+        clf = StreamingClassifier(model, None if model is None else FLAT_THRESHOLDS, threads=1)
     except ClassifierError as exc:
         print(f"note: classifier model not available yet ({exc}); classifier_rtf=nan")
         return None

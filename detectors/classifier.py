@@ -48,6 +48,8 @@ BACKGROUND = "background"
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 DEFAULT_MODEL = MODEL_DIR / "sound_events.onnx"
 DEFAULT_THRESHOLDS = MODEL_DIR / "thresholds.json"
+FLAT_THRESHOLDS = {c: 0.5 for c in CLASSES if c != BACKGROUND}
+"""0.5 for every class: the untuned reference, and the placeholder where thresholds do not matter (timing, scoring)."""
 MAX_BATCH = 64
 GAP_TOLERANCE = timedelta(milliseconds=250)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -75,11 +77,18 @@ class Detection(BaseModel):
 
 def load_thresholds(path: Path = DEFAULT_THRESHOLDS) -> dict[str, float]:
     """Per-class thresholds from the JSON written by the training script."""
+    return _read_thresholds_file(path)[1]
+
+
+def _read_thresholds_file(path: Path) -> tuple[str | None, dict[str, float]]:
+    """(model id the file declares, or None; its checked thresholds) of a ``thresholds.json``."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ClassifierError(f"cannot read thresholds {path}: {exc}") from exc
-    return check_thresholds(raw.get("thresholds", raw), source=str(path))
+    if not isinstance(raw, dict):
+        raise ClassifierError(f"cannot read thresholds {path}: expected a JSON object, got {type(raw).__name__}")
+    return raw.get("model_id"), check_thresholds(raw.get("thresholds", raw), source=str(path))
 
 
 def check_thresholds(thresholds: Mapping[str, float], *, source: str = "thresholds") -> dict[str, float]:
@@ -201,12 +210,9 @@ class EventClassifier:
         for path, must_match in ((beside, True), (DEFAULT_THRESHOLDS, False)):
             if not path.is_file():
                 continue
-            try:
-                declared = json.loads(path.read_text(encoding="utf-8")).get("model_id")
-            except (OSError, json.JSONDecodeError, AttributeError) as exc:
-                raise ClassifierError(f"cannot read thresholds {path}: {exc}") from exc
+            declared, tuned = _read_thresholds_file(path)
             if declared in (None, self.runner.model_id):
-                return load_thresholds(path)
+                return tuned
             if must_match:
                 raise ClassifierError(
                     f"{path} holds the thresholds of model {declared}, not of {model_path} ({self.runner.model_id})")

@@ -30,11 +30,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from detectors.classifier import CLASSES
+from detectors.classifier import CLASSES, FLAT_THRESHOLDS
 from detectors.training import data
 from detectors.training.thresholds import evaluate_thresholds, thresholds_by_fold, tune_thresholds
 from detectors.training.train import (
-    FLAT_THRESHOLDS,
     TrainConfig,
     by_source,
     export_onnx,

@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from detectors import features
-from detectors.classifier import BACKGROUND, CLASSES, EventClassifier
+from detectors.classifier import BACKGROUND, CLASSES, FLAT_THRESHOLDS, EventClassifier
 from detectors.training import data, pretrained
 from detectors.training.crossfit import out_of_fold_metrics
-from detectors.training.train import FLAT_THRESHOLDS, MODEL_FILE, stamp_model, write_outputs
+from detectors.training.train import MODEL_FILE, stamp_model, write_outputs
 
 @dataclass(frozen=True)
 class HeadsConfig:

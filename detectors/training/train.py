@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors import features
-from detectors.classifier import BACKGROUND, CLASSES, EventClassifier
+from detectors.classifier import BACKGROUND, CLASSES, FLAT_THRESHOLDS, EventClassifier
 from detectors.training import data
 from detectors.training.thresholds import cross_validated_thresholds, evaluate_thresholds, tune_thresholds
 
@@ -123,9 +123,6 @@ def stamp_model(path: Path, meta: dict[str, str]) -> str:
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return model_id
-
-
-FLAT_THRESHOLDS = {c: 0.5 for c in CLASSES if c != BACKGROUND}  # the untuned reference (and a placeholder for scoring)
 
 
 def window_probabilities(model: Path, clips: list[data.Clip]) -> list[np.ndarray]:

@@ -15,6 +15,7 @@ from detectors import features
 from detectors.classifier import (
     CLASSES,
     DEFAULT_MODEL,
+    FLAT_THRESHOLDS,
     ClassifierError,
     EventClassifier,
     StreamingClassifier,
@@ -206,11 +207,13 @@ def test_thresholds_are_those_tuned_for_the_model_in_use(tmp_path) -> None:
     shutil.copy(DEFAULT_MODEL.parent / "thresholds.json", mixed / "thresholds.json")  # the pair's, beside aiSFX
     with pytest.raises(ClassifierError, match="holds the thresholds of model sonopolis-sed-"):
         EventClassifier(mixed / "sound_events.onnx")
+    (mixed / "thresholds.json").write_text("[0.5, 0.5]")
+    with pytest.raises(ClassifierError, match="thresholds.json: expected a JSON object, got list"):
+        EventClassifier(mixed / "sound_events.onnx")
 
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(lite / "sound_events.onnx", alone / "sound_events.onnx")
     with pytest.raises(ClassifierError, match="no threshold for classes"):  # the shipped defaults belong to the pair
         EventClassifier(alone / "sound_events.onnx")
-    flat = {c: 0.5 for c in CLASSES if c != "background"}
-    assert EventClassifier(alone / "sound_events.onnx", flat).thresholds == flat
+    assert EventClassifier(alone / "sound_events.onnx", FLAT_THRESHOLDS).thresholds == FLAT_THRESHOLDS
