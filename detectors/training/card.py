@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detectors.classifier import CLASSES, SECURITY_CLASSES
+from detectors.training import pretrained, yamnet
 
 _FIXED = """
 ## Intended use
@@ -162,7 +163,8 @@ def _model_heads(config: dict, folds: int) -> str:
     plural = "s" if len(names) > 1 else ""
     joined = "\n  Their embeddings are concatenated." if plural else ""
     dim = " + ".join({"aisfx": "512", "yamnet": "1024"}[n] for n in names)
-    fp32 = ("\n  YAMNet's convolutions 20-25 compute in fp32 on int8-stored weights: their per-channel\n"
+    kept = f"{yamnet.FP32_LAYERS[0]}-{yamnet.FP32_LAYERS[-1]}"
+    fp32 = (f"\n  YAMNet's convolutions {kept} compute in fp32 on int8-stored weights: their per-channel\n"
             "  activation ranges defeat a per-tensor uint8 scale (`EXPERIMENTS.md`)." if "yamnet" in names else "")
     return f"""* **Backbone{plural} (frozen, pretrained):**{_bullets(described)}{joined}
   Convolutions **statically quantised to int8** (per-channel weights, activation ranges
@@ -175,7 +177,7 @@ def _model_heads(config: dict, folds: int) -> str:
 
 
 def _inputs_heads(config: dict) -> str:
-    fronts = [{"aisfx": "sfx96", "yamnet": "yamnet64"}[n] for n in _backbones(config)]
+    fronts = [pretrained.FRONT_END_OF[n] for n in _backbones(config)]
     return ("* 1 s windows every 0.5 s, each turned into the input its backbone was trained on "
             "(`detectors/features.py`):" + _bullets([_INPUTS_BY_FRONT_END[f] for f in fronts]))
 
