@@ -75,13 +75,8 @@ class Detection(BaseModel):
         return self.label in SECURITY_CLASSES
 
 
-def load_thresholds(path: Path = DEFAULT_THRESHOLDS) -> dict[str, float]:
-    """Per-class thresholds from the JSON written by the training script."""
-    return _read_thresholds_file(path)[1]
-
-
 def _read_thresholds_file(path: Path) -> tuple[str | None, dict[str, float]]:
-    """(model id the file declares, or None; its checked thresholds) of a ``thresholds.json``."""
+    """(model id the file declares, or None; its checked thresholds) of a ``thresholds.json`` written by training."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
