@@ -98,3 +98,28 @@ def test_duplicates_are_idempotent(db, mqtt_broker):
         assert count(db.smart) == 31
         assert count(db.smart, "quarantine") == 0
     pub.close()
+
+
+def test_acks_are_counted_before_the_broker_gets_them(db, mqtt_broker):
+    """Once a PUBACK leaves, the broker may send the next message at once: if the ack were
+    counted after, ``received - acked`` could exceed Receive Maximum (the outage test once
+    read 201 in flight for a buffer of 200)."""
+    ready_db(db.smart, ["s1"]).close()
+    t0 = _minute_start()
+    pub = Publisher(mqtt_broker.port)
+    seen: list[tuple[float, int]] = []  # (acked counter when the PUBACKs are queued, PUBACKs queued so far)
+    with running(db.smart, ingest_settings(mqtt_broker.port)) as svc:
+        client = svc.consumer.client
+        queue_pubacks = client.ack_many
+
+        def spy(mids: list[int]) -> None:
+            queued = (seen[-1][1] if seen else 0) + len(mids)
+            seen.append((svc.metrics.value("sonopolis_ingest_messages_acked_total"), queued))
+            queue_pubacks(mids)
+
+        client.ack_many = spy
+        pub.publish_all((TOPIC.format("s1"), payload(frame_dict("s1", t0 + timedelta(seconds=i), 60.0))) for i in range(30))
+        wait_until(lambda: svc.metrics.value("sonopolis_ingest_messages_acked_total") == 30, what="30 acks")
+    pub.close()
+    assert seen and seen[-1][1] == 30
+    assert all(counted >= queued for counted, queued in seen), seen
