@@ -121,6 +121,7 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     assert metrics["config"]["backbone"] == "aisfx+yamnet" and metrics["config"]["front_end"] == "sfx96+yamnet64"
     assert metrics["config"]["weights"] == pretrained.WHEELS
     assert set(metrics["libraries"]) == {"numpy", "scipy", "onnx", "onnxruntime", "torch"}
+    assert pretrained.MIN_INT8_COSINE <= metrics["int8_embedding_cosine"] <= 1.0  # the export's own check, recorded
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["libraries"] == metrics["libraries"]
     # Every real clip (3 per class, 8 real classes) is scored exactly once, by the head that never heard it.
     assert metrics["validation_real_cross_validated"]["clips"] == 24
@@ -130,6 +131,7 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "cross-fitted linear heads" in card and "CC BY 4.0" in card and "Apache-2.0" in card
     assert "--backbone aisfx+yamnet --cross-fit 3 --rounds 1" in card and "YAMNet's input (`yamnet64`)" in card
+    assert "YAMNet's convolutions 20-25 compute in fp32" in card
 
     # One graph: int8 convolutions (QDQ), both front ends named in its metadata, usable by the inference code.
     import onnx
