@@ -149,11 +149,15 @@ def run_in_batches(session, batch: np.ndarray) -> np.ndarray:  # noqa: ANN001
 class OnnxRunner:
     """Owns the classifier's session: class order check, front end, warm-up.
 
-    One intra-op thread by default: a gateway runs one classifier per core, so the
-    real-time factor measured here is per core.
+    One compute thread by default: a gateway runs one classifier per core, so the
+    real-time factor measured here is per core. ``threads`` bounds the numpy front end
+    too: its mel projections are BLAS products, and OpenBLAS would otherwise start one
+    thread per core for them, whose spinning doubled the agent's CPU time on a 2-core
+    machine (``bench/edge.py``: 18.6x real time per core without the bound, 46.4x with it).
     """
 
     def __init__(self, model_path: Path = DEFAULT_MODEL, *, threads: int = 1) -> None:
+        self.threads = threads
         self.session = open_session(model_path, threads=threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         classes = tuple(json.loads(meta.get("classes", "[]")))
@@ -164,11 +168,16 @@ class OnnxRunner:
             self.features = features.front_end(meta.get("front_end"))
         except features.FeatureError as exc:
             raise ClassifierError(f"model {model_path}: {exc}") from exc
+        self.features(np.zeros((1, features.WINDOW_SAMPLES), np.float32))  # loads the front end's libraries
+        from threadpoolctl import ThreadpoolController
+
+        self._blas = ThreadpoolController()  # after the front end's imports, so it sees their BLAS too
         self.window_probabilities(np.zeros((1, features.WINDOW_SAMPLES), np.float32))  # warm-up
 
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities (n, len(CLASSES)) of 1 s, 16 kHz windows (n, WINDOW_SAMPLES), through the model's front end."""
-        return self.probabilities(self.features(windows))
+        with self._blas.limit(limits=self.threads, user_api="blas"):
+            return self.probabilities(self.features(windows))
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (n, len(CLASSES)) of model inputs (front-end features, first axis = windows)."""

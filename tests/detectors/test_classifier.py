@@ -217,3 +217,32 @@ def test_thresholds_are_those_tuned_for_the_model_in_use(tmp_path) -> None:
     with pytest.raises(ClassifierError, match="no threshold for classes"):  # the shipped defaults belong to the pair
         EventClassifier(alone / "sound_events.onnx")
     assert EventClassifier(alone / "sound_events.onnx", FLAT_THRESHOLDS).thresholds == FLAT_THRESHOLDS
+
+
+def test_the_front_end_uses_no_more_blas_threads_than_the_classifier(classifier: EventClassifier) -> None:
+    """One classifier per core: OpenBLAS must not start a thread per core for the mel products.
+
+    The process-wide BLAS setting is raised to 2 around the call so the bound is visible on any
+    machine, then checked inside the front end and restored after it.
+    """
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+
+    runner = classifier.runner
+    assert runner.threads == 1
+    seen: list[int] = []
+    original = runner.features
+
+    def spy(windows: np.ndarray) -> np.ndarray:
+        seen.extend(lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas")
+        return original(windows)
+
+    runner.features = spy
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):
+            probabilities = classifier.window_probabilities(street(2.0), features.SAMPLE_RATE)
+            after = [lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"]
+    finally:
+        runner.features = original
+    assert probabilities.shape == (3, len(CLASSES))
+    assert seen and set(seen) == {1}
+    assert set(after) == {2}

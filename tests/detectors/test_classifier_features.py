@@ -107,3 +107,15 @@ def test_onset_of_a_sound_with_a_2ms_rise_is_within_2ms() -> None:
     audio = impulse_in_noise(12_345, 30.0, seed=9, rise=32)
     found = estimate_onset(audio, 0, audio.size)
     assert abs(found - 12_345) <= 32
+
+
+def test_sfx_front_end_resamples_with_scipys_own_filter_designed_once() -> None:
+    """The cached FIR must be exactly the one resample_poly designs itself, so features are unchanged."""
+    from scipy.signal import resample_poly
+
+    windows = np.random.default_rng(3).standard_normal((2, features.WINDOW_SAMPLES)).astype(np.float32)
+    designed_each_call = resample_poly(windows, 441, 160, axis=1)
+    cached = resample_poly(windows, 441, 160, axis=1, window=features._sfx_resampling_filter())
+    assert np.array_equal(cached, designed_each_call)
+    assert features._sfx_resampling_filter() is features._sfx_resampling_filter()
+    assert not features._sfx_resampling_filter().flags.writeable
