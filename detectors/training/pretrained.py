@@ -257,16 +257,20 @@ def _fp32_conv_nodes(module, graph: Path) -> list[str]:  # noqa: ANN001
 
 
 def _int8_weights_only(graph: Path, nodes: list[str]) -> None:
-    """Store the weights of Conv ``nodes`` (kept out of quantisation) as per-channel int8 behind a DequantizeLinear.
+    """Store the weights of Conv ``nodes`` (kept out of quantisation) as per-channel int8, expanded at load.
 
     Their activations stay fp32, which is what the layers need (``yamnet.FP32_LAYERS``); their
     weights quantise as well as any other layer's (median cosine 0.977 against 0.976 with fp32
-    weights). This keeps YAMNet's graph at 3.4 MB instead of 6.6, but onnxruntime does not fold
-    a DequantizeLinear at load, so it runs on every inference: ~1.3 ms per window at batch 1
-    (the pair: 6.5 ms per window against 5.2 with fp32-stored weights, ``EXPERIMENTS.md``).
+    weights). This keeps YAMNet's graph at 3.4 MB instead of 6.6. The expansion is a Cast and
+    a Mul by the per-channel scale, not a DequantizeLinear: onnxruntime constant-folds the
+    former when it loads the graph but keeps a DequantizeLinear on constants in the graph (for
+    its QDQ fusions), where it ran on every inference (~1.3 ms per window at batch 1). Both
+    compute ``float(q) * scale``; only the convolution kernel onnxruntime picks for constant
+    weights may round differently (within 1e-7 here; the shipped pair's probabilities on the
+    1 430 training clips came out bit-identical, ``EXPERIMENTS.md``).
     """
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     if not nodes:
         return
@@ -283,16 +287,60 @@ def _int8_weights_only(graph: Path, nodes: list[str]) -> None:
             scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
             quantised = np.clip(np.round(weight / scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
             model.graph.initializer.remove(initializers[name])
-            model.graph.initializer.extend([
-                numpy_helper.from_array(quantised, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale"),
-                numpy_helper.from_array(np.zeros(weight.shape[0], np.int8), f"{name}_zero_point"),
-            ])
-            rewritten.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"],
-                                              [name], name=f"{node.name}_weights", axis=0))
+            rewritten.extend(_expand_int8_weights(model, f"{node.name}_weights", name, quantised, scale))
         rewritten.append(node)
     del model.graph.node[:]
     model.graph.node.extend(rewritten)
     onnx.save(model, str(graph))
+
+
+def _expand_int8_weights(model, node_name: str, output: str, quantised: np.ndarray, scale: np.ndarray) -> list:  # noqa: ANN001
+    """Initializers ``output``_int8 and _scale added to ``model``; the Cast and Mul nodes that make ``output`` from them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model.graph.initializer.extend([
+        numpy_helper.from_array(quantised, f"{output}_int8"),
+        numpy_helper.from_array(scale.reshape(-1, *([1] * (quantised.ndim - 1))), f"{output}_scale"),
+    ])
+    return [
+        helper.make_node("Cast", [f"{output}_int8"], [f"{output}_float"], name=f"{node_name}_cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{output}_float", f"{output}_scale"], [output], name=node_name),
+    ]
+
+
+def expand_weights_at_load(graph: Path) -> int:
+    """Rewrite a graph exported before ``_int8_weights_only`` used Cast and Mul: same outputs, no per-run dequantisation.
+
+    Replaces each DequantizeLinear that ``_int8_weights_only`` wrote (named ``*_weights``,
+    constant per-channel int8 weights with zero points of 0) by the Cast and Mul it writes
+    now; the quantised convolutions' own DequantizeLinear nodes are left to onnxruntime's
+    QDQ fusion. Returns how many were rewritten. The caller re-stamps the graph (its id is
+    a digest of the graph).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    initializers = {init.name: init for init in model.graph.initializer}
+    rewritten, count = [], 0
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.name.endswith("_weights") and all(i in initializers for i in node.input):
+            q_name, s_name, z_name = node.input
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if numpy_helper.to_array(initializers[z_name]).any() or axis != 0:
+                raise BackboneError(f"{node.name}: not a per-output-channel symmetric int8 weight (axis {axis}); cannot expand")
+            quantised = numpy_helper.to_array(initializers[q_name])
+            scale = numpy_helper.to_array(initializers[s_name])
+            for name in node.input:
+                model.graph.initializer.remove(initializers[name])
+            rewritten.extend(_expand_int8_weights(model, node.name, node.output[0], quantised, scale))
+            count += 1
+        else:
+            rewritten.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(rewritten)
+    onnx.save(model, str(graph))
+    return count
 
 
 def _median_cosine(reference: Path, candidate: Path, x: np.ndarray, part_dims: list[int] | None = None) -> float:

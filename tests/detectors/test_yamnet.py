@@ -90,8 +90,10 @@ def test_yamnet_int8_export_keeps_its_deep_layers_fp32_and_an_all_int8_graph_is_
     convs = [n for n in graph.node if n.op_type == "Conv"]
     fp32_activations = [n.name for n in convs if made_by.get(n.input[0]) != "DequantizeLinear"]
     assert fp32_activations == [f"/convs.{i}/Conv" for i in yamnet.FP32_LAYERS]
-    assert all(made_by.get(n.input[1]) == "DequantizeLinear" for n in convs)  # every weight is stored in int8
-    assert not [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4]
+    # Every weight is stored in int8: behind a DequantizeLinear (int8 layers) or a Cast and a per-channel Mul (fp32 layers).
+    assert all(made_by.get(n.input[1]) == ("Mul" if n.name in fp32_activations else "DequantizeLinear") for n in convs)
+    assert not [i.name for i in graph.initializer
+                if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4 and int(np.prod(i.dims[1:])) > 1]
 
     for conv in net.convs:
         conv.keep_fp32 = False
@@ -139,3 +141,74 @@ def test_a_layer_marked_fp32_that_the_graph_lacks_stops_the_export(tmp_path: Pat
     windows = np.random.default_rng(0).normal(0, 0.1, (4, features.WINDOW_SAMPLES)).astype(np.float32)
     with pytest.raises(pretrained.BackboneError, match=r"keep_fp32 not found in the exported graph: \['unused'\]"):
         pretrained.export_quantised(Net(), tmp_path / "net.onnx", windows, front_end="yamnet64")
+
+
+def _weight_dequantisers_left_at_run_time(path: Path) -> list[str]:
+    """DequantizeLinear nodes on constants that survive onnxruntime's load-time optimisation (they run per inference)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # folding and QDQ fusion, portable
+    options.optimized_model_filepath = str(path.with_suffix(".optimised.onnx"))
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(options.optimized_model_filepath).graph
+    constants = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "DequantizeLinear" and all(i in constants for i in n.input)]
+
+
+def test_fp32_layers_get_int8_weights_expanded_once_at_load_and_older_graphs_can_be_rewritten(tmp_path: Path) -> None:
+    """A weight DequantizeLinear on an fp32 layer ran on every inference; Cast and Mul fold at load, same outputs."""
+    torch = pytest.importorskip("torch", reason="the export needs torch (train extra)")
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from detectors.training import pretrained
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.first, self.deep = torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3)
+            self.deep.keep_fp32 = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.deep(torch.relu(self.first(x.unsqueeze(1)))).mean(dim=(2, 3))
+
+    windows = np.random.default_rng(0).normal(0, 0.1, (16, features.WINDOW_SAMPLES)).astype(np.float32)
+    path = tmp_path / "net.onnx"
+    pretrained.export_quantised(Net(), path, windows, front_end="yamnet64", output_name="embedding")
+    graph = onnx.load(str(path)).graph
+    made_by = {out: node for node in graph.node for out in node.output}
+    deep = next(n for n in graph.node if n.name == "/deep/Conv")
+    mul = made_by[deep.input[1]]
+    assert (mul.op_type, made_by[mul.input[0]].op_type) == ("Mul", "Cast")
+    stored = {i.name: i.data_type for i in graph.initializer}
+    assert stored[made_by[mul.input[0]].input[0]] == onnx.TensorProto.INT8
+    assert _weight_dequantisers_left_at_run_time(path) == []
+
+    # The form written before: a DequantizeLinear named *_weights. Rewriting it gives the same outputs, folded at load.
+    old = onnx.load(str(path))
+    inits = {i.name: i for i in old.graph.initializer}
+    q_name, s_name = made_by[mul.input[0]].input[0], mul.input[1]
+    scale = numpy_helper.to_array(inits[s_name]).reshape(-1)
+    old.graph.initializer.remove(inits[s_name])
+    old.graph.initializer.extend([numpy_helper.from_array(scale, s_name), numpy_helper.from_array(np.zeros(scale.size, np.int8), "zp")])
+    nodes = [n for n in old.graph.node if n.name not in (mul.name, made_by[mul.input[0]].name)]
+    nodes.insert(0, helper.make_node("DequantizeLinear", [q_name, s_name, "zp"], [deep.input[1]], name=mul.name, axis=0))
+    del old.graph.node[:]
+    old.graph.node.extend(nodes)
+    legacy = tmp_path / "legacy.onnx"
+    onnx.save(old, str(legacy))
+    assert _weight_dequantisers_left_at_run_time(legacy) == [mul.name]
+
+    x = features.yamnet_window_features(windows)
+    before = ort.InferenceSession(str(legacy), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
+    assert pretrained.expand_weights_at_load(legacy) == 1
+    assert _weight_dequantisers_left_at_run_time(legacy) == []
+    after = ort.InferenceSession(str(legacy), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
+    exported = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
+    assert np.array_equal(after, exported)  # the rewritten graph is the one the export writes now
+    # Same products, but onnxruntime may pick another convolution kernel once the weights are constants.
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-7)
