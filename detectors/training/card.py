@@ -297,6 +297,20 @@ def _provenance(metrics: dict) -> str:
     return "The shipped model was trained on the train groups only; the validation groups were never heard."
 
 
+def _rewrite_note(metrics: dict) -> list[str]:
+    """The paragraph for a graph rewritten after training (``metrics["graph_rewrite"]``), or nothing."""
+    rewrite = metrics.get("graph_rewrite")
+    if not rewrite:
+        return []
+    return [
+        f"The graph is `{rewrite['from']}`, rewritten after training ({rewrite['change']}); the figures below are that "
+        f"model's. On the {rewrite['clips']} training clips ({rewrite['windows']} windows) the two give probabilities "
+        f"within {rewrite['max_abs_difference']:.4f} of each other and fire the same classes on every window at the "
+        f"shipped thresholds ({rewrite['windows_firing_differently']} windows differ).",
+        "",
+    ]
+
+
 def _found(metrics: dict, label: str, source_part: str, what: str) -> str:
     """'3 of the 4 ESC-50 glass breaks are found' from the by-source table (tuned thresholds)."""
     rows = [r for r in metrics["validation_by_source"] if r["label"] == label and source_part in r["source"]]
@@ -316,6 +330,7 @@ def write_model_card(path: Path, metrics: dict) -> None:
         "",
         _provenance(metrics),
         "",
+        *_rewrite_note(metrics),
         "## Classes and thresholds",
         "",
     ]

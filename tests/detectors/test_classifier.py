@@ -16,6 +16,7 @@ from detectors.classifier import (
     CLASSES,
     DEFAULT_MODEL,
     FLAT_THRESHOLDS,
+    MODEL_DIR,
     ClassifierError,
     EventClassifier,
     StreamingClassifier,
@@ -246,3 +247,15 @@ def test_the_front_end_uses_no_more_blas_threads_than_the_classifier(classifier:
     assert probabilities.shape == (3, len(CLASSES))
     assert seen and set(seen) == {1}
     assert set(after) == {2}
+
+
+def test_the_committed_model_card_is_what_its_metrics_write(tmp_path) -> None:
+    """The card is generated (``detectors.training.card``), never edited: regenerating it from the
+    committed metrics and experiments log must give the committed text, so the two cannot drift."""
+    from detectors.training.card import write_model_card
+
+    (tmp_path / "EXPERIMENTS.md").write_text((MODEL_DIR / "EXPERIMENTS.md").read_text())
+    write_model_card(tmp_path / "MODEL_CARD.md", json.loads((MODEL_DIR / "metrics.json").read_text()))
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert card == (MODEL_DIR / "MODEL_CARD.md").read_text()
+    assert f"Model id `{json.loads((MODEL_DIR / 'thresholds.json').read_text())['model_id']}`" in card
