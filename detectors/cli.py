@@ -22,6 +22,7 @@ def edge(
     from detectors.runner import RunError, run_edge
     from detectors.settings import EdgeSettings
 
+    _stop_on_sigterm()
     try:
         settings = load_settings(EdgeSettings, config)
         stats = run_edge(settings, source, realtime=realtime, start=start, rate=rate, pcm_format=pcm_format, channels=channels, device=device)
@@ -35,6 +36,21 @@ def edge(
         f"edge: frames={stats.frames} events={stats.events} events_withheld={stats.events_withheld} "
         f"queued={stats.still_queued} dropped={stats.dropped}"
     )
+
+
+def _stop_on_sigterm() -> None:
+    """systemd and ``docker stop`` end a service with SIGTERM: stop as on Ctrl-C, not dead.
+
+    The runner then releases the held periods and drains the message queue
+    (``drain_timeout_s``); killed outright, the current period's levels and counts
+    would be lost (queued messages survive either way, in the outbox).
+    """
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def calibrate(

@@ -10,6 +10,7 @@ writes audio anywhere.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from detectors.ringbuffer import RingBuffer
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+LOSS_REPORT_S = 10.0
 PcmFormat = Literal["s16le", "s32le", "f32le"]
 _DTYPES = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2147483648.0), "f32le": ("<f4", 1.0)}
 
@@ -126,9 +128,14 @@ class SoundCardSource:
         self.channels = channels
         self.block = max(1, int(block_s * sample_rate))
         self.ring = RingBuffer(int(buffer_s * sample_rate))
+        self.card_overflows = 0
+        self._reported = (0, 0)  # ring overruns and card overflows already reported
+        self._last_report = -math.inf
 
     def blocks(self) -> Iterator[np.ndarray]:
         def callback(indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
+            if status:  # PortAudio's own overflow flags: samples the card dropped before we saw them
+                self.card_overflows += 1
             self.ring.write(_mono(indata))
 
         try:
@@ -140,5 +147,17 @@ class SoundCardSource:
         with stream:
             while True:
                 block = self.ring.read(self.block, timeout_s=1.0)
+                self._report_losses()
                 if block.size:
                     yield block
+
+    def _report_losses(self) -> None:
+        """Warn (at most every ``LOSS_REPORT_S``) when audio was lost: the meter under-reads those seconds."""
+        lost, flags = self.ring.overruns - self._reported[0], self.card_overflows - self._reported[1]
+        now = time.monotonic()
+        if (lost or flags) and now - self._last_report >= LOSS_REPORT_S:
+            log.warning("live input fell behind: %d samples (%.2f s) overwritten in the ring buffer, %d overflow "
+                        "flag(s) from the sound card since the last report; levels of those seconds under-read",
+                        lost, lost / self.sample_rate, flags)
+            self._reported = (self.ring.overruns, self.card_overflows)
+            self._last_report = now

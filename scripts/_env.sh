@@ -8,11 +8,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "[sonopolis] creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# soundcard: sounddevice for the live source (its test drives PortAudio over ALSA)
+EXTRAS="dev,train,soundcard"
+stamp=".venv/.installed-$( (cat pyproject.toml; echo "$EXTRAS") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[sonopolis] installing Sonopolis and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev,train]'
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -81,7 +81,7 @@ def _png_is_not_blank(path: Path) -> int:
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.fail("chromium is not installed: run scripts/ensure_chromium.sh (apt-get install -y chromium)", pytrace=False)
+        pytest.fail("chromium is not installed: run scripts/ensure_test_packages.sh (apt-get install -y chromium)", pytrace=False)
     return exe
 
 
