@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from detectors.capture_clock import CaptureClock
 from detectors.meter import PeriodLevels, SoundLevelMeter
 from detectors.outbox import Outbox
 from detectors.publisher import BrokerLink
@@ -89,6 +90,7 @@ class EdgeAgent:
         self.classifier = classifier
         self.model_id = model_id[:64]
         self.meter = SoundLevelMeter(self.sample_rate, calibration_offset_db, self.start)
+        self.clock = CaptureClock()
         self._resampler = StreamingResampler(self.sample_rate, classifier.sample_rate) if classifier else None
         self._cls_samples = 0
         self._n = 0
@@ -105,8 +107,15 @@ class EdgeAgent:
         """Time of the next sample to arrive."""
         return self.start + timedelta(seconds=self._n / self.sample_rate)
 
-    def feed(self, block: np.ndarray) -> None:
+    def feed(self, block: np.ndarray, captured_at: datetime | None = None) -> None:
+        """One block of samples; ``captured_at``: UTC capture time of its first sample, for live sources.
+
+        Levels stay on the sample count; security-event onsets follow the capture clock
+        (:mod:`detectors.capture_clock`).
+        """
         block = np.asarray(block, dtype=np.float32)
+        if captured_at is not None:
+            self.clock.observe(self.stream_time, captured_at)
         self._n += block.size
         self._held.extend(self.meter.feed(block))
         if self._held:
@@ -114,7 +123,7 @@ class EdgeAgent:
         if self.classifier is not None and self._resampler is not None:
             chunk = self._resampler(block)
             if chunk.size:
-                t = self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate)
+                t = self.clock.to_capture(self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate))
                 self._cls_samples += chunk.size
                 for detection in self.classifier.feed(chunk, t):
                     self._on_detection(detection)
@@ -127,7 +136,7 @@ class EdgeAgent:
     def _on_detection(self, d: DetectionLike) -> None:
         where = route(d.label)
         if where == "count":
-            index = self._period_index(d.onset)
+            index = self._period_index(self.clock.to_sample(d.onset))  # periods are counted in samples
             released = self.meter.periods_completed - len(self._held)  # periods already sent
             if index < released:
                 self.late_counts += 1

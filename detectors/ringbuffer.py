@@ -46,8 +46,18 @@ class RingBuffer:
                 self._read += lost
             self._cond.notify_all()
 
+    @property
+    def written(self) -> int:
+        """Samples written since creation: the absolute index of the next sample to arrive."""
+        with self._cond:
+            return self._write
+
     def read(self, n: int, timeout_s: float | None = None) -> np.ndarray:
         """Up to ``n`` samples (a copy); waits up to ``timeout_s`` for at least one."""
+        return self.read_indexed(n, timeout_s)[1]
+
+    def read_indexed(self, n: int, timeout_s: float | None = None) -> tuple[int, np.ndarray]:
+        """As :meth:`read`, with the absolute index of the first sample returned (to find its capture time)."""
         with self._cond:
             if self._write == self._read and timeout_s:
                 self._cond.wait(timeout_s)
@@ -55,5 +65,6 @@ class RingBuffer:
             start = self._read % self.capacity
             first = min(take, self.capacity - start)
             out = np.concatenate([self._buf[start : start + first], self._buf[: take - first]])
+            index = self._read
             self._read += take
-            return out
+            return index, out

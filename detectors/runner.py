@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from detectors.agent import ClassifierLike, EdgeAgent
 from detectors.outbox import Outbox, OutboxError
 from detectors.publisher import BrokerLink
 from detectors.settings import EdgeSettings
-from detectors.sources import FileSource, SoundCardSource, SourceError, StdinSource
+from detectors.sources import Block, FileSource, SoundCardSource, SourceError, StdinSource
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +64,7 @@ def open_source(source: str, *, realtime: bool, rate: int, pcm_format: str, chan
 
 def run_agent(
     settings: EdgeSettings,
-    blocks: Iterator[np.ndarray],
+    blocks: Iterator[Block],
     sample_rate: int,
     start: datetime,
     classifier: ClassifierLike | None,
@@ -98,8 +96,8 @@ def run_agent(
     )
     try:
         try:
-            for block in blocks:
-                agent.feed(block)
+            for samples, captured_at in blocks:
+                agent.feed(samples, captured_at)
                 if on_block:
                     on_block(agent)
         except SourceError as exc:

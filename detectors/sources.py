@@ -1,10 +1,12 @@
 """Where audio comes from: a WAV/FLAC file or folder, raw PCM on stdin, a sound card.
 
-Every source yields mono float32 blocks (full scale = 1.0) of at most ``block_s``
-seconds and never keeps more than a bounded ring buffer of audio: files are read
-block by block, stdin in fixed chunks, and the sound card's callback writes into a
-:class:`~detectors.ringbuffer.RingBuffer` that the agent drains. Nothing here
-writes audio anywhere.
+Every source yields :data:`Block` s: mono float32 samples (full scale = 1.0) of at most
+``block_s`` seconds, with the UTC time their first sample was captured where the source
+knows it (the sound card; ``None`` for files and stdin, whose time is the sample count
+from ``--start``). No source keeps more than a bounded ring buffer of audio: files are
+read block by block, stdin in fixed chunks, and the sound card's callback writes into a
+:class:`~detectors.ringbuffer.RingBuffer` that the agent drains. Nothing here writes
+audio anywhere.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -23,6 +28,8 @@ from detectors.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 
+Block = tuple[np.ndarray, datetime | None]
+"""Samples, and the UTC capture time of the first one when the source knows it."""
 AUDIO_SUFFIXES = (".wav", ".flac")
 LOSS_REPORT_S = 10.0
 PcmFormat = Literal["s16le", "s32le", "f32le"]
@@ -65,7 +72,7 @@ class FileSource:
         self.realtime = realtime
         self.block = max(1, int(block_s * self.sample_rate))
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def blocks(self) -> Iterator[Block]:
         import soundfile as sf
 
         t0 = time.monotonic()
@@ -74,7 +81,7 @@ class FileSource:
             log.info("replaying %s", f.name)
             with sf.SoundFile(str(f)) as snd:
                 for block in snd.blocks(blocksize=self.block, dtype="float32", always_2d=True):
-                    yield _mono(block)
+                    yield _mono(block), None
                     done += block.shape[0]
                     if self.realtime:
                         ahead = done / self.sample_rate - (time.monotonic() - t0)
@@ -95,7 +102,7 @@ class StdinSource:
         self.frame_bytes = np.dtype(self.dtype).itemsize * channels
         self.block = max(1, int(block_s * sample_rate))
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def blocks(self) -> Iterator[Block]:
         pending = b""
         while True:
             data = self.stream.read(self.block * self.frame_bytes)
@@ -106,13 +113,19 @@ class StdinSource:
             pending = data[usable:]
             if usable:
                 raw = np.frombuffer(data[:usable], dtype=self.dtype).reshape(-1, self.channels)
-                yield _mono(raw.astype(np.float32) / self.scale)
+                yield _mono(raw.astype(np.float32) / self.scale), None
         if pending:
             log.warning("stdin ended inside a sample frame: %d trailing byte(s) ignored", len(pending))
 
 
 class SoundCardSource:
-    """Live input through PortAudio (``sounddevice``, optional dependency)."""
+    """Live input through PortAudio (``sounddevice``, optional dependency).
+
+    Each callback's samples are stamped with their capture time on the system clock
+    (PortAudio's ADC time of the buffer, carried over to ``time.time()``), so the agent can
+    put security events on UTC despite the card's clock drift and lost audio
+    (:mod:`detectors.capture_clock`).
+    """
 
     def __init__(self, sample_rate: int, device: str | int | None = None, channels: int = 1, buffer_s: float = 2.0, block_s: float = 0.1):
         try:
@@ -131,25 +144,48 @@ class SoundCardSource:
         self.card_overflows = 0
         self._reported = (0, 0)  # ring overruns and card overflows already reported
         self._last_report = -math.inf
+        self._anchors: deque[tuple[int, float]] = deque(maxlen=256)  # (ring index, UNIX time) of callbacks' first samples
+        self._anchors_lock = threading.Lock()
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        def callback(indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
-            if status:  # PortAudio's own overflow flags: samples the card dropped before we saw them
-                self.card_overflows += 1
-            self.ring.write(_mono(indata))
+    def on_audio(self, indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
+        """PortAudio's callback (its own thread): stamp the buffer, then write it to the ring."""
+        now = time.time()
+        adc = getattr(time_info, "inputBufferAdcTime", 0.0)
+        current = getattr(time_info, "currentTime", 0.0)
+        # Age of the buffer's first sample: from PortAudio's clocks when it gives them, else one buffer.
+        age = current - adc if adc and current and 0.0 <= current - adc < 1.0 else frames / self.sample_rate
+        with self._anchors_lock:
+            self._anchors.append((self.ring.written, now - age))
+        if status:  # PortAudio's own overflow flags: samples the card dropped before we saw them
+            self.card_overflows += 1
+        self.ring.write(_mono(indata))
 
+    def capture_time(self, index: int) -> datetime | None:
+        """UTC capture time of ring sample ``index``, from the latest callback stamp at or before it."""
+        with self._anchors_lock:
+            anchor = next(((i, t) for i, t in reversed(self._anchors) if i <= index), None)
+        if anchor is None:
+            return None
+        return datetime.fromtimestamp(anchor[1], timezone.utc) + timedelta(seconds=(index - anchor[0]) / self.sample_rate)
+
+    def blocks(self) -> Iterator[Block]:
         try:
             stream = self._sd.InputStream(
-                samplerate=self.sample_rate, device=self.device, channels=self.channels, dtype="float32", callback=callback, blocksize=self.block
+                samplerate=self.sample_rate, device=self.device, channels=self.channels, dtype="float32",
+                callback=self.on_audio, blocksize=self.block,
             )
         except self._sd.PortAudioError as exc:
             raise SourceError(f"cannot open sound card {self.device!r}: {exc}") from exc
         with stream:
             while True:
-                block = self.ring.read(self.block, timeout_s=1.0)
-                self._report_losses()
-                if block.size:
-                    yield block
+                yield from self.drain(timeout_s=1.0)
+
+    def drain(self, timeout_s: float) -> Iterator[Block]:
+        """The next block the callbacks left in the ring (waiting up to ``timeout_s``), stamped; losses reported."""
+        index, block = self.ring.read_indexed(self.block, timeout_s=timeout_s)
+        self._report_losses()
+        if block.size:
+            yield block, self.capture_time(index)
 
     def _report_losses(self) -> None:
         """Warn (at most every ``LOSS_REPORT_S``) when audio was lost: the meter under-reads those seconds."""

@@ -116,7 +116,7 @@ def _settings(tmp: Path, smart_port: int, safe_port: int | None) -> EdgeSettings
 def _blocks(audio: np.ndarray, fs: int, block_s: float = 0.1):  # type: ignore[no-untyped-def]
     n = int(block_s * fs)
     for i in range(0, audio.size, n):
-        yield audio[i : i + n]
+        yield audio[i : i + n], None
 
 
 def test_route_is_the_separation_rule() -> None:
