@@ -2,8 +2,7 @@
 
 The capture thread writes, the agent reads. When the reader falls behind by more
 than the capacity, the oldest samples are overwritten and counted in ``overruns``
-(the meter then under-reads that second, which the operator sees in the logs);
-memory never grows.
+(``SoundCardSource`` reports them in its log); memory never grows.
 """
 
 from __future__ import annotations

@@ -188,12 +188,13 @@ class SoundCardSource:
             yield block, self.capture_time(index)
 
     def _report_losses(self) -> None:
-        """Warn (at most every ``LOSS_REPORT_S``) when audio was lost: the meter under-reads those seconds."""
+        """Warn (at most every ``LOSS_REPORT_S``) when audio was lost: the levels skip it and their times fall behind."""
         lost, flags = self.ring.overruns - self._reported[0], self.card_overflows - self._reported[1]
         now = time.monotonic()
         if (lost or flags) and now - self._last_report >= LOSS_REPORT_S:
             log.warning("live input fell behind: %d samples (%.2f s) overwritten in the ring buffer, %d overflow "
-                        "flag(s) from the sound card since the last report; levels of those seconds under-read",
+                        "flag(s) from the sound card since the last report; the levels skip that audio and their "
+                        "times now run behind by as much (security-event times follow the capture clock)",
                         lost, lost / self.sample_rate, flags)
             self._reported = (self.ring.overruns, self.card_overflows)
             self._last_report = now
