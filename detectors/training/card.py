@@ -302,11 +302,13 @@ def _rewrite_note(metrics: dict) -> list[str]:
     rewrite = metrics.get("graph_rewrite")
     if not rewrite:
         return []
+    differ = rewrite["windows_firing_differently"]
+    firing = ("fire the same classes on every window at the shipped thresholds" if differ == 0 else
+              f"fire different classes on {differ} of them at the shipped thresholds")
     return [
         f"The graph is `{rewrite['from']}`, rewritten after training ({rewrite['change']}); the figures below are that "
         f"model's. On the {rewrite['clips']} training clips ({rewrite['windows']} windows) the two give probabilities "
-        f"within {rewrite['max_abs_difference']:.4f} of each other and fire the same classes on every window at the "
-        f"shipped thresholds ({rewrite['windows_firing_differently']} windows differ).",
+        f"within {rewrite['max_abs_difference']:.4f} of each other and {firing}.",
         "",
     ]
 
