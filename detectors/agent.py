@@ -107,15 +107,19 @@ class EdgeAgent:
         """Time of the next sample to arrive."""
         return self.start + timedelta(seconds=self._n / self.sample_rate)
 
-    def feed(self, block: np.ndarray, captured_at: datetime | None = None) -> None:
-        """One block of samples; ``captured_at``: UTC capture time of its first sample, for live sources.
+    def _classifier_time(self) -> datetime:
+        """Sample-count time of the next sample the classifier will be fed."""
+        assert self.classifier is not None
+        return self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate)
 
-        Levels stay on the sample count; security-event onsets follow the capture clock
-        (:mod:`detectors.capture_clock`).
+    def feed(self, block: np.ndarray, captured_at: datetime | None = None, *, after_loss: bool = False) -> None:
+        """One block of samples. Live sources add the UTC capture time of its first sample and
+        whether audio was lost before it: security-event onsets are carried over to that clock
+        (:mod:`detectors.capture_clock`); everything else stays on the sample count.
         """
         block = np.asarray(block, dtype=np.float32)
-        if captured_at is not None:
-            self.clock.observe(self.stream_time, captured_at)
+        if captured_at is not None and self.classifier is not None:
+            self.clock.observe(self.stream_time, captured_at, after_loss=after_loss)
         self._n += block.size
         self._held.extend(self.meter.feed(block))
         if self._held:
@@ -123,7 +127,7 @@ class EdgeAgent:
         if self.classifier is not None and self._resampler is not None:
             chunk = self._resampler(block)
             if chunk.size:
-                t = self.clock.to_capture(self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate))
+                t = self._classifier_time()
                 self._cls_samples += chunk.size
                 for detection in self.classifier.feed(chunk, t):
                     self._on_detection(detection)
@@ -136,7 +140,7 @@ class EdgeAgent:
     def _on_detection(self, d: DetectionLike) -> None:
         where = route(d.label)
         if where == "count":
-            index = self._period_index(self.clock.to_sample(d.onset))  # periods are counted in samples
+            index = self._period_index(d.onset)
             released = self.meter.periods_completed - len(self._held)  # periods already sent
             if index < released:
                 self.late_counts += 1
@@ -158,7 +162,7 @@ class EdgeAgent:
                 "sensor_id": self.sensor_id,
                 "class": d.label,
                 "confidence": round(float(d.confidence), 4),
-                "onset": d.onset,
+                "onset": self.clock.to_capture(d.onset),  # UTC, for localisation across sensors
                 "level_db": round(min(180.0, max(0.0, level)), 2),
                 "model": self.model_id,
             }
@@ -168,19 +172,20 @@ class EdgeAgent:
         log.info("security event %s queued for the safe broker", event.event_id)
 
     def _release(self, final: bool) -> None:
-        horizon = self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate) if self.classifier else None
+        horizon = self._classifier_time() if self.classifier else None
         while self._held:
             p = self._held[0]
             end = p.start + timedelta(seconds=p.period_s)
             if not final and horizon is not None and horizon < end + timedelta(seconds=CLASSIFIER_LOOKAHEAD_S):
                 break
-            self._held.popleft()
             index = self._period_index(p.start)
-            counts = self._counts.pop(index, {})
-            frame = p.to_frame(self.sensor_id, SourceCounts(**counts))
+            frame = p.to_frame(self.sensor_id, SourceCounts(**self._counts.get(index, {})))
             if self.smart is not None:
                 self.outbox.put("smart", "frame", frame.topic(), frame.model_dump_json(by_alias=True))
                 self.frames_queued += 1
+            # Forgotten only once queued: a stop arriving in between sends the frame twice (stored once), never zero times.
+            self._held.popleft()
+            self._counts.pop(index, None)
 
     def pump(self) -> None:
         for link in (self.smart, self.safe):

@@ -4,30 +4,45 @@ The agent timestamps everything by counting samples from its start. For a file t
 exact; for a live sound card it is not: the card's crystal runs fast or slow by up to
 ~100 ppm (seconds per day), and audio overwritten when the agent falls behind
 (``RingBuffer.overruns``) shifts the count for good. Levels live with that (1 s
-periods; documented in ``docs/deployment.md``), but the safe path localises an event by
-the differences between sensors' onset times, to the millisecond. So the sound-card
-source stamps each block with its capture time on the system clock (NTP-disciplined
-on a gateway), and :class:`CaptureClock` keeps the offset between that and the sample
-count: the minimum over the last seconds while it drifts (callbacks run late, never
-early), reset when it jumps (lost audio). The classifier is fed sample-count times plus this offset, so onsets
-come out on UTC.
+periods; ``docs/deployment.md``), but the safe path localises an event by the
+differences between sensors' onset times, to the millisecond.
+
+So the sound-card source stamps each block with its capture time on the system clock
+(NTP-disciplined on a gateway) and says when audio was lost before it, and
+:class:`CaptureClock` keeps the offset between that clock and the sample count:
+
+* while it drifts, the minimum of the last blocks' offsets (a callback can run late,
+  never early);
+* after lost audio the source reported, the new offset at once;
+* after a jump the source did not report, the new offset once three consecutive blocks
+  agree on it (one late callback, a pause of the process, is not a jump).
+
+Everything inside the agent, the classifier included, keeps sample-count time (so the
+classifier never sees a jump); a security event's onset is carried over to the capture
+clock with the offset that held at that sample time (:meth:`to_capture`), which stays
+known for :data:`HISTORY_S` seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from bisect import bisect_right
 from collections import deque
 from datetime import datetime, timedelta
 
 log = logging.getLogger(__name__)
 
 JUMP_S = 0.05
-"""An offset change this large is a discontinuity (lost audio), not drift or jitter..."""
+"""An offset change this large is a discontinuity, not drift or callback jitter..."""
 CONFIRM_BLOCKS = 3
-"""...once that many consecutive blocks agree: one late callback (a pause of the process) is not a jump."""
+"""...once that many consecutive blocks agree on the new offset (within ``JUMP_S``), when the source did not report it."""
 WINDOW_BLOCKS = 50
-"""Blocks whose offsets are kept (5 s at 0.1 s blocks): the estimate is their minimum, since a callback can
-only run late, never early; at 100 ppm of drift the minimum lags the truth by at most 0.5 ms."""
+"""Blocks whose offsets are kept (5 s at 0.1 s blocks): the estimate is their minimum. At 100 ppm of drift
+the minimum lags the truth by at most 0.5 ms."""
+HISTORY_S = 30.0
+"""How long past offsets are kept: onsets are reported at most a few seconds after their audio."""
+WARN_EVERY_S = 10.0
 
 
 class CaptureClock:
@@ -36,31 +51,56 @@ class CaptureClock:
     def __init__(self) -> None:
         self._recent: deque[float] = deque(maxlen=WINDOW_BLOCKS)
         self._pending: list[float] = []  # consecutive offsets beyond JUMP_S, not yet confirmed
-        self.jumps = 0
+        self._history: deque[tuple[datetime, float]] = deque()  # (sample time from which, offset), oldest first
+        self.jumps = 0  # offset changes the source did not report
+        self._last_warning = -float("inf")
 
     @property
     def offset_s(self) -> float | None:
         return min(self._recent) if self._recent else None
 
-    def observe(self, sample_time: datetime, captured_at: datetime) -> None:
-        """One block's first sample: its time by sample count, and by the capture clock."""
+    def observe(self, sample_time: datetime, captured_at: datetime, *, after_loss: bool = False) -> None:
+        """One block's first sample: its sample-count time, its capture time, and whether audio was lost before it."""
         instant = (captured_at - sample_time).total_seconds()
         current = self.offset_s
-        if current is not None and abs(instant - current) > JUMP_S:
+        if current is None or after_loss:
+            self._restart([instant])
+        elif abs(instant - current) <= JUMP_S:
+            self._pending.clear()
+            self._recent.append(instant)
+        else:
+            if self._pending and abs(instant - self._pending[0]) > JUMP_S:
+                self._pending.clear()  # outliers that disagree are jitter, not one new offset
             self._pending.append(instant)
-            if len(self._pending) >= CONFIRM_BLOCKS:
-                log.warning("capture clock jumped by %+.3f s against the sample count (audio lost?); "
-                            "event times follow it", min(self._pending) - current)
-                self.jumps += 1
-                self._recent.clear()
-                self._recent.extend(self._pending)
-                self._pending.clear()
-            return
-        self._pending.clear()
-        self._recent.append(instant)
+            if len(self._pending) < CONFIRM_BLOCKS:
+                return
+            self.jumps += 1
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY_S:
+                log.warning("capture timestamps moved by %+.3f s against the sample count with no audio lost "
+                            "(%d time(s) so far; system clock stepped?); event times follow them",
+                            min(self._pending) - current, self.jumps)
+                self._last_warning = now
+            self._restart(self._pending)
+        self._remember(sample_time)
+
+    def _restart(self, offsets: list[float]) -> None:
+        self._recent.clear()
+        self._recent.extend(offsets)
+        self._pending = []
+
+    def _remember(self, sample_time: datetime) -> None:
+        offset = self.offset_s
+        assert offset is not None
+        if not self._history or self._history[-1][1] != offset:
+            self._history.append((sample_time, offset))
+        horizon = sample_time - timedelta(seconds=HISTORY_S)
+        while len(self._history) > 1 and self._history[1][0] <= horizon:
+            self._history.popleft()
 
     def to_capture(self, sample_time: datetime) -> datetime:
-        return sample_time + timedelta(seconds=self.offset_s or 0.0)
-
-    def to_sample(self, capture_time: datetime) -> datetime:
-        return capture_time - timedelta(seconds=self.offset_s or 0.0)
+        """``sample_time`` on the capture clock, with the offset that held then (unchanged without observations)."""
+        if not self._history:
+            return sample_time
+        i = bisect_right([t for t, _ in self._history], sample_time) - 1
+        return sample_time + timedelta(seconds=self._history[max(i, 0)][1])

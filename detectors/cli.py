@@ -43,11 +43,14 @@ def _stop_on_sigterm() -> None:
 
     The runner then releases the held periods and drains the message queue
     (``drain_timeout_s``); killed outright, the current period's levels and counts
-    would be lost (queued messages survive either way, in the outbox).
+    would be lost (queued messages survive either way, in the outbox). Only the first
+    SIGTERM interrupts: later ones are ignored so that the drain is not cut short (the
+    service manager's own timeout still applies).
     """
     import signal
 
     def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)

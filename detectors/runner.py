@@ -96,14 +96,17 @@ def run_agent(
     )
     try:
         try:
-            for samples, captured_at in blocks:
-                agent.feed(samples, captured_at)
+            for block in blocks:
+                agent.feed(block.samples, block.captured_at, after_loss=block.after_loss)
                 if on_block:
                     on_block(agent)
         except SourceError as exc:
             raise RunError(str(exc)) from exc
         except KeyboardInterrupt:
             log.info("stopped by the operator")
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()  # a live source stops capturing (PortAudio stream closed) before the drain
         delivered = agent.finish(settings.drain_timeout_s)
         if not delivered:
             log.warning("%d message(s) not yet delivered; they stay queued for the next start", outbox.count())

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, NamedTuple
 
 import numpy as np
 
@@ -28,8 +28,15 @@ from detectors.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 
-Block = tuple[np.ndarray, datetime | None]
-"""Samples, and the UTC capture time of the first one when the source knows it."""
+
+class Block(NamedTuple):
+    """Samples, with what a live source knows of them."""
+
+    samples: np.ndarray
+    captured_at: datetime | None = None  # UTC capture time of the first sample (live input only)
+    after_loss: bool = False  # audio was lost just before this block (the ring buffer overran)
+
+
 AUDIO_SUFFIXES = (".wav", ".flac")
 LOSS_REPORT_S = 10.0
 PcmFormat = Literal["s16le", "s32le", "f32le"]
@@ -81,7 +88,7 @@ class FileSource:
             log.info("replaying %s", f.name)
             with sf.SoundFile(str(f)) as snd:
                 for block in snd.blocks(blocksize=self.block, dtype="float32", always_2d=True):
-                    yield _mono(block), None
+                    yield Block(_mono(block))
                     done += block.shape[0]
                     if self.realtime:
                         ahead = done / self.sample_rate - (time.monotonic() - t0)
@@ -113,7 +120,7 @@ class StdinSource:
             pending = data[usable:]
             if usable:
                 raw = np.frombuffer(data[:usable], dtype=self.dtype).reshape(-1, self.channels)
-                yield _mono(raw.astype(np.float32) / self.scale), None
+                yield Block(_mono(raw.astype(np.float32) / self.scale))
         if pending:
             log.warning("stdin ended inside a sample frame: %d trailing byte(s) ignored", len(pending))
 
@@ -146,17 +153,31 @@ class SoundCardSource:
         self._last_report = -math.inf
         self._anchors: deque[tuple[int, float]] = deque(maxlen=256)  # (ring index, UNIX time) of callbacks' first samples
         self._anchors_lock = threading.Lock()
+        self._stream = None  # the PortAudio stream while blocks() runs
+        self._next_index = 0  # ring index that follows the last block yielded
+        self._warned_no_adc_time = False
 
     def on_audio(self, indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
-        """PortAudio's callback (its own thread): stamp the buffer, then write it to the ring."""
-        now = time.time()
+        """PortAudio's callback (its own thread): stamp the buffer, then write it to the ring.
+
+        The buffer's age is PortAudio's stream time now minus its ADC time, both read next
+        to ``time.time()`` so that a wait for the interpreter does not enter the stamp.
+        Without ADC times (some host APIs give 0) the age is one buffer, which leaves the
+        device's input latency in the stamp: said once in the log.
+        """
         adc = getattr(time_info, "inputBufferAdcTime", 0.0)
-        current = getattr(time_info, "currentTime", 0.0)
-        # Age of the buffer's first sample: from PortAudio's clocks when it gives them, else one buffer.
-        age = current - adc if adc and current and 0.0 <= current - adc < 1.0 else frames / self.sample_rate
+        stream_now = self._stream.time if (adc and self._stream is not None) else 0.0
+        now = time.time()
+        if adc and stream_now and 0.0 <= stream_now - adc < 1.0:
+            age = stream_now - adc
+        else:
+            age = frames / self.sample_rate
+            if not self._warned_no_adc_time:
+                log.warning("the sound card gives no capture timestamps: event times include its input latency")
+                self._warned_no_adc_time = True
         with self._anchors_lock:
             self._anchors.append((self.ring.written, now - age))
-        if status:  # PortAudio's own overflow flags: samples the card dropped before we saw them
+        if status:  # PortAudio's status flags (input overflow and the like)
             self.card_overflows += 1
         self.ring.write(_mono(indata))
 
@@ -170,31 +191,37 @@ class SoundCardSource:
 
     def blocks(self) -> Iterator[Block]:
         try:
-            stream = self._sd.InputStream(
+            self._stream = self._sd.InputStream(
                 samplerate=self.sample_rate, device=self.device, channels=self.channels, dtype="float32",
                 callback=self.on_audio, blocksize=self.block,
             )
         except self._sd.PortAudioError as exc:
             raise SourceError(f"cannot open sound card {self.device!r}: {exc}") from exc
-        with stream:
-            while True:
-                yield from self.drain(timeout_s=1.0)
+        try:
+            with self._stream:
+                while True:
+                    yield from self.drain(timeout_s=1.0)
+        finally:
+            self._report_losses(final=True)
 
     def drain(self, timeout_s: float) -> Iterator[Block]:
         """The next block the callbacks left in the ring (waiting up to ``timeout_s``), stamped; losses reported."""
-        index, block = self.ring.read_indexed(self.block, timeout_s=timeout_s)
+        index, samples = self.ring.read_indexed(self.block, timeout_s=timeout_s)
         self._report_losses()
-        if block.size:
-            yield block, self.capture_time(index)
+        if samples.size:
+            after_loss = index > self._next_index
+            self._next_index = index + samples.size
+            yield Block(samples, self.capture_time(index), after_loss)
 
-    def _report_losses(self) -> None:
-        """Warn (at most every ``LOSS_REPORT_S``) when audio was lost: the levels skip it and their times fall behind."""
-        lost, flags = self.ring.overruns - self._reported[0], self.card_overflows - self._reported[1]
+    def _report_losses(self, final: bool = False) -> None:
+        """Warn (at most every ``LOSS_REPORT_S``, and at the end) when audio was lost: the levels skip it and their times fall behind."""
+        overruns, overflows = self.ring.overruns, self.card_overflows
+        lost, flags = overruns - self._reported[0], overflows - self._reported[1]
         now = time.monotonic()
-        if (lost or flags) and now - self._last_report >= LOSS_REPORT_S:
+        if (lost or flags) and (final or now - self._last_report >= LOSS_REPORT_S):
             log.warning("live input fell behind: %d samples (%.2f s) overwritten in the ring buffer, %d overflow "
                         "flag(s) from the sound card since the last report; the levels skip that audio and their "
                         "times now run behind by as much (security-event times follow the capture clock)",
                         lost, lost / self.sample_rate, flags)
-            self._reported = (self.ring.overruns, self.card_overflows)
+            self._reported = (overruns, overflows)
             self._last_report = now

@@ -22,6 +22,7 @@ import pytest
 from common.config import MqttSettings
 from detectors.agent import route
 from detectors.runner import run_agent
+from detectors.sources import Block
 from detectors.settings import EdgeSettings
 from messages.level_frame import LevelBatch, LevelFrame
 from messages.security_event import SECURITY_CLASSES, SecurityEvent
@@ -116,7 +117,7 @@ def _settings(tmp: Path, smart_port: int, safe_port: int | None) -> EdgeSettings
 def _blocks(audio: np.ndarray, fs: int, block_s: float = 0.1):  # type: ignore[no-untyped-def]
     n = int(block_s * fs)
     for i in range(0, audio.size, n):
-        yield audio[i : i + n], None
+        yield Block(audio[i : i + n])
 
 
 def test_route_is_the_separation_rule() -> None:

@@ -1,10 +1,10 @@
-"""Live input: security-event times follow the capture clock, levels the sample count.
+"""Live input: security-event onsets on the capture clock, everything else on the sample count.
 
-A sound card's crystal is off by up to ~100 ppm and audio overwritten when the agent
+A sound card's crystal is off by up to ~100 ppm, and audio overwritten when the agent
 falls behind shifts the sample count for good; TDOA localisation needs each sensor's
 onsets on UTC to the millisecond. These tests drive the sound-card source's PortAudio
-callback and the agent directly with a simulated card (no device needed; the real
-PortAudio path is ``test_soundcard.py``).
+callback and the agent with a simulated card (no device needed; the real PortAudio
+path is ``test_soundcard.py``).
 """
 
 from __future__ import annotations
@@ -22,45 +22,50 @@ from detectors.agent import EdgeAgent
 from detectors.capture_clock import CaptureClock
 from detectors.outbox import Outbox
 from messages.level_frame import LevelFrame
+from messages.security_event import SecurityEvent
 
 T0 = datetime(2026, 12, 7, 3, 0, 0, tzinfo=timezone.utc)
 FS = 48_000
 BLOCK = FS // 10
 PPM = 100e-6  # the card's crystal runs fast: FS * (1 + PPM) samples per real second
-LATENCY_S = 0.012  # PortAudio's ADC time of a buffer's first sample, this much before the callback
+LATENCY_S = 0.012  # a buffer's first sample reached the ADC this long before its callback ran
+LOST_AT = 400  # 1 s of audio is lost before this block
 
 
-def _callback_time(sample_index: int) -> float:
-    """System time (UNIX s) of the callback delivering the buffer that starts at ``sample_index``."""
-    return T0.timestamp() + sample_index / (FS * (1 + PPM)) + BLOCK / (FS * (1 + PPM)) + LATENCY_S
+def _index(k: int) -> int:
+    """Card sample index of the first sample of the agent's block ``k``."""
+    return k * BLOCK + (FS if k >= LOST_AT else 0)
 
 
-def _true_time(sample_index: int) -> datetime:
-    return T0 + timedelta(seconds=sample_index / (FS * (1 + PPM)))
+def _true_time(index: int) -> datetime:
+    return T0 + timedelta(seconds=index / (FS * (1 + PPM)))
 
 
-def test_sound_card_blocks_carry_their_capture_time_through_drift_and_lost_audio(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sound_card_blocks_carry_their_capture_time_and_say_when_audio_was_lost(monkeypatch: pytest.MonkeyPatch) -> None:
     card = sources.SoundCardSource(FS, buffer_s=2.0)
-    now = {"t": 0.0}
-    monkeypatch.setattr(sources.time, "time", lambda: now["t"])
+    clocks = {"unix": 0.0}
+    monkeypatch.setattr(sources.time, "time", lambda: clocks["unix"])
+    card._stream = SimpleNamespace(time=0.0)  # PortAudio's stream clock, on its own origin
 
-    def deliver(first: int, n_blocks: int) -> None:
+    def deliver(first: int, n_blocks: int, late_s: float = 0.003) -> None:
         for k in range(n_blocks):
             index = first + k * BLOCK
-            now["t"] = _callback_time(index)
-            # PortAudio's stream clock: the buffer's first sample reached the ADC this long before the callback.
-            info = SimpleNamespace(currentTime=100.0 + LATENCY_S + BLOCK / (FS * (1 + PPM)), inputBufferAdcTime=100.0)
-            card.on_audio(np.zeros((BLOCK, 1), np.float32), BLOCK, info, None)
+            arrived = (_true_time(index) - T0).total_seconds() + BLOCK / (FS * (1 + PPM)) + LATENCY_S
+            clocks["unix"] = T0.timestamp() + arrived + late_s  # the callback ran late by late_s...
+            card._stream.time = 500.0 + arrived + late_s  # ...and read both clocks together
+            adc = 500.0 + (_true_time(index) - T0).total_seconds()
+            card.on_audio(np.zeros((BLOCK, 1), np.float32), BLOCK, SimpleNamespace(inputBufferAdcTime=adc), None)
 
-    deliver(0, 10)  # 1 s, read as it comes
-    got = [t for _ in range(10) for _, t in card.drain(timeout_s=0)]
-    expected = [_true_time(k * BLOCK) for k in range(10)]
-    assert all(abs((g - e).total_seconds()) < 1e-6 for g, e in zip(got, expected))
+    deliver(0, 10)
+    got = [b for _ in range(10) for b in card.drain(timeout_s=0)]
+    assert len(got) == 10 and not any(b.after_loss for b in got)
+    assert all(abs((b.captured_at - _true_time(k * BLOCK)).total_seconds()) < 1e-6 for k, b in enumerate(got))
 
     deliver(10 * BLOCK, 30)  # 3 s while the agent is away: the 2 s ring keeps only the last 2 s
     assert card.ring.overruns == FS
-    (_, after_loss), = card.drain(timeout_s=0)
-    assert abs((after_loss - _true_time(20 * BLOCK)).total_seconds()) < 1e-4  # the lost second is not counted away
+    first_after, second_after = [b for _ in range(2) for b in card.drain(timeout_s=0)]
+    assert first_after.after_loss and not second_after.after_loss
+    assert abs((first_after.captured_at - _true_time(20 * BLOCK)).total_seconds()) < 1e-6
 
 
 @dataclass(frozen=True)
@@ -70,21 +75,25 @@ class _Detection:
     onset: datetime
 
 
-class _RecordingClassifier:
-    """Records the start time the agent gives each chunk (one chunk per block here); hears a horn in chunk 455."""
+class _ScriptedClassifier:
+    """Records the start time of each chunk (one chunk per block); at chunk k it reports script[k] = (label, onset chunk)."""
 
     sample_rate = 16_000
 
-    def __init__(self) -> None:
+    def __init__(self, script: dict[int, tuple[str, int]]) -> None:
         self.starts: list[datetime] = []
+        self.script = script
 
     def feed(self, samples: np.ndarray, start: datetime) -> list[_Detection]:
         self.starts.append(start)
-        return [_Detection("car_horn", 0.9, start)] if len(self.starts) == 456 else []
+        if (k := len(self.starts) - 1) in self.script:
+            label, onset_chunk = self.script[k]
+            return [_Detection(label, 0.9, self.starts[onset_chunk])]
+        return []
 
 
 class _QueueOnly:
-    """A smart link that only queues (frames stay in the outbox for the test to read)."""
+    """A link that only queues (messages stay in the outbox for the test to read)."""
 
     def pump(self) -> None:
         pass
@@ -93,30 +102,43 @@ class _QueueOnly:
         return True
 
 
-def test_agent_puts_onsets_on_the_capture_clock_and_keeps_levels_on_the_sample_count(tmp_path: Path) -> None:
-    classifier = _RecordingClassifier()
+def test_agent_stamps_onsets_on_the_capture_clock_and_keeps_everything_else_on_the_sample_count(tmp_path: Path) -> None:
+    # Gunshots reported a few blocks after their audio: mid-stream, across the loss (onset before it,
+    # reported after), and after it; a horn to be counted in its sample-count period.
+    classifier = _ScriptedClassifier({300: ("gunshot", 295), 410: ("gunshot", 395), 420: ("gunshot", 405),
+                                      456: ("car_horn", 455)})
     agent = EdgeAgent(sensor_id="sensor-01", calibration_offset_db=100.0, sample_rate=FS, start=T0,
-                      outbox=Outbox(tmp_path / "queue", 1000), smart=_QueueOnly(), safe=None,  # type: ignore[arg-type]
+                      outbox=Outbox(tmp_path / "queue", 1000), smart=_QueueOnly(), safe=_QueueOnly(),  # type: ignore[arg-type]
                       classifier=classifier)
     rng = np.random.default_rng(1)
-    for k in range(600):  # 60 s of a card 100 ppm fast; callbacks run late by ~1 ms, once by 80 ms (a pause)
-        index = k * BLOCK + (FS if k >= 400 else 0)  # 1 s of audio lost before block 400
+    for k in range(600):  # 60 s of a card 100 ppm fast; callbacks late by ~1 ms, once by 80 ms (a pause)
         late = 0.08 if k == 200 else min(0.01, rng.exponential(0.001))
-        agent.feed(rng.normal(0, 0.01, BLOCK).astype(np.float32), _true_time(index) + timedelta(seconds=late))
+        agent.feed(rng.normal(0, 0.01, BLOCK).astype(np.float32), _true_time(_index(k)) + timedelta(seconds=late),
+                   after_loss=k == LOST_AT)
     agent.finish(0.1)
 
-    # Event times: within 1 ms of the true capture time, the pause included; after the loss, from the
-    # third block on (the jump is confirmed by three blocks, so the two before it keep the old offset).
-    settled = [k for k in range(10, 600) if not 400 <= k < 403]
-    for k in settled:
-        index = k * BLOCK + (FS if k >= 400 else 0)
-        assert abs((classifier.starts[k] - _true_time(index)).total_seconds()) < 0.001, k
-    assert agent.clock.jumps == 1
-    # Levels: on the sample count, as the meter measured them.
-    assert agent.meter.periods_completed == 60
-    assert agent.stream_time == T0 + timedelta(seconds=60)
+    # The classifier only ever sees the sample count: contiguous chunks, no jump to restart its windows.
+    steps = np.diff([(s - T0).total_seconds() for s in classifier.starts])
+    assert len(classifier.starts) == 600 and 0.099 < steps.min() and steps.max() < 0.1007
+    events = [SecurityEvent.model_validate_json(m.payload) for m in agent.outbox.pending("safe", 10)]
+    assert len(events) == 3
+    for event, chunk in zip(events, (295, 395, 405)):
+        sample = round((classifier.starts[chunk] - T0).total_seconds() * FS) + (FS if chunk >= LOST_AT else 0)
+        assert abs((event.onset - _true_time(sample)).total_seconds()) < 0.001, chunk
+    assert agent.clock.jumps == 0  # the pause is jitter; the loss was reported by the source
     frames = [LevelFrame.model_validate_json(m.payload) for m in agent.outbox.pending("smart", 100)]
     assert [f.time for f in frames] == [T0 + timedelta(seconds=i) for i in range(60)]
-    # The horn is counted in the period its onset has on the sample count (45), not on the capture clock (46).
     assert [f.time for f in frames if f.sources.car_horn] == [T0 + timedelta(seconds=45)]
+
+
+def test_an_unreported_jump_needs_three_agreeing_blocks() -> None:
+    clock = CaptureClock()
+    t = [T0 + timedelta(seconds=k / 10) for k in range(20)]
+    offsets = [0.010] * 5 + [0.090, 0.300, 0.700] + [0.010] * 3 + [2.010] * 9  # pause jitter, then a clock step
+    for k, offset in enumerate(offsets):
+        clock.observe(t[k], t[k] + timedelta(seconds=offset))
+        if k == 10:
+            assert clock.jumps == 0 and clock.offset_s == pytest.approx(0.010)
+    assert clock.jumps == 1 and clock.offset_s == pytest.approx(2.010)
+    assert clock.to_capture(t[2]) == t[2] + timedelta(seconds=0.010)  # the past keeps its offset
     assert CaptureClock().to_capture(T0) == T0  # no observation: no offset

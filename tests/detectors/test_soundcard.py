@@ -9,7 +9,7 @@ or ``docker stop`` send it) for a clean stop.
 
 ALSA's null device does not pace capture, so the tone arrives faster than real time
 and the ring buffer overwrites what the agent has not read: the test also sees those
-losses reported. The test command installs PortAudio (``scripts/ensure_portaudio.sh``)
+losses reported. The test command installs PortAudio (``scripts/ensure_test_packages.sh``)
 and the ``soundcard`` extra; without them this test fails, it is not skipped.
 """
 
@@ -20,7 +20,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,8 @@ def test_edge_agent_measures_a_live_card_and_stops_cleanly_on_sigterm(tmp_path: 
         smart_rx.wait(lambda: len(smart_rx.frames()) >= 4 or proc.poll() is not None, timeout=60)
         assert proc.poll() is None, f"the agent ended on its own: {proc.communicate()[1][-3000:]}"
         proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # a second one (an impatient operator) must not cut the drain short
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -111,3 +115,31 @@ def test_edge_agent_measures_a_live_card_and_stops_cleanly_on_sigterm(tmp_path: 
     assert all(abs(v - analytic) < 0.3 for v in laeq), (analytic, laeq)
     assert frames[-1].bands["1000"] > frames[-1].bands["500"] + 30
     assert "live input fell behind" in err  # the unpaced card outruns the agent, and it is said
+
+
+STAMPS = """
+from detectors.sources import SoundCardSource
+blocks = SoundCardSource({rate}, device="sonopolis_card").blocks()
+for _ in range(5):
+    block = next(blocks)
+    print(block.samples.size, block.captured_at.isoformat(), block.after_loss)
+blocks.close()
+"""
+
+
+def test_live_blocks_are_stamped_with_their_capture_time(tmp_path: Path) -> None:
+    """Through real PortAudio: every block carries a UTC capture time taken during the capture."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _card(home, tmp_path)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(REPO)}
+    before = datetime.now(timezone.utc)
+    proc = subprocess.run([sys.executable, "-c", STAMPS.format(rate=RATE)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    after = datetime.now(timezone.utc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert len(rows) == 5
+    stamps = [datetime.fromisoformat(t) for _, t, _ in rows]
+    assert all(int(n) == RATE // 10 for n, _, _ in rows)
+    assert all(before - timedelta(seconds=1) <= t <= after for t in stamps), (before, stamps, after)
