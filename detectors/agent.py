@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Literal, Protocol
 
@@ -114,11 +115,12 @@ class EdgeAgent:
 
     def feed(self, block: np.ndarray, captured_at: datetime | None = None, *, after_loss: bool = False) -> None:
         """One block of samples. Live sources add the UTC capture time of its first sample and
-        whether audio was lost before it: security-event onsets are carried over to that clock
-        (:mod:`detectors.capture_clock`); everything else stays on the sample count.
+        whether audio was lost before it: what leaves the agent (security-event onsets, level
+        frames' times) is carried over to that clock (:mod:`detectors.capture_clock`); inside,
+        everything stays on the sample count.
         """
         block = np.asarray(block, dtype=np.float32)
-        if captured_at is not None and self.classifier is not None:
+        if captured_at is not None:
             self.clock.observe(self.stream_time, captured_at, after_loss=after_loss)
         self._n += block.size
         self._held.extend(self.meter.feed(block))
@@ -179,7 +181,8 @@ class EdgeAgent:
             if not final and horizon is not None and horizon < end + timedelta(seconds=CLASSIFIER_LOOKAHEAD_S):
                 break
             index = self._period_index(p.start)
-            frame = p.to_frame(self.sensor_id, SourceCounts(**self._counts.get(index, {})))
+            stamped = replace(p, start=self.clock.to_capture(p.start))  # UTC, as a live card captured it
+            frame = stamped.to_frame(self.sensor_id, SourceCounts(**self._counts.get(index, {})))
             if self.smart is not None:
                 self.outbox.put("smart", "frame", frame.topic(), frame.model_dump_json(by_alias=True))
                 self.frames_queued += 1

@@ -1,11 +1,11 @@
-"""Security-event times on the capture clock, where a live card's sample count and UTC part.
+"""Times on the capture clock, where a live card's sample count and UTC part.
 
 The agent timestamps everything by counting samples from its start. For a file that is
 exact; for a live sound card it is not: the card's crystal runs fast or slow by up to
-~100 ppm (seconds per day), and audio overwritten when the agent falls behind
-(``RingBuffer.overruns``) shifts the count for good. Levels live with that (1 s
-periods; ``docs/deployment.md``), but the safe path localises an event by the
-differences between sensors' onset times, to the millisecond.
+~100 ppm (seconds per day, so level frames would run minutes ahead after weeks and be
+quarantined as from the future), and audio overwritten when the agent falls behind
+(``RingBuffer.overruns``) shifts the count for good. The safe path also localises an
+event by the differences between sensors' onset times, to the millisecond.
 
 So the sound-card source stamps each block with its capture time on the system clock
 (NTP-disciplined on a gateway) and says when audio was lost before it, and
@@ -17,10 +17,11 @@ So the sound-card source stamps each block with its capture time on the system c
 * after a jump the source did not report, the new offset once three consecutive blocks
   agree on it (one late callback, a pause of the process, is not a jump).
 
-Everything inside the agent, the classifier included, keeps sample-count time (so the
-classifier never sees a jump); a security event's onset is carried over to the capture
-clock with the offset that held at that sample time (:meth:`to_capture`), which stays
-known for :data:`HISTORY_S` seconds.
+Everything inside the agent, the classifier and the meter included, keeps sample-count
+time (so the classifier never sees a jump); what leaves it, a security event's onset and
+a level frame's start, is carried over to the capture clock with the offset that held at
+that sample time (:meth:`to_capture`), which stays known for :data:`HISTORY_S` seconds.
+After lost audio the frames show a gap of that length, as they should.
 """
 
 from __future__ import annotations

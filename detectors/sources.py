@@ -214,14 +214,13 @@ class SoundCardSource:
             yield Block(samples, self.capture_time(index), after_loss)
 
     def _report_losses(self, final: bool = False) -> None:
-        """Warn (at most every ``LOSS_REPORT_S``, and at the end) when audio was lost: the levels skip it and their times fall behind."""
+        """Warn (at most every ``LOSS_REPORT_S``, and at the end) when audio was lost: a gap in the levels."""
         overruns, overflows = self.ring.overruns, self.card_overflows
         lost, flags = overruns - self._reported[0], overflows - self._reported[1]
         now = time.monotonic()
         if (lost or flags) and (final or now - self._last_report >= LOSS_REPORT_S):
             log.warning("live input fell behind: %d samples (%.2f s) overwritten in the ring buffer, %d overflow "
-                        "flag(s) from the sound card since the last report; the levels skip that audio and their "
-                        "times now run behind by as much (security-event times follow the capture clock)",
+                        "flag(s) from the sound card since the last report; the level frames have a gap there",
                         lost, lost / self.sample_rate, flags)
             self._reported = (overruns, overflows)
             self._last_report = now
