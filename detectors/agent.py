@@ -25,7 +25,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from detectors.capture_clock import CaptureClock
+from detectors.capture_clock import JUMP_S, CaptureClock
 from detectors.meter import PeriodLevels, SoundLevelMeter
 from detectors.outbox import Outbox
 from detectors.publisher import BrokerLink
@@ -92,6 +92,9 @@ class EdgeAgent:
         self.model_id = model_id[:64]
         self.meter = SoundLevelMeter(self.sample_rate, calibration_offset_db, self.start)
         self.clock = CaptureClock()
+        self._sent_until: datetime | None = None  # capture-clock end of the last period released
+        self._dropping = False
+        self.frames_dropped = 0  # periods overlapping ones already sent (system clock stepped back)
         self._resampler = StreamingResampler(self.sample_rate, classifier.sample_rate) if classifier else None
         self._cls_samples = 0
         self._n = 0
@@ -113,7 +116,8 @@ class EdgeAgent:
         assert self.classifier is not None
         return self.start + timedelta(seconds=self._cls_samples / self.classifier.sample_rate)
 
-    def feed(self, block: np.ndarray, captured_at: datetime | None = None, *, after_loss: bool = False) -> None:
+    def feed(self, block: np.ndarray, captured_at: datetime | None = None, *, after_loss: bool = False,
+             precise: bool = False) -> None:
         """One block of samples. Live sources add the UTC capture time of its first sample and
         whether audio was lost before it: what leaves the agent (security-event onsets, level
         frames' times) is carried over to that clock (:mod:`detectors.capture_clock`); inside,
@@ -121,7 +125,7 @@ class EdgeAgent:
         """
         block = np.asarray(block, dtype=np.float32)
         if captured_at is not None:
-            self.clock.observe(self.stream_time, captured_at, after_loss=after_loss)
+            self.clock.observe(self.stream_time, captured_at, after_loss=after_loss, precise=precise)
         self._n += block.size
         self._held.extend(self.meter.feed(block))
         if self._held:
@@ -181,14 +185,24 @@ class EdgeAgent:
             if not final and horizon is not None and horizon < end + timedelta(seconds=CLASSIFIER_LOOKAHEAD_S):
                 break
             index = self._period_index(p.start)
-            stamped = replace(p, start=self.clock.to_capture(p.start))  # UTC, as a live card captured it
-            frame = stamped.to_frame(self.sensor_id, SourceCounts(**self._counts.get(index, {})))
-            if self.smart is not None:
+            start = self.clock.to_capture(p.start)  # UTC, as a live card captured it
+            overlaps = self._sent_until is not None and start < self._sent_until - timedelta(seconds=JUMP_S)
+            if overlaps:
+                # The system clock stepped back: a period overlapping those already sent is dropped, not sent twice.
+                if not self._dropping:
+                    log.warning("level periods from %s overlap periods already sent (system clock stepped back?): "
+                                "dropped until the clock passes %s", start.isoformat(), self._sent_until.isoformat())
+                self.frames_dropped += 1
+            elif self.smart is not None:
+                frame = replace(p, start=start).to_frame(self.sensor_id, SourceCounts(**self._counts.get(index, {})))
                 self.outbox.put("smart", "frame", frame.topic(), frame.model_dump_json(by_alias=True))
                 self.frames_queued += 1
+            self._dropping = overlaps
             # Forgotten only once queued: a stop arriving in between sends the frame twice (stored once), never zero times.
             self._held.popleft()
             self._counts.pop(index, None)
+            if not overlaps:
+                self._sent_until = start + timedelta(seconds=p.period_s)
 
     def pump(self) -> None:
         for link in (self.smart, self.safe):

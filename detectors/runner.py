@@ -97,7 +97,7 @@ def run_agent(
     try:
         try:
             for block in blocks:
-                agent.feed(block.samples, block.captured_at, after_loss=block.after_loss)
+                agent.feed(block.samples, block.captured_at, after_loss=block.after_loss, precise=block.precise)
                 if on_block:
                     on_block(agent)
         except SourceError as exc:

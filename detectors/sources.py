@@ -34,7 +34,8 @@ class Block(NamedTuple):
 
     samples: np.ndarray
     captured_at: datetime | None = None  # UTC capture time of the first sample (live input only)
-    after_loss: bool = False  # audio was lost just before this block (the ring buffer overran)
+    after_loss: bool = False  # audio was lost just before this block (ring buffer overrun, card overflow)
+    precise: bool = False  # captured_at comes from the card's capture clock, not from when a callback ran
 
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -151,7 +152,8 @@ class SoundCardSource:
         self.card_overflows = 0
         self._reported = (0, 0)  # ring overruns and card overflows already reported
         self._last_report = -math.inf
-        self._anchors: deque[tuple[int, float]] = deque(maxlen=256)  # (ring index, UNIX time) of callbacks' first samples
+        self._anchors: deque[tuple[int, float, bool]] = deque(maxlen=256)  # (ring index, UNIX time, from ADC time) per callback
+        self._card_losses: deque[int] = deque(maxlen=256)  # ring indices of buffers PortAudio flagged (audio lost before)
         self._anchors_lock = threading.Lock()
         self._stream = None  # the PortAudio stream while blocks() runs
         self._next_index = 0  # ring index that follows the last block yielded
@@ -168,7 +170,8 @@ class SoundCardSource:
         adc = getattr(time_info, "inputBufferAdcTime", 0.0)
         stream_now = self._stream.time if (adc and self._stream is not None) else 0.0
         now = time.time()
-        if adc and stream_now and 0.0 <= stream_now - adc < 1.0:
+        precise = bool(adc and stream_now and 0.0 <= stream_now - adc < 1.0)
+        if precise:
             age = stream_now - adc
         else:
             age = frames / self.sample_rate
@@ -176,18 +179,22 @@ class SoundCardSource:
                 log.warning("the sound card gives no capture timestamps: event times include its input latency")
                 self._warned_no_adc_time = True
         with self._anchors_lock:
-            self._anchors.append((self.ring.written, now - age))
-        if status:  # PortAudio's status flags (input overflow and the like)
-            self.card_overflows += 1
+            index = self.ring.written
+            self._anchors.append((index, now - age, precise))
+            if status:  # PortAudio's status flags (input overflow and the like): audio lost before this buffer
+                self.card_overflows += 1
+                self._card_losses.append(index)
         self.ring.write(_mono(indata))
 
-    def capture_time(self, index: int) -> datetime | None:
-        """UTC capture time of ring sample ``index``, from the latest callback stamp at or before it."""
+    def capture_time(self, index: int) -> tuple[datetime | None, bool]:
+        """UTC capture time of ring sample ``index`` from the latest callback stamp at or before it, and
+        whether that stamp came from the card's capture clock."""
         with self._anchors_lock:
-            anchor = next(((i, t) for i, t in reversed(self._anchors) if i <= index), None)
+            anchor = next((a for a in reversed(self._anchors) if a[0] <= index), None)
         if anchor is None:
-            return None
-        return datetime.fromtimestamp(anchor[1], timezone.utc) + timedelta(seconds=(index - anchor[0]) / self.sample_rate)
+            return None, False
+        first, unix, precise = anchor
+        return datetime.fromtimestamp(unix, timezone.utc) + timedelta(seconds=(index - first) / self.sample_rate), precise
 
     def blocks(self) -> Iterator[Block]:
         try:
@@ -209,9 +216,14 @@ class SoundCardSource:
         index, samples = self.ring.read_indexed(self.block, timeout_s=timeout_s)
         self._report_losses()
         if samples.size:
-            after_loss = index > self._next_index
+            with self._anchors_lock:  # a card overflow flagged at or before this block's start: the loss is behind it
+                flagged = bool(self._card_losses) and self._card_losses[0] <= index
+                while self._card_losses and self._card_losses[0] <= index:
+                    self._card_losses.popleft()
+            after_loss = index > self._next_index or flagged
             self._next_index = index + samples.size
-            yield Block(samples, self.capture_time(index), after_loss)
+            captured_at, precise = self.capture_time(index)
+            yield Block(samples, captured_at, after_loss, precise)
 
     def _report_losses(self, final: bool = False) -> None:
         """Warn (at most every ``LOSS_REPORT_S``, and at the end) when audio was lost: a gap in the levels."""

@@ -27,7 +27,7 @@ from messages.security_event import SecurityEvent
 T0 = datetime(2026, 12, 7, 3, 0, 0, tzinfo=timezone.utc)
 FS = 48_000
 BLOCK = FS // 10
-PPM = 100e-6  # the card's crystal runs fast: FS * (1 + PPM) samples per real second
+PPM = 100e-6  # the card's crystal runs fast: FS * (1 + PPM) samples per real second (agent tests also try slow)
 LATENCY_S = 0.012  # a buffer's first sample reached the ADC this long before its callback ran
 LOST_AT = 400  # 1 s of audio is lost before this block
 
@@ -37,8 +37,8 @@ def _index(k: int) -> int:
     return k * BLOCK + (FS if k >= LOST_AT else 0)
 
 
-def _true_time(index: int) -> datetime:
-    return T0 + timedelta(seconds=index / (FS * (1 + PPM)))
+def _true_time(index: int, ppm: float = PPM) -> datetime:
+    return T0 + timedelta(seconds=index / (FS * (1 + ppm)))
 
 
 def test_sound_card_blocks_carry_their_capture_time_and_say_when_audio_was_lost(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,11 +61,21 @@ def test_sound_card_blocks_carry_their_capture_time_and_say_when_audio_was_lost(
     assert len(got) == 10 and not any(b.after_loss for b in got)
     assert all(abs((b.captured_at - _true_time(k * BLOCK)).total_seconds()) < 1e-6 for k, b in enumerate(got))
 
+    assert all(b.precise for b in got)
     deliver(10 * BLOCK, 30)  # 3 s while the agent is away: the 2 s ring keeps only the last 2 s
     assert card.ring.overruns == FS
     first_after, second_after = [b for _ in range(2) for b in card.drain(timeout_s=0)]
     assert first_after.after_loss and not second_after.after_loss
     assert abs((first_after.captured_at - _true_time(20 * BLOCK)).total_seconds()) < 1e-6
+
+    # PortAudio flags an input overflow on a buffer: the block that starts with it says audio was lost.
+    while list(card.drain(timeout_s=0)):
+        pass
+    card._stream = None  # and a host API without ADC times: stamps from the callback, not precise
+    clocks["unix"] += 0.1
+    card.on_audio(np.zeros((BLOCK, 1), np.float32), BLOCK, SimpleNamespace(inputBufferAdcTime=0.0), "input overflow")
+    (flagged,) = list(card.drain(timeout_s=0))
+    assert flagged.after_loss and not flagged.precise and card.card_overflows == 1
 
 
 @dataclass(frozen=True)
@@ -102,18 +112,28 @@ class _QueueOnly:
         return True
 
 
-def test_agent_sends_onsets_and_frames_on_the_capture_clock_and_keeps_the_sample_count_inside(tmp_path: Path) -> None:
+def _agent(tmp_path: Path, classifier: object) -> EdgeAgent:
+    return EdgeAgent(sensor_id="sensor-01", calibration_offset_db=100.0, sample_rate=FS, start=T0,
+                     outbox=Outbox(tmp_path / "queue", 1000), smart=_QueueOnly(), safe=_QueueOnly(),  # type: ignore[arg-type]
+                     classifier=classifier)  # type: ignore[arg-type]
+
+
+def _frames(agent: EdgeAgent) -> list[LevelFrame]:
+    return [LevelFrame.model_validate_json(m.payload) for m in agent.outbox.pending("smart", 1000)]
+
+
+@pytest.mark.parametrize("ppm", [100e-6, -100e-6], ids=["fast card", "slow card"])
+def test_agent_sends_onsets_and_frames_on_the_capture_clock_and_keeps_the_sample_count_inside(tmp_path: Path, ppm: float) -> None:
+    """Stamps taken when callbacks ran (no ADC times): late by ~1 ms, once by 80 ms; 1 s lost, reported."""
     # Gunshots reported a few blocks after their audio: mid-stream, across the loss (onset before it,
     # reported after), and after it; a horn to be counted in its sample-count period.
     classifier = _ScriptedClassifier({300: ("gunshot", 295), 410: ("gunshot", 395), 420: ("gunshot", 405),
                                       456: ("car_horn", 455)})
-    agent = EdgeAgent(sensor_id="sensor-01", calibration_offset_db=100.0, sample_rate=FS, start=T0,
-                      outbox=Outbox(tmp_path / "queue", 1000), smart=_QueueOnly(), safe=_QueueOnly(),  # type: ignore[arg-type]
-                      classifier=classifier)
+    agent = _agent(tmp_path, classifier)
     rng = np.random.default_rng(1)
-    for k in range(600):  # 60 s of a card 100 ppm fast; callbacks late by ~1 ms, once by 80 ms (a pause)
+    for k in range(600):
         late = 0.08 if k == 200 else min(0.01, rng.exponential(0.001))
-        agent.feed(rng.normal(0, 0.01, BLOCK).astype(np.float32), _true_time(_index(k)) + timedelta(seconds=late),
+        agent.feed(rng.normal(0, 0.01, BLOCK).astype(np.float32), _true_time(_index(k), ppm) + timedelta(seconds=late),
                    after_loss=k == LOST_AT)
     agent.finish(0.1)
 
@@ -124,16 +144,35 @@ def test_agent_sends_onsets_and_frames_on_the_capture_clock_and_keeps_the_sample
     assert len(events) == 3
     for event, chunk in zip(events, (295, 395, 405)):
         sample = round((classifier.starts[chunk] - T0).total_seconds() * FS) + (FS if chunk >= LOST_AT else 0)
-        assert abs((event.onset - _true_time(sample)).total_seconds()) < 0.001, chunk
+        assert abs((event.onset - _true_time(sample, ppm)).total_seconds()) < 0.001, chunk
     assert agent.clock.jumps == 0  # the pause is jitter; the loss was reported by the source
     # Level frames: measured on the sample count, sent with their capture time (a gap where audio was lost).
-    frames = [LevelFrame.model_validate_json(m.payload) for m in agent.outbox.pending("smart", 100)]
+    frames = _frames(agent)
     assert len(frames) == 60
     for i, frame in enumerate(frames[1:], start=1):  # the first one has a single callback's stamp: ~1 ms late
-        truth = _true_time(i * FS + (FS if i * 10 >= LOST_AT else 0))
+        truth = _true_time(i * FS + (FS if i * 10 >= LOST_AT else 0), ppm)
         assert abs((frame.time - truth).total_seconds()) < 0.001, i
     # The horn is counted in the period that held its audio (the 46th second the card captured).
     assert [i for i, f in enumerate(frames) if f.sources.car_horn] == [45]
+
+
+def test_precise_stamps_show_an_unreported_dropout_at_once_and_a_clock_step_back_never_overlaps_frames(tmp_path: Path) -> None:
+    """With the card's ADC times: 30 ms dropped by the card unflagged at block 150, then NTP steps the clock back 3 s."""
+    classifier = _ScriptedClassifier({160: ("gunshot", 152)})
+    agent = _agent(tmp_path, classifier)
+    for k in range(400):
+        index = k * BLOCK + (int(0.03 * FS) if k >= 150 else 0)
+        step = -3.0 if k >= 250 else 0.0
+        agent.feed(np.zeros(BLOCK, np.float32), _true_time(index, -100e-6) + timedelta(seconds=step), precise=True)
+    agent.finish(0.1)
+    (event,) = [SecurityEvent.model_validate_json(m.payload) for m in agent.outbox.pending("safe", 10)]
+    sample = round((classifier.starts[152] - T0).total_seconds() * FS) + int(0.03 * FS)
+    assert abs((event.onset - _true_time(sample, -100e-6)).total_seconds()) < 0.001  # the 30 ms are in, at once
+    frames = _frames(agent)
+    starts = [f.time for f in frames]
+    assert all(b >= a + timedelta(seconds=0.95) for a, b in zip(starts, starts[1:]))  # never overlapping
+    assert agent.frames_dropped == 3 and len(frames) == 40 - 3  # the 3 s already sent are not sent again
+    assert agent.clock.jumps == 1  # the step is warned about; the 30 ms dropout, under JUMP_S, is just taken
 
 
 def test_an_unreported_jump_needs_three_agreeing_blocks() -> None:
@@ -146,4 +185,5 @@ def test_an_unreported_jump_needs_three_agreeing_blocks() -> None:
             assert clock.jumps == 0 and clock.offset_s == pytest.approx(0.010)
     assert clock.jumps == 1 and clock.offset_s == pytest.approx(2.010)
     assert clock.to_capture(t[2]) == t[2] + timedelta(seconds=0.010)  # the past keeps its offset
+    assert clock.to_capture(t[11]) == t[11] + timedelta(seconds=2.010)  # from the first block that showed the step
     assert CaptureClock().to_capture(T0) == T0  # no observation: no offset
