@@ -33,6 +33,7 @@ import time
 from bisect import bisect_right
 from collections import deque
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 log = logging.getLogger(__name__)
 
@@ -121,5 +122,5 @@ class CaptureClock:
         """``sample_time`` on the capture clock, with the offset that held then (unchanged without observations)."""
         if not self._history:
             return sample_time
-        i = bisect_right([t for t, _ in self._history], sample_time) - 1
+        i = bisect_right(self._history, sample_time, key=itemgetter(0)) - 1
         return sample_time + timedelta(seconds=self._history[max(i, 0)][1])

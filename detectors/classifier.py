@@ -168,11 +168,11 @@ class OnnxRunner:
             self.features = features.front_end(meta.get("front_end"))
         except features.FeatureError as exc:
             raise ClassifierError(f"model {model_path}: {exc}") from exc
-        self.features(np.zeros((1, features.WINDOW_SAMPLES), np.float32))  # loads the front end's libraries
+        warm_up = self.features(np.zeros((1, features.WINDOW_SAMPLES), np.float32))  # loads the front end's libraries
         from threadpoolctl import ThreadpoolController
 
         self._blas = ThreadpoolController()  # after the front end's imports, so it sees their BLAS too
-        self.window_probabilities(np.zeros((1, features.WINDOW_SAMPLES), np.float32))  # warm-up
+        self.probabilities(warm_up)
 
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities (n, len(CLASSES)) of 1 s, 16 kHz windows (n, WINDOW_SAMPLES), through the model's front end."""

@@ -216,10 +216,11 @@ class SoundCardSource:
         index, samples = self.ring.read_indexed(self.block, timeout_s=timeout_s)
         self._report_losses()
         if samples.size:
-            with self._anchors_lock:  # a card overflow flagged at or before this block's start: the loss is behind it
-                flagged = bool(self._card_losses) and self._card_losses[0] <= index
+            flagged = False  # a card overflow flagged at or before this block's start: the loss is behind it
+            with self._anchors_lock:
                 while self._card_losses and self._card_losses[0] <= index:
                     self._card_losses.popleft()
+                    flagged = True
             after_loss = index > self._next_index or flagged
             self._next_index = index + samples.size
             captured_at, precise = self.capture_time(index)
