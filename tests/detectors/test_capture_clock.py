@@ -9,7 +9,6 @@ path is ``test_soundcard.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ from detectors.capture_clock import CaptureClock
 from detectors.outbox import Outbox
 from messages.level_frame import LevelFrame
 from messages.security_event import SecurityEvent
+from tests.detectors.test_agent import FakeDetection
 
 T0 = datetime(2026, 12, 7, 3, 0, 0, tzinfo=timezone.utc)
 FS = 48_000
@@ -78,13 +78,6 @@ def test_sound_card_blocks_carry_their_capture_time_and_say_when_audio_was_lost(
     assert flagged.after_loss and not flagged.precise and card.card_overflows == 1
 
 
-@dataclass(frozen=True)
-class _Detection:
-    label: str
-    confidence: float
-    onset: datetime
-
-
 class _ScriptedClassifier:
     """Records the start time of each chunk (one chunk per block); at chunk k it reports script[k] = (label, onset chunk)."""
 
@@ -94,11 +87,11 @@ class _ScriptedClassifier:
         self.starts: list[datetime] = []
         self.script = script
 
-    def feed(self, samples: np.ndarray, start: datetime) -> list[_Detection]:
+    def feed(self, samples: np.ndarray, start: datetime) -> list[FakeDetection]:
         self.starts.append(start)
         if (k := len(self.starts) - 1) in self.script:
             label, onset_chunk = self.script[k]
-            return [_Detection(label, 0.9, self.starts[onset_chunk])]
+            return [FakeDetection(label, 0.9, self.starts[onset_chunk])]
         return []
 
 
