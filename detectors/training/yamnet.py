@@ -19,7 +19,7 @@ of the package's code runs and TensorFlow is never installed. The rebuild gives
 TensorFlow's YAMNet scores to ~1e-5 (``tests/detectors/test_yamnet.py``).
 
 Int8: YAMNet's deep layers do not survive per-tensor activation quantisation. From
-convolution 22 on, the per-channel activation ranges differ by up to two orders of
+convolution 20 on, the per-channel activation ranges differ by up to two orders of
 magnitude (after convolution 23, the median channel peaks at 0.14 where the tensor peaks
 at 17), so a uint8 step of the
 tensor's range erases most channels; quantised alone, convolution 22 drops the
