@@ -40,12 +40,14 @@ import asyncio
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
@@ -315,6 +317,17 @@ class OnvifCameraSimulator:
                 "</tds:GetDeviceInformationResponse>"
             )
         raise SoapFault("Receiver", "ActionNotSupported", f"device service does not implement {op}", http_status=500)
+
+
+def command(*, port: int, name: str, user: str, password: str, presets: Path, command_log: Path) -> list[str]:
+    """The argv that starts one simulated camera as its own process (what :func:`main` parses).
+
+    Values go as ``--option=value``: a generated password may start with '-'
+    (``secrets.token_urlsafe`` gives one about once in 64), which argparse would
+    otherwise read as an option and refuse.
+    """
+    return [sys.executable, "-m", "simulators.onvif_camera", f"--port={port}", f"--name={name}", f"--user={user}",
+            f"--password={password}", f"--presets={presets}", f"--command-log={command_log}"]
 
 
 def main(argv: list[str] | None = None) -> None:

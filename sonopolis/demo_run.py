@@ -31,6 +31,7 @@ from rich.table import Table
 
 from messages.level_frame import BATCH_SCHEMA_ID, TOPIC_PREFIX
 from messages.security_event import SECURITY_CLASSES
+from simulators import onvif_camera
 from simulators.neighbourhood import frames as sim_frames
 from simulators.scene import SCENE_OFFSET_DB, street_scene
 from simulators.street_acoustics import add_sounds
@@ -136,12 +137,9 @@ class DemoRun:
             presets = [{"token": p["token"], "name": p["name"], "pan": 0.0, "tilt": 0.0, "zoom": 0.0} for p in demo_world.camera_presets(self.world, lat, lon, 300.0)]
             pfile = self.workdir / f"{cam_id}-presets.json"
             pfile.write_text(json.dumps(presets))
-            self._helper(
-                cam_id,
-                [sys.executable, "-m", "simulators.onvif_camera", "--port", str(port), "--name", cam_id, "--user", "admin",
-                 "--password", self.world.camera_password, "--presets", str(pfile), "--command-log", str(self.workdir / f"{cam_id}-ptz.jsonl")],
-                port,
-            )
+            argv = onvif_camera.command(port=port, name=cam_id, user="admin", password=self.world.camera_password,
+                                        presets=pfile, command_log=self.workdir / f"{cam_id}-ptz.jsonl")
+            self._helper(cam_id, argv, port)
             self.camera_ports[cam_id] = port
         self._helper("ngsi-broker", [sys.executable, "-m", "simulators.ngsi_broker", "--port", str(self.ports["ngsi"])], self.ports["ngsi"])
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -19,6 +18,7 @@ import pytest
 import zeep.exceptions
 from onvif import ONVIFCamera
 
+from simulators import onvif_camera
 from simulators.onvif_camera import OnvifCameraSimulator, PtzCommand, SimulatedCamera
 from simulators.onvif_ptz import Preset
 
@@ -229,19 +229,19 @@ async def test_hung_camera_times_out_and_revives(sim):
 
 
 @pytest.mark.anyio
-async def test_runs_as_a_process_and_logs_commands(tmp_path):
+@pytest.mark.parametrize("password", [PASSWORD, "-Xq9" + PASSWORD], ids=["plain", "leading dash"])
+async def test_runs_as_a_process_and_logs_commands(tmp_path, password):
+    """Started with the demo's own argv; a generated password may begin with '-' (token_urlsafe, 1 in 64)."""
     presets = tmp_path / "presets.json"
     presets.write_text(json.dumps([{"token": "p9", "name": "Gate", "pan": 0.5, "tilt": 0.1, "zoom": 0.2}]))
     log = tmp_path / "ptz.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.onvif_camera", "--port", "0", "--name", "proc-cam", "--user", USER, "--password", PASSWORD, "--presets", str(presets), "--command-log", str(log)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )
+    argv = onvif_camera.command(port=0, name="proc-cam", user=USER, password=password, presets=presets, command_log=log)
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert "listening on http://127.0.0.1:" in line
         port = int(line.rsplit(":", 1)[1].split("/")[0])
-        cam = ONVIFCamera("127.0.0.1", port, USER, PASSWORD, no_cache=True)
+        cam = ONVIFCamera("127.0.0.1", port, USER, password, no_cache=True)
         await cam.update_xaddrs()
         ptz = await cam.create_ptz_service()
         req = ptz.create_type("GotoPreset")
