@@ -186,6 +186,11 @@ def test_fp32_layers_get_int8_weights_expanded_once_at_load_and_older_graphs_can
     assert (mul.op_type, made_by[mul.input[0]].op_type) == ("Mul", "Cast")
     stored = {i.name: i.data_type for i in graph.initializer}
     assert stored[made_by[mul.input[0]].input[0]] == onnx.TensorProto.INT8
+    # The int8 layer's weights are 7-bit, which no CPU's int8 kernel saturates on; the fp32 layer's keep 8 bits.
+    first = next(n for n in graph.node if n.name == "/first/Conv")
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    assert np.abs(arrays[made_by[first.input[1]].input[0]].astype(np.int16)).max() == 64
+    assert np.abs(arrays[made_by[mul.input[0]].input[0]].astype(np.int16)).max() == 127
     assert _weight_dequantisers_left_at_run_time(path) == []
 
     # The form written before: a DequantizeLinear named *_weights. Rewriting it gives the same outputs, folded at load.
