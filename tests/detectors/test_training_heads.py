@@ -168,7 +168,7 @@ def test_nested_check_scores_the_inner_heads_mean_on_an_outer_fold_none_of_them_
     config = heads.HeadsConfig(
         data=tmp_path / "data", out=tmp_path / "out", folds=3, rounds=1, events_per_class=8, background_per_round=16,
         synthetic_train=4, synthetic_validation=3, epochs=3, calibration_windows=16,
-        backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
+        backbone="aisfx", backbone_width=4, backbone_checkpoint=tmp_path / "backbone.pt",
     )
     prep = heads.prepare(config, tmp_path, lambda _msg: None)
     heard_by_inner: list[list[int]] = []
@@ -213,7 +213,7 @@ def test_quantising_and_embedding_write_only_the_exported_graph(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--backbone", "vggish"], "--backbone must be one of aisfx, aisfx+yamnet, yamnet or none"),
+    (["--backbone", "vggish"], "--backbone must be one of aisfx+yamnet, aisfx, yamnet or none"),
     (["--backbone", "aisfx", "--cross-fit", "0"], "exists only with --backbone none"),
     (["--backbone", "none", "--rounds", "0"], "--rounds must be at least 1 with --backbone none"),
 ])
@@ -249,4 +249,4 @@ def test_train_detector_gives_each_recipe_its_own_defaults_unless_told(tmp_path:
         assert result.exit_code == 0, result.output
     assert [type(c).__name__ for c in seen] == ["HeadsConfig", "HeadsConfig", "TrainConfig", "TrainConfig"]
     assert [c.rounds for c in seen] == [heads.HeadsConfig.rounds, 3, TrainConfig.rounds, 3]
-    assert seen[0].folds == 5 and seen[2].cross_fit == 5 and seen[0].backbone == "aisfx"
+    assert seen[0].folds == 5 and seen[2].cross_fit == 5 and seen[0].backbone == "aisfx+yamnet"
