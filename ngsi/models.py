@@ -21,7 +21,7 @@ in ``dateObservedFrom``/``dateObservedTo``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 

@@ -38,7 +38,7 @@ from simulators.street_acoustics import add_sounds
 from sonopolis import demo_world
 from sonopolis.bootstrap import bootstrap
 from sonopolis.demo import DEPLOY, DemoReport
-from sonopolis.embedded import LocalMosquitto, LocalPostgres, PythonBroker, ServiceError, free_port, wait_port
+from sonopolis.embedded import LocalMosquitto, LocalPostgres, PythonBroker, ServiceError, free_port
 from sonopolis.supervisor import ManagedProcess, Supervisor, side_env
 
 EDGE_RATE = 16_000
