@@ -78,6 +78,46 @@ def test_sound_card_blocks_carry_their_capture_time_and_say_when_audio_was_lost(
     assert flagged.after_loss and not flagged.precise and card.card_overflows == 1
 
 
+def test_lost_audio_is_reported_at_most_every_10_s_and_once_more_when_capture_stops(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A gap in the levels is never silent: the losses since the last report are logged when the agent stops."""
+    card = sources.SoundCardSource(FS, buffer_s=0.5)
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(sources.time, "monotonic", lambda: clock["now"])
+
+    class Stream:  # PortAudio's stream, opened and closed by blocks(); the test plays its callback thread
+        time = 0.0
+
+        def __init__(self, **kwargs: object) -> None:
+            self.opened_with = kwargs
+
+        def __enter__(self) -> Stream:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(card._sd, "InputStream", Stream)
+
+    def capture(seconds: float) -> None:
+        for _ in range(round(seconds * FS / BLOCK)):
+            card.on_audio(np.zeros((BLOCK, 1), np.float32), BLOCK, SimpleNamespace(inputBufferAdcTime=0.0), None)
+
+    blocks = card.blocks()
+    with caplog.at_level("WARNING", logger=sources.log.name):
+        capture(1.0)  # the agent was away for 1 s: half of it overwritten in the 0.5 s ring
+        assert next(blocks).after_loss  # the oldest block left follows the overwritten half; reported at once
+        capture(1.0)
+        clock["now"] += 2.0  # within LOSS_REPORT_S of the first report: held back
+        next(blocks)
+        reports = [r.getMessage() for r in caplog.records if "fell behind" in r.getMessage()]
+        assert len(reports) == 1 and f"{FS // 2} samples (0.50 s)" in reports[0]
+        blocks.close()  # the agent stops (Ctrl-C, SIGTERM): what was held back is reported now
+    reports = [r.getMessage() for r in caplog.records if "fell behind" in r.getMessage()]
+    assert len(reports) == 2 and card.ring.overruns > FS // 2
+    assert f"{card.ring.overruns - FS // 2} samples" in reports[1]
+
+
 class _ScriptedClassifier:
     """Records the start time of each chunk (one chunk per block); at chunk k it reports script[k] = (label, onset chunk)."""
 
