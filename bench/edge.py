@@ -58,6 +58,7 @@ def bench_levels(blocks: list[np.ndarray], repeats: int = 3) -> float:
 def bench_classifier(blocks: list[np.ndarray], model: Path | None = None) -> float | None:
     try:
         from detectors.classifier import FLAT_THRESHOLDS, ClassifierError, StreamingClassifier
+        from detectors.int8_fidelity import FIDELITY_LIMIT
     except ImportError as exc:
         print(f"note: classifier not importable yet ({exc}); classifier_rtf=nan")
         return None
@@ -67,6 +68,10 @@ def bench_classifier(blocks: list[np.ndarray], model: Path | None = None) -> flo
     except ClassifierError as exc:
         print(f"note: classifier model not available yet ({exc}); classifier_rtf=nan")
         return None
+    runner = clf.classifier.runner
+    verdict = "as the graph says" if runner.fidelity <= FIDELITY_LIMIT else "ANOTHER MODEL than the graph says"
+    print(f"{runner.model_id}: this CPU's int8 kernels are within {runner.fidelity:.3f} of the graph's own "
+          f"arithmetic (limit {FIDELITY_LIMIT}): it computes {verdict}")
     best = math.inf
     for _ in range(2):
         clf.reset()

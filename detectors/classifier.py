@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from detectors import features
+from detectors import features, int8_fidelity
 from detectors.onset import estimate_onset
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,13 @@ def disable_onnxruntime_telemetry() -> None:
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 
-def open_session(model_path: Path, *, threads: int):  # noqa: ANN201 - an onnxruntime.InferenceSession
-    """The one way this project opens an onnxruntime session: telemetry off, CPU, fixed threads, sequential."""
+def open_session(model: Path | bytes, *, threads: int, optimise: bool = True, source: object = None):  # noqa: ANN201
+    """The one way this project opens an onnxruntime session: telemetry off, CPU, fixed threads, sequential.
+
+    ``model`` is a graph file or its bytes (``source`` then names it in errors). ``optimise=False``
+    runs the graph as written, each quantised operation in float: the reference the CPU's
+    integer kernels are compared with (:mod:`detectors.int8_fidelity`).
+    """
     disable_onnxruntime_telemetry()
     import onnxruntime as ort
 
@@ -129,12 +134,14 @@ def open_session(model_path: Path, *, threads: int):  # noqa: ANN201 - an onnxru
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors (file, graph)
-        raise ClassifierError(f"cannot load model {model_path}: {exc}") from exc
+        raise ClassifierError(f"cannot load model {source or model}: {exc}") from exc
 
 
 def run_in_batches(session, batch: np.ndarray) -> np.ndarray:  # noqa: ANN001
@@ -144,6 +151,7 @@ def run_in_batches(session, batch: np.ndarray) -> np.ndarray:  # noqa: ANN001
     name = session.get_inputs()[0].name
     parts = [session.run(None, {name: batch[i : i + MAX_BATCH]})[0] for i in range(0, batch.shape[0], MAX_BATCH)]
     return np.concatenate(parts).astype(np.float32)
+
 
 
 class OnnxRunner:
@@ -158,7 +166,11 @@ class OnnxRunner:
 
     def __init__(self, model_path: Path = DEFAULT_MODEL, *, threads: int = 1) -> None:
         self.threads = threads
-        self.session = open_session(model_path, threads=threads)
+        try:
+            graph = Path(model_path).read_bytes()  # once: the fidelity check must see the bytes this session runs
+        except OSError as exc:
+            raise ClassifierError(f"cannot load model {model_path}: {exc}") from exc
+        self.session = open_session(graph, threads=threads, source=model_path)
         meta = self.session.get_modelmeta().custom_metadata_map
         classes = tuple(json.loads(meta.get("classes", "[]")))
         if classes != CLASSES:
@@ -173,11 +185,24 @@ class OnnxRunner:
 
         self._blas = ThreadpoolController()  # after the front end's imports, so it sees their BLAS too
         self.probabilities(warm_up)
+        self.fidelity = int8_fidelity.measure(
+            graph, self.probabilities,
+            lambda batch: run_in_batches(open_session(graph, threads=1, optimise=False, source=model_path), batch),
+            self._features)
+        if self.fidelity > int8_fidelity.FIDELITY_LIMIT:
+            log.error("model %s computes differently on this CPU: its probabilities differ by up to %.2f from its own "
+                      "int8 arithmetic (limit %.2f), so its thresholds and validation figures do not hold here. The "
+                      "likely cause is 8-bit weights on an x86 CPU without VNNI: retrain it with this version of "
+                      "`sonopolis train-detector` (7-bit weights) or run it on a CPU with VNNI",
+                      self.model_id, self.fidelity, int8_fidelity.FIDELITY_LIMIT)
 
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities (n, len(CLASSES)) of 1 s, 16 kHz windows (n, WINDOW_SAMPLES), through the model's front end."""
+        return self.probabilities(self._features(windows))
+
+    def _features(self, windows: np.ndarray) -> np.ndarray:
         with self._blas.limit(limits=self.threads, user_api="blas"):
-            return self.probabilities(self.features(windows))
+            return self.features(windows)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (n, len(CLASSES)) of model inputs (front-end features, first axis = windows)."""
