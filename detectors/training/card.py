@@ -156,7 +156,19 @@ def _bullets(items: list[str]) -> str:
     return " " + items[0] if len(items) == 1 else "".join("\n  * " + item.replace("\n  ", "\n    ") for item in items)
 
 
-def _model_heads(config: dict, folds: int) -> str:
+def _weight_bits(peak: int | None) -> str:
+    """What the graph's largest int8 weight (``metrics["int8_weight_peak"]``) means for the CPUs it runs right on."""
+    if peak == 0:
+        return "\n  No convolution runs on integer kernels."
+    if peak is not None and peak <= pretrained.SATURATION_SAFE_PEAK:
+        return ("\n  Weights use 7 bits (|q| <= 64): x86 CPUs without VNNI (AVX2) add pairs of uint8 x int8\n"
+                "  products in a saturating int16, which such weights cannot overflow, so the integer sums are\n"
+                "  exact on every CPU (the classifier checks its outputs at start-up: `detectors/int8_fidelity.py`).")
+    return ("\n  **Weights use 8 bits**: on x86 CPUs without VNNI (AVX2) onnxruntime's int8 kernels saturate\n"
+            "  on them and compute another model (the classifier logs an error at start-up there).")
+
+
+def _model_heads(config: dict, folds: int, peak: int | None = None) -> str:
     names = _backbones(config)
     weights = config.get("weights") or {"aisfx": {"requirement": config.get("backbone")}}
     described = [_BACKBONE_TEXT[n].format(requirement=weights.get(n, {}).get("requirement", n)) for n in names]
@@ -169,7 +181,7 @@ def _model_heads(config: dict, folds: int) -> str:
     return f"""* **Backbone{plural} (frozen, pretrained):**{_bullets(described)}{joined}
   Convolutions **statically quantised to int8** (per-channel weights, activation ranges
   from {config["calibration_windows"]} real training windows); the export refuses a graph whose
-  embedding strays from the fp32 one (median cosine below 0.95, per backbone).{fp32}
+  embedding strays from the fp32 one (median cosine below 0.95, per backbone).{fp32}{_weight_bits(peak)}
 * **Heads:** log1p of the {dim}-d embedding, standardised, one linear layer to the 9 classes.
   **{folds} cross-fitted heads** (head k, seed {config["seed"]} + 100 k, trained without fold k of
   the real clips); the ONNX graph outputs the mean of their softmax.
@@ -396,7 +408,7 @@ def write_model_card(path: Path, metrics: dict) -> None:
               "snr_max": f"{config.get('snr_max_db', 30.0):g}", "events": config["events_per_class"],
               "background": config["background_per_round"]}
     if heads:
-        model = _model_heads(config, folds)
+        model = _model_heads(config, folds, metrics.get("int8_weight_peak"))
         augmentation = _AUGMENTATION_HEADS.format(rounds=config["rounds"], colour=(" Of the augmented windows:" + colour_text) if config["rounds"] and colour_text else "", **mixing)
         names = _backbones(config)
         note = _ENSEMBLE_NOTE_HEADS.format(folds=folds, backbones="the backbones" if len(names) > 1 else "the backbone",

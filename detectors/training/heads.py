@@ -299,6 +299,7 @@ def train_heads(config: HeadsConfig, tick: Callable[[str], None] = lambda _msg: 
         config=config.recorded(prep.backbone), false_alarm_weight=config.false_alarm_weight, folds=config.folds,
     )
     metrics["int8_embedding_cosine"] = round(prep.int8_cosine, 4)
+    metrics["int8_weight_peak"] = pretrained.int8_weight_peak(config.out / MODEL_FILE)
     metrics["training_seconds"] = round(time.monotonic() - started, 1)
     write_outputs(config.out, metrics)
     return metrics

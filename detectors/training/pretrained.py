@@ -188,8 +188,9 @@ def export_quantised(module, path: Path, calibration: np.ndarray, *, front_end: 
     8-bit weights the same graph gave a different model per CPU: on an AVX2 machine the
     shipped pair scored its own training folder at macro F1 0.80 instead of 0.91, and
     YAMNet's int8 embedding fell to cosine 0.75 to fp32 (0.97 with 7-bit weights). Without
-    saturation the integer arithmetic is exact on every CPU, so the figures measured where
-    the model was trained hold on the gateway (``EXPERIMENTS.md``).
+    saturation the integer sums are exact on every CPU; only the float rounding around them
+    differs, so the figures measured where the model was trained hold on the gateway, which
+    the classifier checks at start-up (``detectors/int8_fidelity.py``, ``EXPERIMENTS.md``).
 
     Returns the median cosine between the int8 and the fp32 graph's outputs on the
     calibration windows (for backbones side by side, the lowest of each one's embedding:
@@ -368,6 +369,39 @@ def _median_cosine(reference: Path, candidate: Path, x: np.ndarray, part_dims: l
         norms = np.linalg.norm(pa, axis=1) * np.linalg.norm(pb, axis=1)
         medians.append(float(np.median((pa * pb).sum(axis=1) / np.where(norms > 0, norms, 1.0))))
     return min(medians)
+
+
+SATURATION_SAFE_PEAK = 64
+"""Largest int8 weight magnitude x86 int8 kernels without VNNI add in pairs without saturating (255 x 64 x 2 < 32768)."""
+
+
+def int8_weight_peak(graph: Path) -> int:
+    """Largest magnitude of the int8 weights that integer kernels multiply: those of Conv nodes whose
+    activations and weights both come from a DequantizeLinear (the QDQ groups onnxruntime fuses).
+
+    Weights-only int8 layers (fp32 activations; Cast and Mul, or the older DequantizeLinear) run
+    in float and are not counted. At most :data:`SATURATION_SAFE_PEAK` means no CPU's int8
+    kernel saturates on the graph (``export_quantised``); 0 means it has no integer kernel.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    stored = {i.name: i for i in model.graph.initializer}
+    made_by = {out: node for node in model.graph.node for out in node.output}
+
+    def dequantised(name: str) -> object:
+        node = made_by.get(name)
+        return node if node is not None and node.op_type == "DequantizeLinear" else None
+
+    peaks = []
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        weights = dequantised(conv.input[1])
+        if dequantised(conv.input[0]) and weights and stored.get(weights.input[0]) is not None:
+            array = numpy_helper.to_array(stored[weights.input[0]])
+            if array.dtype == np.int8:
+                peaks.append(int(np.abs(array.astype(np.int16)).max()))
+    return max(peaks, default=0)
 
 
 BACKBONES = ("aisfx+yamnet", "aisfx", "yamnet")

@@ -122,6 +122,7 @@ def test_heads_are_cross_fitted_scored_out_of_fold_and_ship_as_one_int8_graph(tm
     assert metrics["config"]["weights"] == pretrained.WHEELS
     assert set(metrics["libraries"]) == {"numpy", "scipy", "onnx", "onnxruntime", "torch"}
     assert pretrained.MIN_INT8_COSINE <= metrics["int8_embedding_cosine"] <= 1.0  # the export's own check, recorded
+    assert metrics["int8_weight_peak"] == pretrained.SATURATION_SAFE_PEAK  # 7-bit weights: no CPU saturates them
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["libraries"] == metrics["libraries"]
     # Every real clip (3 per class, 8 real classes) is scored exactly once, by the head that never heard it.
     assert metrics["validation_real_cross_validated"]["clips"] == 24
