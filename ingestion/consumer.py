@@ -9,10 +9,14 @@ Why each setting:
   a message is read. Here the service calls :meth:`MqttConsumer.ack` only after the
   message's rows (or its quarantine entry) are committed, so a crash or a database
   outage leaves the message unacknowledged and the broker redelivers it.
-* **Receive Maximum** = the in-memory buffer size: the broker never has more
-  unacknowledged messages in flight to us than we can hold, so when the database
+* **Receive Maximum** = the in-memory buffer size: a broker that honours it never has
+  more unacknowledged messages in flight to us than we can hold, so when the database
   stalls, the buffer fills, acks stop and the broker stops sending (back-pressure,
-  bounded memory) instead of us growing without limit.
+  bounded memory) instead of us growing without limit. Mosquitto 2.0.11 (Debian 12)
+  honours it only until the first PUBACK: with Receive Maximum 200 and 1 000 messages
+  queued, it sent 200, then all 1 000 once 100 were acked. The bounded queue holds the
+  line then: the network thread blocks on it, stops reading, and TCP pushes back, so
+  at most the queue, the batch being written and one message wait in memory.
 * Acks are tagged with the connection generation: after a reconnect the broker
   resends unacked messages with packet ids of the new connection, so an ack for a
   message received on an old connection is never sent (it could acknowledge an
@@ -244,8 +248,9 @@ class MqttConsumer:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         item = Inbound(self._generation, msg.mid, msg.qos, msg.topic, msg.payload, time.time())
         self.metrics.messages.inc()
-        # Receive Maximum keeps the broker within the queue size; should a broker
-        # ignore it, blocking here stops reading from the socket (TCP back-pressure).
+        # Receive Maximum should keep the broker within the queue size; mosquitto 2.0.11
+        # overshoots it (module docstring), and blocking here stops reading from the
+        # socket (TCP back-pressure).
         while not self._stopping.is_set():
             try:
                 self.inbox.put(item, timeout=0.5)

@@ -70,10 +70,11 @@ def test_no_loss_when_the_database_stops_and_restarts_during_a_burst(pg_tmp, mqt
         pub.close()
         assert count(dsn) == len(messages) == pub.sent
         assert count(dsn, "quarantine") == 0
-        # Back-pressure: the broker never had more unacked messages out to us than the buffer holds
-        # (Receive Maximum); one batch being written may sit outside the queue, inside that bound.
-        assert max(in_flight_during_outage) <= buffer
-        assert max(in_flight_during_outage) > 0
+        # Back-pressure: at most the queue (buffer), the batch stuck in its retries and the one
+        # message the network thread holds while the queue is full were unacked. Receive Maximum
+        # (= buffer) should stop the broker sooner, but mosquitto 2.0.11 honours it only until
+        # the first PUBACK (``ingestion/consumer.py``), so the full queue is what stops it.
+        assert 0 < max(in_flight_during_outage) <= buffer + settings.batch_max_rows + 1
 
 
 @pytest.mark.slow
