@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from detectors import classifier, int8_fidelity
-from detectors.classifier import DEFAULT_MODEL, OnnxRunner, open_session, run_in_batches
+from detectors.classifier import DEFAULT_MODEL, OnnxRunner, open_session
 
 CHANNELS, WIDTH, OUT = 64, 16, 8
 
