@@ -153,7 +153,6 @@ def run_in_batches(session, batch: np.ndarray) -> np.ndarray:  # noqa: ANN001
     return np.concatenate(parts).astype(np.float32)
 
 
-
 class OnnxRunner:
     """Owns the classifier's session: class order check, front end, warm-up.
 
