@@ -47,7 +47,8 @@ def burst(seed: int = 1) -> np.ndarray:
     return (0.4 * rng.standard_normal(n) * np.exp(-np.arange(n) / 900.0)).astype(np.float32)
 
 
-COMMITTED_MODELS = [DEFAULT_MODEL, DEFAULT_MODEL.parent / "lite" / "sound_events.onnx"]
+LITE_MODEL = DEFAULT_MODEL.parent / "lite" / "sound_events.onnx"
+COMMITTED_MODELS = [DEFAULT_MODEL, LITE_MODEL]
 
 
 @pytest.mark.parametrize("model", COMMITTED_MODELS, ids=["pair", "lite"])
@@ -88,7 +89,7 @@ def test_committed_models_compute_their_own_int8_arithmetic_on_this_cpu(model: P
     # "A few MB at most" (issue 3): the two int8 backbones are ~4.7 + ~3.4 MB (above "a few":
     # EXPERIMENTS.md says what buys it); the lite model is aiSFX alone.
     (DEFAULT_MODEL, 9_000_000),
-    (DEFAULT_MODEL.parent / "lite" / "sound_events.onnx", 5_500_000),
+    (LITE_MODEL, 5_500_000),
 ])
 def test_committed_models_are_small_and_declare_their_classes(model: Path, limit: int) -> None:
     import onnx
@@ -234,8 +235,8 @@ def test_thresholds_are_those_tuned_for_the_model_in_use(tmp_path) -> None:
     """The lite model runs with its own thresholds; another model's are never applied silently."""
     import shutil
 
-    lite = DEFAULT_MODEL.parent / "lite"
-    chosen = EventClassifier(lite / "sound_events.onnx")
+    lite = LITE_MODEL.parent
+    chosen = EventClassifier(LITE_MODEL)
     assert chosen.thresholds == json.loads((lite / "thresholds.json").read_text())["thresholds"]
     assert chosen.model_id == json.loads((lite / "thresholds.json").read_text())["model_id"] != EventClassifier().model_id
 
