@@ -132,3 +132,14 @@ def test_probes_span_silence_to_loud_within_full_scale() -> None:
     assert probes.shape == (7, 16_000) and peaks.max() <= 1.0 and peaks[0] == 0.0
     rms_db = 20 * np.log10(np.sqrt((probes[1:] ** 2).mean(axis=1)))
     assert rms_db.min() < -45 and rms_db.max() > -6
+
+
+def test_the_card_says_which_cpus_compute_the_graph_as_written() -> None:
+    """The card's line follows the recorded weight peak: 7-bit is exact everywhere, 8-bit is not, 0 has no int8 kernel."""
+    from detectors.training import pretrained
+    from detectors.training.card import _weight_bits
+
+    assert "exact on every CPU" in _weight_bits(pretrained.SATURATION_SAFE_PEAK)
+    assert "**Weights use 8 bits**" in _weight_bits(127) and "another model" in _weight_bits(127)
+    assert "**Weights use 8 bits**" in _weight_bits(None)  # a run recorded before the peak was: assume the worst
+    assert _weight_bits(0).strip() == "No convolution runs on integer kernels."
