@@ -168,20 +168,7 @@ def _weight_bits(peak: int | None) -> str:
             "  on them and compute another model (the classifier logs an error at start-up there).")
 
 
-def _prior(prior: dict | None) -> str:
-    """The card's bullet for the AudioSet prior (``metrics["audioset_prior"]``), if the model has one."""
-    if not prior:
-        return ""
-    classes = " and ".join(f'"{c}"' for c in prior["audioset_classes"])
-    return f"""
-* **{prior["target"].capitalize()} prior (AudioSet):** the {prior["target"]} score is `max(heads, p)`, p the noisy-OR
-  of YAMNet's own AudioSet scores for {classes} (columns of the read-out Google
-  trained; nothing of it is fitted on these clips, so its scores are out of fold on every clip).
-  The training crashes come from two videos and the heads learn the videos, not crashes
-  (`detectors/training/audioset_prior.py`; the same heads without it are scored below)."""
-
-
-def _model_heads(config: dict, folds: int, peak: int | None = None, prior: dict | None = None) -> str:
+def _model_heads(config: dict, folds: int, peak: int | None = None) -> str:
     names = _backbones(config)
     weights = config.get("weights") or {"aisfx": {"requirement": config.get("backbone")}}
     described = [_BACKBONE_TEXT[n].format(requirement=weights.get(n, {}).get("requirement", n)) for n in names]
@@ -197,7 +184,7 @@ def _model_heads(config: dict, folds: int, peak: int | None = None, prior: dict 
   embedding strays from the fp32 one (median cosine below 0.95, per backbone).{fp32}{_weight_bits(peak)}
 * **Heads:** log1p of the {dim}-d embedding, standardised, one linear layer to the 9 classes.
   **{folds} cross-fitted heads** (head k, seed {config["seed"]} + 100 k, trained without fold k of
-  the real clips); the ONNX graph outputs the mean of their softmax.{_prior(prior)}
+  the real clips); the ONNX graph outputs the mean of their softmax.
 * One graph: backbone{plural} + heads (`sound_events.onnx`, metadata `front_end={config.get("front_end", "sfx96")}`)."""
 
 
@@ -421,7 +408,7 @@ def write_model_card(path: Path, metrics: dict) -> None:
               "snr_max": f"{config.get('snr_max_db', 30.0):g}", "events": config["events_per_class"],
               "background": config["background_per_round"]}
     if heads:
-        model = _model_heads(config, folds, metrics.get("int8_weight_peak"), metrics.get("audioset_prior"))
+        model = _model_heads(config, folds, metrics.get("int8_weight_peak"))
         augmentation = _AUGMENTATION_HEADS.format(rounds=config["rounds"], colour=(" Of the augmented windows:" + colour_text) if config["rounds"] and colour_text else "", **mixing)
         names = _backbones(config)
         note = _ENSEMBLE_NOTE_HEADS.format(folds=folds, backbones="the backbones" if len(names) > 1 else "the backbone",
@@ -440,9 +427,6 @@ def write_model_card(path: Path, metrics: dict) -> None:
     if "validation_real_cross_validated" in metrics:
         lines += [f"### {scored}, thresholds cross-validated over source groups (honest estimate)", ""]
         lines += _table(metrics["validation_real_cross_validated"]) + [""]
-    if "without_audioset_prior" in metrics:
-        lines += [f"### {scored}, the same heads without the AudioSet prior (thresholds cross-validated)", ""]
-        lines += _table(metrics["without_audioset_prior"]) + [""]
     lines += [f"### {scored}, tuned thresholds (tuned on these clips: optimistic)", ""]
     lines += _table(metrics["validation_real_tuned"])
     lines += ["", f"### {scored}, flat 0.5 thresholds (untuned reference)", ""]

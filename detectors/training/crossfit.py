@@ -25,7 +25,7 @@ side of fewer false alarms and less recall; the card says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -121,7 +121,6 @@ def out_of_fold_metrics(
     config: dict,
     false_alarm_weight: float,
     folds: int,
-    prior_classes: Sequence[str] = (),
 ) -> dict:
     """Thresholds tuned on out-of-fold scores, and every report the card shows (one owner for both schemes).
 
@@ -131,9 +130,8 @@ def out_of_fold_metrics(
     real_labels = [c.label for c in clips]
     all_p = probabilities + synthetic_probabilities
     all_labels = real_labels + ["spray_can"] * len(synthetic)
-    thresholds = tune_thresholds(all_p, all_labels, false_alarm_weight=false_alarm_weight, prior_classes=prior_classes)
-    cv_report, cv_thresholds = thresholds_by_fold(probabilities, real_labels, fold, false_alarm_weight=false_alarm_weight,
-                                                  prior_classes=prior_classes)
+    thresholds = tune_thresholds(all_p, all_labels, false_alarm_weight=false_alarm_weight)
+    cv_report, cv_thresholds = thresholds_by_fold(probabilities, real_labels, fold, false_alarm_weight=false_alarm_weight)
     return {
         "scheme": scheme,
         "model_id": model_id,

@@ -43,9 +43,7 @@ import numpy as np
 from detectors import features
 from detectors.classifier import BACKGROUND, CLASSES, FLAT_THRESHOLDS, EventClassifier
 from detectors.training import data, pretrained
-from detectors.training.audioset_prior import AudiosetPrior, crash_prior
 from detectors.training.crossfit import out_of_fold_metrics
-from detectors.training.thresholds import thresholds_by_fold
 from detectors.training.train import MODEL_FILE, stamp_model, write_outputs
 
 @dataclass(frozen=True)
@@ -77,7 +75,6 @@ class HeadsConfig:
     backbone_width: int = pretrained.BACKBONE_WIDTH  # tests: a small random aiSFX instead of the pretrained one
     backbone_checkpoint: Path | None = None  # tests: aiSFX weights without the download (None: fetch the pinned wheel)
     yamnet_random_seed: int | None = None  # tests: YAMNet with random weights, without the download
-    audioset_prior: bool | None = None  # crash also scored by YAMNet's AudioSet read-out (audioset_prior.py); None: where YAMNet is
 
     def augmentation(self) -> data.Augmentation:
         return data.Augmentation(self.mix_probability, (self.snr_min_db, self.snr_max_db), 0.0,
@@ -149,18 +146,17 @@ def fit_head(embeddings: np.ndarray, labels: np.ndarray, config: HeadsConfig, se
     return head.eval()
 
 
-def head_probabilities(heads: list, embeddings: np.ndarray, prior: AudiosetPrior | None = None) -> np.ndarray:
-    """Mean softmax of ``heads`` on embeddings, raised by ``prior`` (what the shipped graph computes after the backbone)."""
+def head_probabilities(heads: list, embeddings: np.ndarray) -> np.ndarray:
+    """Mean softmax of ``heads`` on embeddings (what the shipped graph computes after the backbone)."""
     import torch
 
     with torch.no_grad():
         x = torch.from_numpy(embeddings.astype(np.float32))
-        mean = torch.stack([torch.softmax(h(x), dim=1) for h in heads]).mean(0).numpy()
-    return mean if prior is None else prior.apply(mean, embeddings)
+        return torch.stack([torch.softmax(h(x), dim=1) for h in heads]).mean(0).numpy()
 
 
-def shipped_module(backbone, heads: list, prior: AudiosetPrior | None = None):  # noqa: ANN001, ANN201
-    """Backbone then the mean of the heads' softmax, raised by ``prior``, as one torch module for export."""
+def shipped_module(backbone, heads: list):  # noqa: ANN001, ANN201
+    """Backbone then the mean of the heads' softmax, as one torch module for export."""
     import torch
     from torch import nn
 
@@ -169,30 +165,26 @@ def shipped_module(backbone, heads: list, prior: AudiosetPrior | None = None):  
             super().__init__()
             self.backbone = backbone
             self.heads = nn.ModuleList(heads)
-            self.prior = None if prior is None else prior.module()
 
         def forward(self, mel: torch.Tensor) -> torch.Tensor:
             e = self.backbone(mel)
-            mean = torch.stack([torch.softmax(h(e), dim=1) for h in self.heads]).mean(dim=0)
-            return mean if self.prior is None else self.prior(mean, e)
+            return torch.stack([torch.softmax(h(e), dim=1) for h in self.heads]).mean(dim=0)
 
     return BackboneWithHeads().eval()
 
 
-def export_model(backbone: pretrained.Backbone, heads: list, out: Path, calibration: np.ndarray, config: HeadsConfig,
-                 prior: AudiosetPrior | None = None) -> str:
-    """Write ``out/sound_events.onnx`` (int8 backbone + mean of heads, raised by ``prior``) with its metadata; returns the model id."""
+def export_model(backbone: pretrained.Backbone, heads: list, out: Path, calibration: np.ndarray, config: HeadsConfig) -> str:
+    """Write ``out/sound_events.onnx`` (int8 backbone + mean of heads) with its metadata; returns the model id."""
     path = out / MODEL_FILE
-    pretrained.export_quantised(shipped_module(backbone.module, heads, prior), path, calibration,
-                                front_end=backbone.front_end, output_name="probabilities")
-    described = {} if prior is None else {"audioset_prior": f"{prior.target}: {', '.join(prior.audioset_classes)}"}
+    pretrained.export_quantised(shipped_module(backbone.module, heads), path, calibration, front_end=backbone.front_end,
+                                output_name="probabilities")
     return stamp_model(path, {
         "front_end": backbone.front_end,
         "features": features_metadata(backbone.front_end),
         "backbone": backbone.metadata(),
         "seed": str(config.seed),
         "members": str(len(heads)),
-    } | described)
+    })
 
 
 _FRONT_END_PARAMETERS = {
@@ -223,12 +215,6 @@ class Prepared:
     embed: pretrained.Embedder
     clip_embeddings: list[np.ndarray]  # per clip of ``every``: (windows, 512)
     clean: list[np.ndarray]  # per clip of ``every``: indices of its clean training windows
-    prior: AudiosetPrior | None  # what raises the heads' crash score (None: heads alone)
-
-    @property
-    def prior_classes(self) -> tuple[str, ...]:
-        """Classes whose thresholds are set clear of the background (``thresholds.tune_thresholds``)."""
-        return () if self.prior is None else (self.prior.target,)
 
     @property
     def synthetic(self) -> list[data.Clip]:
@@ -261,11 +247,8 @@ def prepare(config: HeadsConfig, workdir: Path, tick: Callable[[str], None]) -> 
         starts, windows = features.clip_windows(clip.audio)
         clip_embeddings.append(embed(np.asarray(windows)))
         clean.append(clean_training_windows(clip, windows, starts))
-    prior = None if config.audioset_prior is False else crash_prior(backbone.audioset)
-    if config.audioset_prior and prior is None:
-        raise ValueError(f"the AudioSet prior needs YAMNet in the backbone, not {config.backbone!r}")
     return Prepared(clips, fold, every, len(clips) + len(synthetic_train), backbone, calibration, cosine, embed,
-                    clip_embeddings, clean, prior)
+                    clip_embeddings, clean)
 
 
 def fit_fold_head(prep: Prepared, heard_real: list[int], config: HeadsConfig, seed: int, tick: Callable[[str], None],
@@ -294,39 +277,27 @@ def train_heads(config: HeadsConfig, tick: Callable[[str], None] = lambda _msg: 
         prep = prepare(config, Path(tmp), tick)
         clips, fold = prep.clips, prep.fold
         heads = []
-        plain: list[np.ndarray] = [np.empty(0)] * len(clips)  # the heads alone, out of fold
-        synthetic_plain: list[np.ndarray] = [np.empty(0)] * len(prep.synthetic)
+        probabilities: list[np.ndarray] = [np.empty(0)] * len(clips)
+        synthetic_probabilities: list[np.ndarray] = [np.empty(0)] * len(prep.synthetic)
         for k in range(config.folds):
             heard_real = [i for i in range(len(clips)) if fold[i] != k]
             head = fit_fold_head(prep, heard_real, config, config.seed + 100 * k, tick, f"head {k + 1}/{config.folds}")
             heads.append(head)
             for i in range(len(clips)):
                 if fold[i] == k:
-                    plain[i] = head_probabilities([head], prep.clip_embeddings[i])
+                    probabilities[i] = head_probabilities([head], prep.clip_embeddings[i])
             for j in range(len(prep.synthetic)):
                 if j % config.folds == k:
-                    synthetic_plain[j] = head_probabilities([head], prep.clip_embeddings[prep.n_train + j])
+                    synthetic_probabilities[j] = head_probabilities([head], prep.clip_embeddings[prep.n_train + j])
 
-        model_id = export_model(prep.backbone, heads, config.out, prep.calibration, config, prep.prior)
-        _check_shipped(config.out / MODEL_FILE, heads, clips, prep.clip_embeddings, prep.prior)
-    tick(f"exported {model_id} (int8 backbone + mean of {config.folds} heads"
-         f"{'' if prep.prior is None else ', crash raised by the AudioSet prior'})")
-
-    def raised(scores: list[np.ndarray], offset: int) -> list[np.ndarray]:
-        if prep.prior is None:
-            return scores
-        return [prep.prior.apply(p, prep.clip_embeddings[offset + i]) for i, p in enumerate(scores)]
+        model_id = export_model(prep.backbone, heads, config.out, prep.calibration, config)
+        _check_shipped(config.out / MODEL_FILE, heads, clips, prep.clip_embeddings)
+    tick(f"exported {model_id} (int8 backbone + mean of {config.folds} heads)")
 
     metrics = out_of_fold_metrics(
-        clips, fold, raised(plain, 0), prep.synthetic, raised(synthetic_plain, prep.n_train), scheme="pretrained_heads",
-        model_id=model_id, config=config.recorded(prep.backbone), false_alarm_weight=config.false_alarm_weight,
-        folds=config.folds, prior_classes=prep.prior_classes,
+        clips, fold, probabilities, prep.synthetic, synthetic_probabilities, scheme="pretrained_heads", model_id=model_id,
+        config=config.recorded(prep.backbone), false_alarm_weight=config.false_alarm_weight, folds=config.folds,
     )
-    metrics["audioset_prior"] = None if prep.prior is None else {
-        "target": prep.prior.target, "audioset_classes": list(prep.prior.audioset_classes)}
-    if prep.prior is not None:  # the same heads without the prior, for the card's side-by-side
-        metrics["without_audioset_prior"] = thresholds_by_fold(
-            plain, [c.label for c in clips], fold, false_alarm_weight=config.false_alarm_weight)[0].model_dump()
     metrics["int8_embedding_cosine"] = round(prep.int8_cosine, 4)
     metrics["int8_weight_peak"] = pretrained.int8_weight_peak(config.out / MODEL_FILE)
     metrics["training_seconds"] = round(time.monotonic() - started, 1)
@@ -334,13 +305,12 @@ def train_heads(config: HeadsConfig, tick: Callable[[str], None] = lambda _msg: 
     return metrics
 
 
-def _check_shipped(model: Path, heads: list, clips: list[data.Clip], clip_embeddings: list[np.ndarray],
-                   prior: AudiosetPrior | None, n: int = 24) -> None:
+def _check_shipped(model: Path, heads: list, clips: list[data.Clip], clip_embeddings: list[np.ndarray], n: int = 24) -> None:
     """The exported graph, run through the inference code, must give the heads' mean on the stored embeddings."""
     classifier = EventClassifier(model, FLAT_THRESHOLDS)
     worst = 0.0
     for i in np.linspace(0, len(clips) - 1, min(n, len(clips))).astype(int):
         shipped = classifier.window_probabilities(clips[i].audio, features.SAMPLE_RATE)
-        worst = max(worst, float(np.abs(shipped - head_probabilities(heads, clip_embeddings[i], prior)).max()))
+        worst = max(worst, float(np.abs(shipped - head_probabilities(heads, clip_embeddings[i])).max()))
     if worst > 1e-3:
         raise RuntimeError(f"exported model differs from the heads it was built from by {worst:.2e} (quantisation drift?)")

