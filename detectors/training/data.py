@@ -27,7 +27,7 @@ import numpy as np
 from detectors import features
 from detectors.classifier import BACKGROUND, CLASSES
 from detectors.evaluation import load_clip
-from detectors.training.synth import crash_clip, spray_can_clip
+from detectors.training.synth import spray_can_clip
 
 W = features.WINDOW_SAMPLES
 
@@ -142,11 +142,6 @@ def group_folds(clips: list[Clip], folds: int, seed: int) -> list[int]:
 def synthetic_spray_cans(n: int, seed: int, group_prefix: str) -> list[Clip]:
     rng = np.random.default_rng(seed)
     return [Clip("spray_can", spray_can_clip(rng), f"{group_prefix}:{i}", "synthetic", "project (synthetic)") for i in range(n)]
-
-
-def synthetic_crashes(n: int, seed: int, group_prefix: str) -> list[Clip]:
-    rng = np.random.default_rng(seed)
-    return [Clip("crash", crash_clip(rng), f"{group_prefix}:{i}", "synthetic", "project (synthetic)") for i in range(n)]
 
 
 def _rms(x: np.ndarray) -> float:

@@ -56,7 +56,6 @@ class HeadsConfig:
     events_per_class: int = 500
     background_per_round: int = 3000
     synthetic_train: int = 200
-    synthetic_crash: int = 0  # synthetic collisions heard by every head (synth.crash_clip), never scored
     synthetic_validation: int = 40
     epochs: int = 60
     batch_size: int = 256
@@ -228,7 +227,6 @@ def prepare(config: HeadsConfig, workdir: Path, tick: Callable[[str], None]) -> 
     fold = data.group_folds(clips, config.folds, config.seed)
     tick(f"{len(clips)} real clips in {config.folds} folds by source group: {[fold.count(k) for k in range(config.folds)]}")
     synthetic_train = data.synthetic_spray_cans(config.synthetic_train, config.seed + 1, "synthetic-train")
-    synthetic_train += data.synthetic_crashes(config.synthetic_crash, config.seed + 3, "synthetic-crash")
     synthetic = data.synthetic_spray_cans(config.synthetic_validation, config.seed + 2, "synthetic-validation")
     cache = config.cache or pretrained.DEFAULT_CACHE
     backbone = pretrained.build_backbone(config.backbone, cache, aisfx_width=config.backbone_width,

@@ -50,26 +50,6 @@ def test_synthetic_spray_can_is_a_high_frequency_hiss_or_rattle_and_reproducible
     assert len(groups) == 5
 
 
-def test_synthetic_crash_is_an_impact_with_its_aftermath_and_reproducible() -> None:
-    from detectors.training.data import loudest_point, synthetic_crashes
-    from detectors.training.synth import crash_clip
-
-    assert np.array_equal(crash_clip(np.random.default_rng(3)), crash_clip(np.random.default_rng(3)))
-    for seed in range(8):
-        clip = crash_clip(np.random.default_rng(seed))
-        assert 2.5 <= clip.size / 16_000 <= 4.0 and np.isfinite(clip).all() and np.abs(clip).max() == pytest.approx(0.5)
-        frames = np.sqrt(np.mean(clip[: clip.size // 1600 * 1600].reshape(-1, 1600) ** 2, axis=1))  # 100 ms RMS
-        loudest = int(np.argmax(frames))
-        # The impact stands out of what comes before it (at most a skid) and carries broadband energy.
-        assert frames[loudest] > 3 * np.median(frames[: max(1, loudest)]), f"seed {seed}: no impact"
-        assert 0.2 * clip.size <= loudest_point(clip) <= 0.8 * clip.size
-        spectrum = np.abs(np.fft.rfft(clip)) ** 2
-        high = spectrum[np.fft.rfftfreq(clip.size, 1 / 16_000) > 1_000].sum() / spectrum.sum()
-        assert high > 0.1, f"seed {seed}: {high:.2f} of the energy above 1 kHz is no crunch"
-    crashes = synthetic_crashes(4, 1, "synthetic-crash")
-    assert {c.label for c in crashes} == {"crash"} and len({c.group for c in crashes}) == 4
-
-
 def probs(label_index: int, p: float, windows: int = 3) -> np.ndarray:
     out = np.full((windows, len(CLASSES)), (1 - p) / (len(CLASSES) - 1), np.float32)
     out[1, label_index] = p
