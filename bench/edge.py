@@ -18,18 +18,16 @@ Last line: ``edge: levels_rtf=<x> classifier_rtf=<y> sensors_per_core=<n>``.
 
 from __future__ import annotations
 
-import math
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from detectors.gateway_check import classifier_rtf, levels_rtf, sensors_per_core  # noqa: E402
 from detectors.meter import SoundLevelMeter  # noqa: E402
-from detectors.resample import StreamingResampler  # noqa: E402
 from simulators.scene import SCENE_OFFSET_DB, SceneEvent, street_scene  # noqa: E402
 
 FS = 48000
@@ -43,16 +41,9 @@ def _blocks(audio: np.ndarray):  # type: ignore[no-untyped-def]
 
 
 def bench_levels(blocks: list[np.ndarray], repeats: int = 3) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        meter = SoundLevelMeter(FS, SCENE_OFFSET_DB, T0)  # design outside the timed loop
-        t = time.process_time()
-        frames = 0
-        for b in blocks:
-            frames += len(meter.feed(b))
-        best = min(best, time.process_time() - t)
-        assert frames == int(SECONDS)
-    return SECONDS / best
+    rtf = levels_rtf(blocks, FS, repeats)
+    assert len(SoundLevelMeter(FS, SCENE_OFFSET_DB, T0).feed(np.concatenate(blocks))) == int(SECONDS)
+    return rtf
 
 
 def bench_classifier(blocks: list[np.ndarray], model: Path | None = None) -> float | None:
@@ -72,18 +63,7 @@ def bench_classifier(blocks: list[np.ndarray], model: Path | None = None) -> flo
     verdict = "as the graph says" if runner.fidelity <= FIDELITY_LIMIT else "ANOTHER MODEL than the graph says"
     print(f"{runner.model_id}: this CPU's int8 kernels are within {runner.fidelity:.3f} of the graph's own "
           f"arithmetic (limit {FIDELITY_LIMIT}): it computes {verdict}")
-    best = math.inf
-    for _ in range(2):
-        clf.reset()
-        resampler = StreamingResampler(FS, clf.sample_rate)
-        fed = 0
-        t = time.process_time()
-        for b in blocks:
-            chunk = resampler(b)
-            clf.feed(chunk, T0 + timedelta(seconds=fed / clf.sample_rate))
-            fed += chunk.size
-        best = min(best, time.process_time() - t)
-    return SECONDS / best
+    return classifier_rtf(clf, blocks, FS)
 
 
 def main() -> None:
@@ -99,7 +79,6 @@ def main() -> None:
     print(f"levels (weighting + F/Leq/peak + 30 third-octave bands): {levels_rtf:.1f}x real time per core")
     classifier_rtf = bench_classifier(blocks)
     if classifier_rtf is None:
-        per_sensor = 1 / levels_rtf
         print("note: sensors_per_core below counts the levels only")
         crtf = "nan"
     else:
@@ -109,9 +88,8 @@ def main() -> None:
             if baseline_rtf is not None:
                 print(f"baseline classifier {baseline.name}: {baseline_rtf:.1f}x real time per core; "
                       f"the shipped one costs {baseline_rtf / classifier_rtf:.2f}x as much CPU")
-        per_sensor = 1 / levels_rtf + 1 / classifier_rtf
         crtf = f"{classifier_rtf:.1f}"
-    print(f"edge: levels_rtf={levels_rtf:.1f} classifier_rtf={crtf} sensors_per_core={int(1 / per_sensor)}")
+    print(f"edge: levels_rtf={levels_rtf:.1f} classifier_rtf={crtf} sensors_per_core={sensors_per_core(levels_rtf, classifier_rtf)}")
 
 
 if __name__ == "__main__":

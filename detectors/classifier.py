@@ -357,27 +357,3 @@ class StreamingClassifier:
         if drop > 0:
             self._tail = self._tail[drop:].copy()
             self._tail_index = keep_from
-
-
-def classifier_rtf(audio: np.ndarray, sample_rate: int, *, repeats: int = 3, chunk_seconds: float = 1.0) -> float:
-    """Real-time factor of the classifier on one core (for ``bench/edge.py``).
-
-    Streams ``audio`` (any rate: each chunk is resampled to 16 kHz, as the edge agent
-    does) through a single-threaded :class:`StreamingClassifier` in ``chunk_seconds``
-    chunks and returns audio seconds / wall seconds, best of ``repeats`` runs (the
-    best run is the least disturbed by other processes on a shared machine).
-    """
-    import time
-
-    classifier = StreamingClassifier(threads=1)
-    chunk = max(1, int(chunk_seconds * sample_rate))
-    duration = audio.size / sample_rate
-    best = float("inf")
-    for _ in range(repeats):
-        classifier.reset()
-        began = time.perf_counter()
-        for i in range(0, audio.size, chunk):
-            piece = features.resample_to_model_rate(audio[i : i + chunk], sample_rate)
-            classifier.feed(piece, EPOCH + timedelta(seconds=i / sample_rate))
-        best = min(best, time.perf_counter() - began)
-    return duration / best
