@@ -38,6 +38,32 @@ def edge(
     )
 
 
+def check_edge(
+    config: Path | None = typer.Option(None, "--config", help="Edge settings TOML (else SONOPOLIS_EDGE_* variables): the model to check"),
+    seconds: float = typer.Option(20.0, "--seconds", min=2.0, max=600.0, help="Audio measured (48 kHz, seeded noise with impulses)"),
+) -> None:
+    """Check this gateway before giving it sensors: does it compute the validated model, how many sensors per core?
+
+    Exit code 1 when the CPU computes another model than the one the card validated.
+    """
+    from common.config import ConfigError, load_settings
+    from detectors.classifier import ClassifierError
+    from detectors.gateway_check import check_gateway
+    from detectors.settings import EdgeSettings
+
+    try:
+        settings = load_settings(EdgeSettings, config)
+        typer.echo(f"measuring {seconds:g} s of audio on one core...", err=True)
+        report = check_gateway(settings.model_path, settings.classifier_enabled, seconds=seconds)
+    except (ConfigError, ClassifierError) as exc:
+        typer.echo(f"check-edge: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for line in report.lines():
+        typer.echo(line)
+    if not report.faithful:
+        raise typer.Exit(1)
+
+
 def _stop_on_sigterm() -> None:
     """systemd and ``docker stop`` end a service with SIGTERM: stop as on Ctrl-C, not dead.
 

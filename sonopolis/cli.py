@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "ingest": "ingestion.cli:ingest",
     "sensors": "ingestion.cli:sensors",
     "edge": "detectors.cli:edge",
+    "check-edge": "detectors.cli:check_edge",
     "calibrate": "detectors.cli:calibrate",
     "eval-detector": "detectors.cli:eval_detector",
     "train-detector": "detectors.cli:train_detector",

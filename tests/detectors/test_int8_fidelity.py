@@ -78,11 +78,10 @@ def test_8_bit_weights_saturate_where_the_cpu_lacks_vnni_and_7_bit_weights_never
             assert np.all(kernels < 0.6 * as_written)
 
 
-def test_a_cpu_that_computes_another_model_is_reported_loudly(monkeypatch: pytest.MonkeyPatch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
-    """The verdict path: a reference that disagrees by 0.3 is logged with the model id and the remedy."""
+def make_cpu_disagree(monkeypatch: pytest.MonkeyPatch, by: float = 0.3) -> None:
+    """Every graph's as-written reference session disagrees by ``by`` (a saturating CPU cannot be summoned on every machine)."""
 
-    class Disagreeing:  # the as-written session, off by 0.3 (a saturating CPU cannot be summoned on every machine)
+    class Disagreeing:
         def __init__(self, session) -> None:  # noqa: ANN001
             self.session = session
 
@@ -93,7 +92,7 @@ def test_a_cpu_that_computes_another_model_is_reported_loudly(monkeypatch: pytes
             return self.session.get_outputs()
 
         def run(self, names, feed):  # noqa: ANN001, ANN202
-            return [self.session.run(names, feed)[0] + 0.3]
+            return [self.session.run(names, feed)[0] + by]
 
     real = classifier.open_session
 
@@ -103,6 +102,12 @@ def test_a_cpu_that_computes_another_model_is_reported_loudly(monkeypatch: pytes
 
     monkeypatch.setattr(classifier, "open_session", opening)
     monkeypatch.setattr(int8_fidelity, "_MEASURED", {})
+
+
+def test_a_cpu_that_computes_another_model_is_reported_loudly(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The verdict path: a reference that disagrees by 0.3 is logged with the model id and the remedy."""
+    make_cpu_disagree(monkeypatch)
     with caplog.at_level("ERROR", logger="detectors.classifier"):
         runner = OnnxRunner(DEFAULT_MODEL)
     assert runner.fidelity >= 0.25
