@@ -40,7 +40,8 @@ def edge(
 
 def check_edge(
     config: Path | None = typer.Option(None, "--config", help="Edge settings TOML (else SONOPOLIS_EDGE_* variables): the model to check"),
-    seconds: float = typer.Option(20.0, "--seconds", min=2.0, max=600.0, help="Audio measured (48 kHz, seeded noise with impulses)"),
+    seconds: float = typer.Option(20.0, "--seconds", min=2.0, max=600.0, help="Audio measured (seeded noise with impulses)"),
+    rate: int = typer.Option(48000, "--rate", help="The sensors' sample rate, Hz (as given to sonopolis edge)"),
 ) -> None:
     """Check this gateway before giving it sensors: does it compute the validated model, how many sensors per core?
 
@@ -54,8 +55,8 @@ def check_edge(
     try:
         settings = load_settings(EdgeSettings, config)
         typer.echo(f"measuring {seconds:g} s of audio on one core...", err=True)
-        report = check_gateway(settings.model_path, settings.classifier_enabled, seconds=seconds)
-    except (ConfigError, ClassifierError) as exc:
+        report = check_gateway(settings.model_path, settings.classifier_enabled, seconds=seconds, fs=rate)
+    except (ConfigError, ClassifierError, ValueError) as exc:
         typer.echo(f"check-edge: {exc}", err=True)
         raise typer.Exit(2) from exc
     for line in report.lines():

@@ -44,6 +44,14 @@ def test_levels_only_gateways_are_measured_without_a_classifier(monkeypatch: pyt
     assert SUMMARY.match(result.stdout.strip().splitlines()[-1]) and "classifier_rtf=off" in result.stdout
 
 
+def test_the_sensors_rate_is_measured_and_an_impossible_one_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SONOPOLIS_EDGE_CLASSIFIER_ENABLED", "false")
+    result = CliRunner().invoke(cli.app, ["check-edge", "--seconds", "2", "--rate", "16000"])
+    assert result.exit_code == 0 and SUMMARY.match(result.stdout.strip().splitlines()[-1])
+    refused = CliRunner().invoke(cli.app, ["check-edge", "--seconds", "2", "--rate", "5000"])
+    assert refused.exit_code == 2 and "5000 Hz" in refused.output
+
+
 def test_sensors_per_core_adds_the_two_costs_and_rounds_down() -> None:
     assert sensors_per_core(200.0, 50.0) == 40  # 1 / (1/200 + 1/50)
     assert sensors_per_core(250.0, None) == 250
