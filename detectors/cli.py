@@ -41,11 +41,12 @@ def edge(
 def check_edge(
     config: Path | None = typer.Option(None, "--config", help="Edge settings TOML (else SONOPOLIS_EDGE_* variables): the model to check"),
     seconds: float = typer.Option(20.0, "--seconds", min=2.0, max=600.0, help="Audio measured (seeded noise with impulses)"),
-    rate: int = typer.Option(48000, "--rate", help="The sensors' sample rate, Hz (as given to sonopolis edge)"),
+    rate: int = typer.Option(48000, "--rate", min=8000, max=192000, help="The sensors' sample rate, Hz (as given to sonopolis edge)"),
 ) -> None:
     """Check this gateway before giving it sensors: does it compute the validated model, how many sensors per core?
 
-    Exit code 1 when the CPU computes another model than the one the card validated.
+    Exit codes: 0 fit; 3 the CPU computes another model than the one the card validated;
+    2 the settings or the model cannot be used (the message says why); 1 anything else.
     """
     from common.config import ConfigError, load_settings
     from detectors.classifier import ClassifierError
@@ -56,13 +57,17 @@ def check_edge(
         settings = load_settings(EdgeSettings, config)
         typer.echo(f"measuring {seconds:g} s of audio on one core...", err=True)
         report = check_gateway(settings.model_path, settings.classifier_enabled, seconds=seconds, fs=rate)
-    except (ConfigError, ClassifierError, ValueError) as exc:
+    except (ConfigError, ClassifierError, OSError) as exc:
         typer.echo(f"check-edge: {exc}", err=True)
         raise typer.Exit(2) from exc
     for line in report.lines():
         typer.echo(line)
     if not report.faithful:
-        raise typer.Exit(1)
+        raise typer.Exit(ANOTHER_MODEL_EXIT)
+
+
+ANOTHER_MODEL_EXIT = 3
+"""``sonopolis check-edge``'s exit code for a CPU that computes another model (1 stays "it crashed")."""
 
 
 def _stop_on_sigterm() -> None:

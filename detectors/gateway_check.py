@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,37 +32,43 @@ from detectors.int8_fidelity import FIDELITY_LIMIT
 from detectors.meter import SoundLevelMeter
 from detectors.resample import StreamingResampler
 
+if TYPE_CHECKING:
+    from detectors.classifier import StreamingClassifier
+
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def probe_audio(seconds: float, fs: int, seed: int = 2026) -> list[np.ndarray]:
-    """Seeded noise with a few loud impulses, cut into the agent's 100 ms blocks."""
+    """Seeded noise with a few loud impulses, cut into the agent's 100 ms blocks (float32, as the agent meters them)."""
     rng = np.random.default_rng(seed)
     audio = 0.01 * rng.standard_normal(int(seconds * fs))
     for at in rng.integers(0, audio.size - fs // 10, size=max(1, int(seconds / 5))):
         audio[at : at + fs // 10] += 0.5 * rng.standard_normal(fs // 10) * np.exp(-np.arange(fs // 10) / (fs / 100))
     block = fs // 10
+    audio = audio.astype(np.float32)
     return [audio[i : i + block] for i in range(0, audio.size, block)]
 
 
 def levels_rtf(blocks: Sequence[np.ndarray], fs: int, repeats: int = 3) -> float:
-    """Real-time factor of the levels (weighting, time weighting, 30 bands) on one core, best of ``repeats``.
+    """Real-time factor of the levels (weighting, time weighting, third-octave bands) on one core, best of ``repeats``.
 
     CPU seconds of this process (``time.process_time``), so other load on the machine
-    inflates them only through shared caches.
+    inflates them only through shared caches. Each pass must close every whole second
+    it was fed: a meter that did less work would look faster.
     """
-    seconds = sum(b.size for b in blocks) / fs
+    samples = sum(b.size for b in blocks)
     best = math.inf
     for _ in range(repeats):
         meter = SoundLevelMeter(fs, 0.0, T0)  # the filters are designed outside the timed loop
         began = time.process_time()
-        for b in blocks:
-            meter.feed(b)
+        periods = sum(len(meter.feed(b)) for b in blocks)
         best = min(best, time.process_time() - began)
-    return seconds / best
+        if periods != samples // fs:
+            raise RuntimeError(f"the meter closed {periods} periods of {samples // fs} s of audio")
+    return samples / fs / best
 
 
-def classifier_rtf(classifier, blocks: Sequence[np.ndarray], fs: int, repeats: int = 2) -> float:  # noqa: ANN001
+def classifier_rtf(classifier: StreamingClassifier, blocks: Sequence[np.ndarray], fs: int, repeats: int = 2) -> float:
     """Real-time factor of a ``StreamingClassifier`` (with the agent's resampling to 16 kHz) on one core."""
     seconds = sum(b.size for b in blocks) / fs
     best = math.inf
@@ -79,13 +86,24 @@ def classifier_rtf(classifier, blocks: Sequence[np.ndarray], fs: int, repeats: i
 
 
 def sensors_per_core(levels: float, classifier: float | None) -> int:
-    """Sensors one core keeps up with: ``1 / (1/levels + 1/classifier)``, rounded down."""
-    return int(1.0 / (1.0 / levels + (0.0 if classifier is None else 1.0 / classifier)))
+    """Sensors one core keeps up with: ``1 / (1/levels + 1/classifier)``, rounded down (an upper bound: no margin)."""
+    return math.floor(1.0 / (1.0 / levels + (0.0 if classifier is None else 1.0 / classifier)) + 1e-9)
+
+
+def faithful(fidelity: float) -> bool:
+    """Whether a classifier this far from its graph's own arithmetic computes the model its card validated (NaN: no)."""
+    return fidelity <= FIDELITY_LIMIT
+
+
+def verdict(fidelity: float) -> str:
+    """The fidelity verdict in words, for ``check-edge`` and ``bench/edge.py``."""
+    return ("computes the model its card validated" if faithful(fidelity) else
+            "computes ANOTHER MODEL than its card validated: its thresholds and figures do not hold here")
 
 
 @dataclass(frozen=True)
 class GatewayReport:
-    model_id: str | None  # None: classifier disabled (levels only)
+    model_id: str | None  # None: classifier disabled (levels only), and then fidelity and classifier_rtf are None too
     fidelity: float | None
     levels_rtf: float
     classifier_rtf: float | None
@@ -93,7 +111,7 @@ class GatewayReport:
     @property
     def faithful(self) -> bool:
         """Whether the classifier computes the model its card validated (always, when there is none)."""
-        return self.fidelity is None or self.fidelity <= FIDELITY_LIMIT
+        return self.fidelity is None or faithful(self.fidelity)
 
     @property
     def sensors_per_core(self) -> int:
@@ -105,10 +123,8 @@ class GatewayReport:
         if self.model_id is None:
             out.append("classifier: disabled (levels only)")
         else:
-            verdict = ("computes the model its card validated" if self.faithful else
-                       "computes ANOTHER MODEL than its card validated: its thresholds and figures do not hold here")
             out += [f"classifier {self.model_id}: within {self.fidelity:.3f} of the graph's own int8 arithmetic "
-                    f"(limit {FIDELITY_LIMIT}): this CPU {verdict}",
+                    f"(limit {FIDELITY_LIMIT}): this CPU {verdict(self.fidelity)}",
                     f"classifier (resample to 16 kHz + streaming ONNX): {self.classifier_rtf:.1f}x real time per core"]
         crtf = "off" if self.classifier_rtf is None else f"{self.classifier_rtf:.1f}"
         out.append(f"check-edge: faithful={'yes' if self.faithful else 'NO'} levels_rtf={self.levels_rtf:.1f} "

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detectors import classifier, int8_fidelity
+from detectors import int8_fidelity
 from detectors.classifier import DEFAULT_MODEL, OnnxRunner, open_session
 
 CHANNELS, WIDTH, OUT = 64, 16, 8
@@ -78,36 +78,9 @@ def test_8_bit_weights_saturate_where_the_cpu_lacks_vnni_and_7_bit_weights_never
             assert np.all(kernels < 0.6 * as_written)
 
 
-def make_cpu_disagree(monkeypatch: pytest.MonkeyPatch, by: float = 0.3) -> None:
-    """Every graph's as-written reference session disagrees by ``by`` (a saturating CPU cannot be summoned on every machine)."""
-
-    class Disagreeing:
-        def __init__(self, session) -> None:  # noqa: ANN001
-            self.session = session
-
-        def get_inputs(self):  # noqa: ANN202
-            return self.session.get_inputs()
-
-        def get_outputs(self):  # noqa: ANN202
-            return self.session.get_outputs()
-
-        def run(self, names, feed):  # noqa: ANN001, ANN202
-            return [self.session.run(names, feed)[0] + by]
-
-    real = classifier.open_session
-
-    def opening(model, *, threads, optimise=True, source=None):  # noqa: ANN001, ANN202
-        session = real(model, threads=threads, optimise=optimise, source=source)
-        return session if optimise else Disagreeing(session)
-
-    monkeypatch.setattr(classifier, "open_session", opening)
-    monkeypatch.setattr(int8_fidelity, "_MEASURED", {})
-
-
-def test_a_cpu_that_computes_another_model_is_reported_loudly(monkeypatch: pytest.MonkeyPatch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.usefixtures("cpu_off_by_0_3")
+def test_a_cpu_that_computes_another_model_is_reported_loudly(caplog: pytest.LogCaptureFixture) -> None:
     """The verdict path: a reference that disagrees by 0.3 is logged with the model id and the remedy."""
-    make_cpu_disagree(monkeypatch)
     with caplog.at_level("ERROR", logger="detectors.classifier"):
         runner = OnnxRunner(DEFAULT_MODEL)
     assert runner.fidelity >= 0.25
@@ -138,13 +111,3 @@ def test_probes_span_silence_to_loud_within_full_scale() -> None:
     rms_db = 20 * np.log10(np.sqrt((probes[1:] ** 2).mean(axis=1)))
     assert rms_db.min() < -45 and rms_db.max() > -6
 
-
-def test_the_card_says_which_cpus_compute_the_graph_as_written() -> None:
-    """The card's line follows the recorded weight peak: 7-bit is exact everywhere, 8-bit is not, 0 has no int8 kernel."""
-    from detectors.training import pretrained
-    from detectors.training.card import _weight_bits
-
-    assert "exact on every CPU" in _weight_bits(pretrained.SATURATION_SAFE_PEAK)
-    assert "**Weights use 8 bits**" in _weight_bits(127) and "another model" in _weight_bits(127)
-    assert "**Weights use 8 bits**" in _weight_bits(None)  # a run recorded before the peak was: assume the worst
-    assert _weight_bits(0).strip() == "No convolution runs on integer kernels."

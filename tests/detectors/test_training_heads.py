@@ -251,3 +251,13 @@ def test_train_detector_gives_each_recipe_its_own_defaults_unless_told(tmp_path:
     assert [type(c).__name__ for c in seen] == ["HeadsConfig", "HeadsConfig", "TrainConfig", "TrainConfig"]
     assert [c.rounds for c in seen] == [heads.HeadsConfig.rounds, 3, TrainConfig.rounds, 3]
     assert seen[0].folds == 5 and seen[2].cross_fit == 5 and seen[0].backbone == "aisfx+yamnet"
+
+
+def test_the_card_says_which_cpus_compute_the_graph_as_written() -> None:
+    """The card's line follows the recorded weight peak: 7-bit is exact everywhere, 8-bit is not, 0 has no int8 kernel."""
+    from detectors.training.card import _weight_bits
+
+    assert "exact on every CPU" in _weight_bits(pretrained.SATURATION_SAFE_PEAK)
+    assert "**Weights use 8 bits**" in _weight_bits(127) and "another model" in _weight_bits(127)
+    assert "**Weights use 8 bits**" in _weight_bits(None)  # a run recorded before the peak was: assume the worst
+    assert _weight_bits(0).strip() == "No convolution runs on integer kernels."
