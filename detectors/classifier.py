@@ -188,7 +188,7 @@ class OnnxRunner:
             graph, self.probabilities,
             lambda batch: run_in_batches(open_session(graph, threads=1, optimise=False, source=model_path), batch),
             self._features)
-        if not self.fidelity <= int8_fidelity.FIDELITY_LIMIT:  # NaN too
+        if not int8_fidelity.faithful(self.fidelity):
             log.error("model %s computes differently on this CPU: its probabilities differ by up to %.2f from its own "
                       "int8 arithmetic (limit %.2f), so its thresholds and validation figures do not hold here. The "
                       "likely cause is 8-bit weights on an x86 CPU without VNNI: retrain it with this version of "

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detectors.int8_fidelity import FIDELITY_LIMIT
+from detectors.int8_fidelity import FIDELITY_LIMIT, faithful
 from detectors.meter import SoundLevelMeter
 from detectors.resample import StreamingResampler
 
@@ -88,11 +88,6 @@ def classifier_rtf(classifier: StreamingClassifier, blocks: Sequence[np.ndarray]
 def sensors_per_core(levels: float, classifier: float | None) -> int:
     """Sensors one core keeps up with: ``1 / (1/levels + 1/classifier)``, rounded down (an upper bound: no margin)."""
     return math.floor(1.0 / (1.0 / levels + (0.0 if classifier is None else 1.0 / classifier)) + 1e-9)
-
-
-def faithful(fidelity: float) -> bool:
-    """Whether a classifier this far from its graph's own arithmetic computes the model its card validated (NaN: no)."""
-    return fidelity <= FIDELITY_LIMIT
 
 
 def verdict(fidelity: float) -> str:

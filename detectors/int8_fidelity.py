@@ -28,6 +28,11 @@ FIDELITY_LIMIT = 0.05
 """Largest difference of any class probability between the CPU's kernels and the reference that
 the classifier accepts without an error (float rounding stays ~5x below it where measured)."""
 
+def faithful(fidelity: float) -> bool:
+    """Whether a classifier this far from its graph's own arithmetic computes the model its card validated (NaN: no)."""
+    return fidelity <= FIDELITY_LIMIT
+
+
 _MEASURED: dict[str, float] = {}  # graph digest -> fidelity; the kernels and the probes are fixed within a process
 
 

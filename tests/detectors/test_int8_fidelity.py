@@ -110,4 +110,3 @@ def test_probes_span_silence_to_loud_within_full_scale() -> None:
     assert probes.shape == (7, 16_000) and peaks.max() <= 1.0 and peaks[0] == 0.0
     rms_db = 20 * np.log10(np.sqrt((probes[1:] ** 2).mean(axis=1)))
     assert rms_db.min() < -45 and rms_db.max() > -6
-
