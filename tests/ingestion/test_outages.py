@@ -20,7 +20,8 @@ import pytest
 from sonopolis.bootstrap import bootstrap
 from tests import services
 from tests.ingestion.factories import frame_dict, payload, ready_db
-from tests.ingestion.mqtt_helpers import Publisher, count, ingest_settings, running, wait_until
+from tests.ingestion.mqtt_helpers import Publisher, count, ingest_settings, running
+from tests.polling import wait_until
 
 TOPIC = "sonopolis/v1/levels/{}"
 SENSORS = [f"s{i}" for i in range(10)]

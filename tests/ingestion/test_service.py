@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from tests.ingestion.factories import frame_dict, payload, ready_db
-from tests.ingestion.mqtt_helpers import Publisher, count, ingest_settings, running, wait_until
+from tests.ingestion.mqtt_helpers import Publisher, count, ingest_settings, running
+from tests.polling import wait_until
 
 TOPIC = "sonopolis/v1/levels/{}"
 

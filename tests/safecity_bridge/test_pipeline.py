@@ -6,7 +6,6 @@ HTTP port and SSE feed.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 from safecity_bridge.runner import BridgeThread, NoCameras
 from tests.safecity_bridge.bridge_harness import FeedReader, Publisher, event, make_settings, past
+from tests.polling import wait_until
 from tests.safecity_bridge.conftest import OPERATOR
 
 
@@ -94,9 +94,7 @@ def test_flood_of_duplicates_is_one_incident(bridge, feed, pub, db):
         pub.publish(ev)
     feed.wait_for(lambda m: m["type"] == "incident")
     # settle() drains the bridge's inbox; copies still in paho's hands are not in it yet.
-    deadline = time.monotonic() + 10
-    while bridge.service.stats.received < 50 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: bridge.service.stats.received >= 50, timeout=10, what="the 50 copies to reach the bridge")
     bridge.call(bridge.service.settle())
     assert bridge.service.stats.received == 50
     assert rows(db.safe, "SELECT count(*) FROM safe.incidents")[0][0] == 1
@@ -115,9 +113,7 @@ def test_bad_events_are_quarantined_with_their_reason(bridge, pub, db):
     pub.publish({**event("s-north"), "audio": "AAAA"})
     pub.publish(event("s-north", onset=past(-3600)))
     pub.publish(good)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and rows(db.safe, "SELECT count(*) FROM safe.events")[0][0] < 1:
-        time.sleep(0.05)
+    wait_until(lambda: rows(db.safe, "SELECT count(*) FROM safe.events")[0][0] >= 1, timeout=10, what="the good event")
     bridge.call(bridge.service.settle())
     got = rows(db.safe, "SELECT reason_code, reason, sensor_id FROM safe.quarantine ORDER BY id")
     codes = [g[0] for g in got]
