@@ -2,7 +2,8 @@
 
 ``SoundLevelMeter.feed(block)`` accepts blocks of any length (float samples in
 full-scale units, 1.0 = digital full scale) and returns the periods it completed.
-Per period it gives LAeq, LAFmax, LAFmin, LCpeak and the Z-weighted third-octave
+Per period it gives LAeq, LAFmax, LAFmin, LCpeak (read 4x oversampled, so a crest
+between two samples counts: ``detectors/true_peak.py``) and the Z-weighted third-octave
 band Leq, all in dB re 20 µPa once ``calibration_offset_db`` is added:
 
     L = 10*log10(mean square in full-scale units) + calibration_offset_db
@@ -24,6 +25,7 @@ import numpy as np
 
 from detectors.filterbank import ThirdOctaveBank
 from detectors.time_weighting import TAU_FAST_S, ExponentialAverager
+from detectors.true_peak import TruePeak
 from detectors.weighting import StreamingSos, a_from_c_sos, c_sos
 from messages.level_frame import LEVEL_MAX_DB, LEVEL_MIN_DB, PEAK_MAX_DB, LevelFrame, SensorStatus, SourceCounts
 
@@ -90,6 +92,7 @@ class SoundLevelMeter:
             raise ValueError(f"period {period_s} s is shorter than one sample at {fs:g} Hz")
         self._c = StreamingSos(c_sos(self.fs))
         self._a = StreamingSos(a_from_c_sos(self.fs))
+        self._c_peak = TruePeak()  # LCpeak between samples too (detectors/true_peak.py)
         # F weighting runs on 1 ms mean squares: exact for energy constant over 1 ms and
         # 1/125 of the full-rate cost (the max/min of a 125 ms average cannot move faster).
         self._decim = max(1, int(self.fs // 1000))
@@ -165,7 +168,7 @@ class SoundLevelMeter:
             f = self._fast(np.einsum("ij,ij->i", frames, frames) / self._decim)
             self._fmax = max(self._fmax, float(f.max()))
             self._fmin = min(self._fmin, float(f.min()))
-        self._cpeak = max(self._cpeak, float(np.abs(yc).max()))
+        self._cpeak = max(self._cpeak, self._c_peak.peak(yc))
         amax = float(np.abs(x).max())
         self._clipped |= amax >= CLIP_THRESHOLD
         self._nonzero |= amax > 0.0

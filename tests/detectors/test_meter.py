@@ -10,6 +10,7 @@ import pytest
 
 from detectors.meter import SoundLevelMeter
 from detectors.time_weighting import TAU_FAST_S, TAU_SLOW_S, ExponentialAverager, decay_rate_db_per_s
+from detectors.true_peak import oversampled_bound_db
 from detectors.weighting import design_goal_db
 from messages.level_frame import LevelFrame, SensorStatus
 
@@ -36,10 +37,10 @@ def test_leq_of_calibrated_sine_within_0p1_db(fs: int, f: float) -> None:
     # Steady sine: the Fast level is flat, so max and min equal Leq within ripple.
     assert last.lafmax == pytest.approx(analytic_a, abs=0.2)
     assert last.lafmin == pytest.approx(analytic_a, abs=0.2)
-    # C-weighted peak of a sine = RMS level + 3.01 dB, read on samples: a sample can
-    # miss the crest by at most half a sample period, i.e. 20*log10(cos(pi*f/fs)).
+    # C-weighted peak of a sine = RMS level + 3.01 dB, read 4x oversampled: a point can
+    # miss the crest by at most an eighth of a sample period, 20*log10(cos(pi*f/(4*fs))).
     analytic_cpeak = 20 * math.log10(amplitude) + OFFSET + float(design_goal_db("C", f)[0])
-    sampling_bound = 20 * math.log10(math.cos(math.pi * f / fs))
+    sampling_bound = oversampled_bound_db(f, fs)
     assert analytic_cpeak + sampling_bound - 0.05 <= last.lcpeak <= analytic_cpeak + 0.05
     key = {1000.0: "1000", 125.0: "125", 4000.0: "4000"}[f]
     assert last.bands[key] == pytest.approx(analytic_z, abs=0.1)
@@ -105,23 +106,32 @@ def test_c_peak_of_the_standards_test_signals_follows_the_analog_c_weighting(fs:
     """IEC 61672-1 tests LCpeak with one-cycle and half-cycle bursts (31.5 Hz, 500 Hz, 8 kHz) against the
     analog C weighting's response (references 2.5, 3.5, 3.5, 2.3, 2.3 dB above LC of the steady sine).
 
-    The burst starts at 8 positions between two samples. LCpeak is read on samples (no
-    oversampling), so it may fall short of the analog crest by at most half a sample period
-    of the tone, ``20 log10(cos(pi f / fs))``: -1.25 dB for 8 kHz at 48 kHz, measured -0.8.
+    The burst starts at 8 positions between two samples. LCpeak is read 4x oversampled
+    (``detectors/true_peak.py``), so it may fall short of the analog crest by at most an
+    eighth of a sample period of the tone, ``20 log10(cos(pi f / (4 fs)))``: -0.07 dB for
+    8 kHz at 48 kHz (on samples alone the bound was -1.25 dB, and -0.8 dB was measured).
+
+    The rest is the digital C weighting itself: its high pole pair is a magnitude fit
+    (``detectors/weighting.py``), so near Nyquist its phase, and with it the crest of a
+    short burst, is not the analog one. At 8 kHz sampled at 32 kHz (a quarter of the rate)
+    the burst's crest, read 32x oversampled, lies -0.12 to +0.41 dB from the analog one;
+    elsewhere within 0.1 dB.
     """
     reference = _analog_c_peak_over_steady_db(f, kind)
     amplitude = 0.1
     lc = 20 * math.log10(amplitude / math.sqrt(2)) + OFFSET + float(design_goal_db("C", f)[0])
     duration = (1.0 if kind == "one" else 0.5) / f
     sign = -1.0 if kind == "negative half" else 1.0
-    sampling_bound = 20 * math.log10(math.cos(math.pi * f / fs))
+    sampling_bound = oversampled_bound_db(f, fs)
+    filter_allowance = 0.45 if f / fs >= 0.25 else 0.1
     for delay in np.arange(8) / 8:
         t = np.arange(fs) / fs - 0.3 - delay / fs
         burst = sign * amplitude * np.where((t >= 0) & (t < duration), np.sin(2 * np.pi * f * t), 0.0)
         meter = SoundLevelMeter(fs, OFFSET, T0)
         meter.feed(np.zeros(fs))  # filters settled on silence
         (period,) = meter.feed(burst)
-        assert reference + sampling_bound - 0.1 <= period.lcpeak - lc <= reference + 0.1, (delay, period.lcpeak - lc, reference)
+        assert reference + sampling_bound - filter_allowance <= period.lcpeak - lc <= reference + filter_allowance, (
+            delay, period.lcpeak - lc, reference)
 
 
 def test_periods_are_timestamped_and_independent_of_block_size() -> None:
