@@ -16,8 +16,9 @@ and about 4 ms for the whole meter. The reading is never below the sample peak, 
 worse than before; it equals a full 4x pass whenever the loudest crest lies in one of
 those chunks: always for an isolated event or a steady tone (all crests equal), in 200
 of 200 one-second blocks of pink noise (city noise falls with frequency like that or
-faster), in 191 of 200 of white noise (flat to Nyquist, where crests between samples
-are tallest; the other 9 read at most 0.47 dB under).
+faster), in 198 of 200 of C-weighted white noise (the other 2 read at most 0.1 dB
+under) and in 191 of 200 of unweighted white noise (flat to Nyquist, where crests
+between samples are tallest; the other 9 read at most 0.47 dB under).
 
 Content near Nyquist (the abrupt ends of a test burst) is interpolated less well by 12
 taps than by a long filter: an 8 kHz one-cycle burst at 48 kHz reads 0.2 dB under its
