@@ -2,17 +2,27 @@
 
 Every message is written here before it is published and deleted only once the
 broker acknowledged it (QoS 1 PUBACK), so a broker outage or a restart of the agent
-loses nothing that fits in the bound. When the bound is reached the oldest messages
-of the same channel are dropped and counted (``dropped``) and a warning says how
-many: a sensor cut off for weeks keeps its most recent data, it never fills the
-disk. The file holds JSON of level frames and security events only; nothing in this
+loses nothing that fits in the bound. The bound is *per channel*: when one channel
+reaches it, that channel's oldest messages are dropped and counted (``dropped``) and a
+warning says how many. A sensor cut off from the smart broker for weeks keeps its most
+recent frames and never fills the disk, and its frames can never push out a security
+event (one shared bound once did: a full smart backlog made every new event evict
+itself). The file holds JSON of level frames and security events only; nothing in this
 module can accept a numpy array.
+
+Each ``put`` and each ``ack`` is one transaction: acked row by row (a journal and an
+fsync each, ~0.7 ms), the 15 000 rows a broker could confirm at once after an outage
+stalled the agent's audio loop for 12 s. The row counts per channel are kept in memory
+and rows are read through an index on (channel, id), so neither the bound nor a peek
+scans the file.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +32,7 @@ log = logging.getLogger(__name__)
 Channel = Literal["smart", "safe"]
 Kind = Literal["frame", "event"]
 FILE_NAME = "outbox.sqlite3"
+_IDS_PER_STATEMENT = 900  # well under SQLite's limit on bound parameters
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,9 @@ class Outbox:
                 "channel TEXT NOT NULL CHECK (channel IN ('smart','safe')), "
                 "kind TEXT NOT NULL CHECK (kind IN ('frame','event')), topic TEXT NOT NULL, payload TEXT NOT NULL)"
             )
+            self._db.execute("CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (channel, id)")
+            self._counts: dict[str, int] = {"smart": 0, "safe": 0}
+            self._counts.update(self._db.execute("SELECT channel, count(*) FROM outbox GROUP BY channel").fetchall())
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open message queue {self.path}: {exc}") from exc
 
@@ -61,42 +75,77 @@ class Outbox:
         if not isinstance(payload, str):
             raise TypeError("the outbox stores JSON text only")
         try:
-            cur = self._db.execute(
-                "INSERT INTO outbox (channel, kind, topic, payload) VALUES (?, ?, ?, ?)", (channel, kind, topic, payload)
-            )
-            self._enforce_bound(channel)
+            with self._transaction():
+                cur = self._db.execute(
+                    "INSERT INTO outbox (channel, kind, topic, payload) VALUES (?, ?, ?, ?)", (channel, kind, topic, payload)
+                )
+                self._counts[channel] += 1
+                self._enforce_bound(channel)
         except sqlite3.Error as exc:
+            self._recount()
             raise OutboxError(f"cannot queue a {kind} for {topic}: {exc}") from exc
         return int(cur.lastrowid or 0)
 
     def _enforce_bound(self, channel: Channel) -> None:
-        (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
-        excess = count - self.max_messages
+        excess = self._counts[channel] - self.max_messages
         if excess <= 0:
             return
-        self._db.execute(
+        removed = self._db.execute(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE channel = ? ORDER BY id LIMIT ?)",
             (channel, excess),
-        )
-        self.dropped += excess
-        log.warning("message queue full (%d): dropped the %d oldest %s message(s), %d so far", self.max_messages, excess, channel, self.dropped)
+        ).rowcount
+        self._counts[channel] -= removed
+        self.dropped += removed
+        log.warning("%s message queue full (%d): dropped the %d oldest message(s), %d so far", channel, self.max_messages, removed, self.dropped)
 
-    def pending(self, channel: Channel, limit: int, exclude: set[int] | None = None) -> list[Pending]:
+    def pending(self, channel: Channel, limit: int, after: int = 0) -> list[Pending]:
+        """The oldest ``limit`` rows of ``channel`` with an id above ``after``."""
         rows = self._db.execute(
-            "SELECT id, channel, kind, topic, payload FROM outbox WHERE channel = ? ORDER BY id LIMIT ?",
-            (channel, limit + len(exclude or ())),
+            "SELECT id, channel, kind, topic, payload FROM outbox WHERE channel = ? AND id > ? ORDER BY id LIMIT ?",
+            (channel, after, limit),
         ).fetchall()
-        out = [Pending(*r) for r in rows if not exclude or r[0] not in exclude]
-        return out[:limit]
+        return [Pending(*r) for r in rows]
 
-    def ack(self, ids: list[int]) -> None:
-        if ids:
-            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+    def ack(self, channel: Channel, ids: list[int]) -> None:
+        """Delete the rows of ``channel`` that the broker acknowledged, in one transaction."""
+        if not ids:
+            return
+        try:
+            with self._transaction():
+                for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                    chunk = ids[start : start + _IDS_PER_STATEMENT]
+                    marks = ",".join("?" * len(chunk))
+                    removed = self._db.execute(
+                        f"DELETE FROM outbox WHERE channel = ? AND id IN ({marks})", (channel, *chunk)
+                    ).rowcount
+                    self._counts[channel] -= removed
+        except sqlite3.Error as exc:
+            self._recount()
+            raise OutboxError(f"cannot remove {len(ids)} delivered {channel} message(s): {exc}") from exc
 
     def count(self, channel: Channel | None = None) -> int:
         if channel is None:
-            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        return int(self._db.execute("SELECT count(*) FROM outbox WHERE channel = ?", (channel,)).fetchone()[0])
+            return sum(self._counts.values())
+        return self._counts[channel]
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _recount(self) -> None:
+        """After a failed statement, the counts come from the file again (it rolled back)."""
+        counts = {"smart": 0, "safe": 0}
+        try:
+            counts.update(self._db.execute("SELECT channel, count(*) FROM outbox GROUP BY channel").fetchall())
+        except sqlite3.Error:
+            return
+        self._counts = counts

@@ -22,7 +22,7 @@ class EdgeSettings(SideSettings):
     smart_mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(client_id="sonopolis-edge-smart"))
     safe_mqtt: MqttSettings | None = Field(None, description="Safe broker; unset = security events are never sent")
     queue_dir: Path = Field(Path("/var/lib/sonopolis/edge-queue"), description="Bounded on-disk queue of *messages* (never audio)")
-    queue_max_messages: int = Field(100_000, ge=100, le=10_000_000, description="Oldest messages of a channel are dropped (and counted) beyond this")
+    queue_max_messages: int = Field(100_000, ge=100, le=10_000_000, description="Per channel (smart, safe): its oldest messages are dropped (and counted) beyond this")
     model_path: Path | None = Field(None, description="ONNX sound-event model; unset = the model shipped in detectors/model")
     classifier_enabled: bool = Field(True, description="Off = levels only (no detections, no events, no source counts)")
     drain_timeout_s: float = Field(10.0, ge=0, le=600, description="At end of a file/stdin stream, how long to wait for the brokers to take the queue")

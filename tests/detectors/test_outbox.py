@@ -1,0 +1,119 @@
+"""The edge agent's on-disk message queue: bounded per channel, cheap to drain."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from common.config import MqttSettings
+from detectors.meter import SoundLevelMeter
+from detectors.outbox import Outbox
+from detectors.publisher import MAX_ROWS_PER_PUMP, BrokerLink
+from sonopolis.embedded import LocalMosquitto
+from tests.detectors.test_agent import Collector
+from tests.polling import wait_until
+
+
+def _frame_json(sensor: str = "sensor-01") -> tuple[str, str]:
+    meter = SoundLevelMeter(16000, 100.0, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    (period,) = meter.feed(0.05 * np.random.default_rng(0).standard_normal(16000))
+    frame = period.to_frame(sensor)
+    return frame.topic(), frame.model_dump_json(by_alias=True)
+
+
+def test_a_full_smart_backlog_never_pushes_out_a_security_event(tmp_path: Path) -> None:
+    """One bound for both channels once made every new event evict itself during a smart outage."""
+    outbox = Outbox(tmp_path, max_messages=100)
+    for i in range(150):
+        outbox.put("smart", "frame", "sonopolis/v1/levels/s", json.dumps({"i": i}))
+    event_id = outbox.put("safe", "event", "sonopolis/v1/security/s", '{"label": "gunshot"}')
+    assert [row.id for row in outbox.pending("safe", 10)] == [event_id]
+    assert (outbox.count("smart"), outbox.count("safe"), outbox.count()) == (100, 1, 101)
+    assert outbox.dropped == 50  # rows actually deleted, oldest first
+    assert [json.loads(r.payload)["i"] for r in outbox.pending("smart", 3)] == [50, 51, 52]
+
+
+def test_the_safe_channel_has_its_own_bound(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, max_messages=100)
+    for i in range(101):
+        outbox.put("safe", "event", "sonopolis/v1/security/s", json.dumps({"i": i}))
+    outbox.put("smart", "frame", "sonopolis/v1/levels/s", "{}")
+    assert (outbox.count("safe"), outbox.count("smart"), outbox.dropped) == (100, 1, 1)
+
+
+def test_counts_come_back_from_the_file_after_a_restart(tmp_path: Path) -> None:
+    first = Outbox(tmp_path, max_messages=100)
+    for i in range(7):
+        first.put("smart", "frame", "t", json.dumps({"i": i}))
+    first.put("safe", "event", "t", "{}")
+    first.close()
+    again = Outbox(tmp_path, max_messages=100)
+    assert (again.count("smart"), again.count("safe")) == (7, 1)
+
+
+def test_an_ack_is_one_transaction_and_touches_only_its_channel(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, max_messages=100_000)
+    smart = [outbox.put("smart", "frame", "t", "{}") for _ in range(5000)]
+    safe = outbox.put("safe", "event", "t", "{}")
+    statements: list[str] = []
+    outbox._db.set_trace_callback(statements.append)
+    outbox.ack("smart", [*smart, safe])  # a safe id in a smart ack is not the smart link's to delete
+    outbox._db.set_trace_callback(None)
+    assert sum(s.startswith("COMMIT") for s in statements) == 1
+    assert (outbox.count("smart"), outbox.count("safe")) == (0, 1)
+    with sqlite3.connect(outbox.path) as check:
+        assert check.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
+
+
+def test_a_backlog_drains_a_bounded_number_of_rows_per_pump(tmp_path: Path, mqtt_broker: LocalMosquitto) -> None:
+    """Each pump runs in the audio loop: it may not take on an 8-hour backlog at once."""
+    topic, payload = _frame_json()
+    outbox = Outbox(tmp_path / "queue", max_messages=100_000)
+    for _ in range(3 * MAX_ROWS_PER_PUMP + 7):
+        outbox.put("smart", "frame", topic, payload)
+    rx = Collector(mqtt_broker.port)
+    link = BrokerLink("smart", MqttSettings(port=mqtt_broker.port, client_id=f"edge-{uuid.uuid4().hex[:6]}"), outbox)
+    link.start()
+    try:
+        wait_until(lambda: link.connected, timeout=10, what="link connected")
+        sent = []
+        while outbox.count("smart"):
+            sent.append(link.pump())
+            time.sleep(0.02)
+        assert max(sent) <= MAX_ROWS_PER_PUMP
+        assert sum(sent) >= 3 * MAX_ROWS_PER_PUMP + 7  # re-sends after a reconnect may add to it
+        wait_until(lambda: len(rx.frames()) >= 3 * MAX_ROWS_PER_PUMP + 7, timeout=15, what="all frames received")
+        assert len(rx.frames()) == 3 * MAX_ROWS_PER_PUMP + 7
+    finally:
+        link.stop()
+        rx.close()
+
+
+def test_a_queued_frame_this_version_cannot_read_leaves_alone(tmp_path: Path, mqtt_broker: LocalMosquitto) -> None:
+    """It must not wedge the queue: sent as it is, the ingestion service quarantines it with its reason."""
+    topic, payload = _frame_json()
+    outbox = Outbox(tmp_path / "queue", max_messages=1000)
+    for _ in range(3):
+        outbox.put("smart", "frame", topic, payload)
+    outbox.put("smart", "frame", topic, '{"schema": "sonopolis.level-frame/0", "laeq": "loud"}')
+    for _ in range(3):
+        outbox.put("smart", "frame", topic, payload)
+    rx = Collector(mqtt_broker.port)
+    link = BrokerLink("smart", MqttSettings(port=mqtt_broker.port, client_id=f"edge-{uuid.uuid4().hex[:6]}"), outbox)
+    link.start()
+    try:
+        wait_until(lambda: link.connected, timeout=10, what="link connected")
+        assert link.drain(10.0)
+        wait_until(lambda: len(rx.messages) >= 7, timeout=10, what="seven messages")
+        bodies = [json.loads(body) for _, body in rx.messages]
+        assert [b.get("laeq") for b in bodies].count("loud") == 1
+        assert sum(b.get("schema") == "sonopolis.level-frame/1" for b in bodies) == 6
+    finally:
+        link.stop()
+        rx.close()
