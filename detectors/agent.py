@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from detectors.capture_clock import JUMP_S, CaptureClock
+from detectors.finite import silence_non_finite
 from detectors.meter import PeriodLevels, SoundLevelMeter
 from detectors.outbox import Outbox
 from detectors.publisher import BrokerLink
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CLASSIFIER_LOOKAHEAD_S = 2.0
 """How long after a period ends a detection may still report an onset inside it."""
+REPAIR_WARNING_EVERY_S = 60.0
 
 
 class DetectionLike(Protocol):
@@ -105,6 +107,8 @@ class EdgeAgent:
         self.events_queued = 0
         self.events_withheld = 0  # security events with no safe broker configured
         self.late_counts = 0
+        self.samples_repaired = 0  # non-finite samples from the source, measured and classified as silence
+        self._repair_warned_at: float | None = None
 
     @property
     def stream_time(self) -> datetime:
@@ -127,7 +131,10 @@ class EdgeAgent:
         if captured_at is not None:
             self.clock.observe(self.stream_time, captured_at, after_loss=after_loss, precise=precise)
         self._n += block.size
-        self._held.extend(self.meter.feed(block))
+        self._held.extend(self.meter.feed(block))  # the meter marks a period with non-finite samples degraded
+        block, repaired_at = silence_non_finite(block)
+        if repaired_at.size:
+            self._note_repaired(repaired_at.size)
         if self._held:
             self._last_lafmax = self._held[-1].lafmax
         if self.classifier is not None and self._resampler is not None:
@@ -139,6 +146,15 @@ class EdgeAgent:
                     self._on_detection(detection)
         self._release(final=False)
         self.pump()
+
+    def _note_repaired(self, n: int) -> None:
+        """Count non-finite samples; warn at the first and then at most once a minute of stream."""
+        self.samples_repaired += n
+        now = self._n / self.sample_rate
+        if self._repair_warned_at is None or now - self._repair_warned_at >= REPAIR_WARNING_EVERY_S:
+            self._repair_warned_at = now
+            log.warning("the source delivered non-finite samples (NaN/Inf), measured as silence: %d so far; "
+                        "their periods are sent as degraded", self.samples_repaired)
 
     def _period_index(self, t: datetime) -> int:
         return math.floor((t - self.start).total_seconds() / self.meter.period_s)

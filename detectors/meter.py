@@ -13,6 +13,8 @@ band Leq, all in dB re 20 µPa once ``calibration_offset_db`` is added:
 Levels outside what the wire accepts are *not* invented: digital silence yields
 status ``fault``, clipping (|x| >= 0.999) or a level clamped to the wire range yields
 ``degraded``; the numbers are then floored/capped and the status tells the reader.
+Non-finite samples (NaN, Inf) are measured as silence and make their period
+``degraded`` (``detectors/finite.py``): they never reach a filter's state.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from detectors.filterbank import ThirdOctaveBank
+from detectors.finite import silence_non_finite
 from detectors.time_weighting import TAU_FAST_S, ExponentialAverager
 from detectors.true_peak import TruePeak
 from detectors.weighting import StreamingSos, a_from_c_sos, c_sos
@@ -46,13 +49,14 @@ class PeriodLevels:
     bands: dict[str, float]
     clipped: bool
     silent: bool
+    repaired: int = 0  # non-finite samples measured as silence
 
     def status(self) -> SensorStatus:
         if self.silent:
             return SensorStatus.FAULT
         values = [self.laeq, self.lafmax, self.lafmin, *self.bands.values()]
         out_of_range = any(v < LEVEL_MIN_DB or v > LEVEL_MAX_DB for v in values) or self.lcpeak > PEAK_MAX_DB
-        return SensorStatus.DEGRADED if self.clipped or out_of_range else SensorStatus.OK
+        return SensorStatus.DEGRADED if self.clipped or self.repaired or out_of_range else SensorStatus.OK
 
     def to_frame(self, sensor_id: str, sources: SourceCounts | None = None) -> LevelFrame:
         """The wire message; values clamped to the schema's range, status says why."""
@@ -113,6 +117,7 @@ class SoundLevelMeter:
         self._cpeak = 0.0
         self._clipped = False
         self._nonzero = False
+        self._repaired = 0
         self._band_sums = np.zeros(len(self.bank.positions))
         self._band_counts = np.zeros(len(self.bank.positions))
 
@@ -137,10 +142,13 @@ class SoundLevelMeter:
         x = np.asarray(block, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"expected a mono 1-D block, got shape {x.shape}")
+        x, repaired_at = silence_non_finite(x)
         done: list[PeriodLevels] = []
         pos = 0
         while pos < x.size:
             take = min(self.period_n - self._n, x.size - pos)
+            if repaired_at.size:
+                self._repaired += int(np.count_nonzero((repaired_at >= pos) & (repaired_at < pos + take)))
             self._pending.append(x[pos : pos + take].copy() if take < x.size else x.copy())
             self._n += take
             pos += take
@@ -189,6 +197,7 @@ class SoundLevelMeter:
             bands={k: _db(float(m), self.offset) for k, m in zip(self.bank.keys, band_ms)},
             clipped=self._clipped,
             silent=not self._nonzero,
+            repaired=self._repaired,
         )
         self._index += 1
         self._reset_period()

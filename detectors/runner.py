@@ -94,6 +94,7 @@ def run_agent(
         classifier=classifier,
         model_id=model_id,
     )
+    failed: SourceError | None = None
     try:
         try:
             for block in blocks:
@@ -101,7 +102,8 @@ def run_agent(
                 if on_block:
                     on_block(agent)
         except SourceError as exc:
-            raise RunError(str(exc)) from exc
+            failed = exc  # what was measured before the failure is still sent (below), then the run fails
+            log.error("audio source failed: %s", exc)
         except KeyboardInterrupt:
             log.info("stopped by the operator")
         close = getattr(blocks, "close", None)
@@ -110,6 +112,8 @@ def run_agent(
         delivered = agent.finish(settings.drain_timeout_s)
         if not delivered:
             log.warning("%d message(s) not yet delivered; they stay queued for the next start", outbox.count())
+        if failed is not None:
+            raise RunError(str(failed)) from failed
         return RunStats(agent.frames_queued, agent.events_queued, agent.events_withheld, outbox.count(), outbox.dropped)
     finally:
         for link in (smart, safe):

@@ -40,6 +40,7 @@ class Block(NamedTuple):
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 LOSS_REPORT_S = 10.0
+CARD_SILENT_S = 5.0  # a card calls back every block (0.1 s); this long without audio means it is gone
 PcmFormat = Literal["s16le", "s32le", "f32le"]
 _DTYPES = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2147483648.0), "f32le": ("<f4", 1.0)}
 
@@ -87,14 +88,20 @@ class FileSource:
         done = 0
         for f in self.files:
             log.info("replaying %s", f.name)
-            with sf.SoundFile(str(f)) as snd:
-                for block in snd.blocks(blocksize=self.block, dtype="float32", always_2d=True):
-                    yield Block(_mono(block))
-                    done += block.shape[0]
-                    if self.realtime:
-                        ahead = done / self.sample_rate - (time.monotonic() - t0)
-                        if ahead > 0:
-                            time.sleep(ahead)
+            read = 0
+            try:
+                with sf.SoundFile(str(f)) as snd:
+                    for block in snd.blocks(blocksize=self.block, dtype="float32", always_2d=True):
+                        yield Block(_mono(block))
+                        read += block.shape[0]
+                        done += block.shape[0]
+                        if self.realtime:
+                            ahead = done / self.sample_rate - (time.monotonic() - t0)
+                            if ahead > 0:
+                                time.sleep(ahead)
+            except RuntimeError as exc:  # soundfile's LibsndfileError: a damaged file, found while decoding
+                # Not skipped: the files after it would be timed as if this one had been whole.
+                raise SourceError(f"cannot decode {f} after {read / self.sample_rate:.1f} s: {exc}") from exc
 
 
 class StdinSource:
@@ -206,8 +213,22 @@ class SoundCardSource:
             raise SourceError(f"cannot open sound card {self.device!r}: {exc}") from exc
         try:
             with self._stream:
+                heard = time.monotonic()
                 while True:
-                    yield from self.drain(timeout_s=1.0)
+                    got = False
+                    for block in self.drain(timeout_s=1.0):
+                        got = True
+                        yield block
+                    if got:
+                        heard = time.monotonic()
+                        continue
+                    silent_s = time.monotonic() - heard
+                    if not self._stream.active or silent_s >= CARD_SILENT_S:
+                        # An unplugged or failed card: exit (so systemd or docker restart the agent)
+                        # instead of waiting for ever with nothing measured and nothing said.
+                        state = "stopped" if not self._stream.active else "still open"
+                        raise SourceError(f"sound card {self.device!r} delivered no audio for {silent_s:.1f} s "
+                                          f"(stream {state}): unplugged or failed")
         finally:
             self._report_losses(final=True)
 
