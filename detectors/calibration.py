@@ -48,6 +48,8 @@ def derive_offset(samples: np.ndarray, sample_rate: int, reference_db: float = 9
         raise CalibrationError(f"expected mono audio, got shape {x.shape}")
     if x.size < (SETTLE_S + MIN_DURATION_S) * sample_rate:
         raise CalibrationError(f"recording too short: need at least {SETTLE_S + MIN_DURATION_S:.1f} s of calibrator tone")
+    if not np.isfinite(x).all():
+        raise CalibrationError("recording contains NaN or infinite samples: record it again")
     if np.max(np.abs(x)) >= 0.999:
         raise CalibrationError("recording is clipped: lower the input gain and record again")
     body = x[int(SETTLE_S * sample_rate) :]

@@ -44,6 +44,10 @@ def test_wrong_tone_noise_and_instability_are_refused() -> None:
         derive_offset(np.clip(2 * np.sin(2 * np.pi * 1000 * t), -1, 1), fs)
     with pytest.raises(CalibrationError, match="too short"):
         derive_offset(0.05 * np.sin(2 * np.pi * 1000 * t[: fs]), fs)
+    holed = 0.05 * np.sin(2 * np.pi * 1000 * t)
+    holed[fs] = np.nan  # was refused as "dominant frequency is 0 Hz"
+    with pytest.raises(CalibrationError, match="NaN or infinite"):
+        derive_offset(holed, fs)
 
 
 def test_calibrate_command(tmp_path: Path) -> None:
