@@ -93,5 +93,9 @@ def ingest(
     signal.signal(signal.SIGINT, stop)
     service.start()
     service.wait()
+    if service.failure is not None:
+        service.stop()
+        typer.echo(f"ingest stopped: {type(service.failure).__name__}: {service.failure}", err=True)
+        raise typer.Exit(1)
     logging.getLogger(__name__).info("signal received: committing what is buffered, then leaving the broker")
     service.drain_and_stop()

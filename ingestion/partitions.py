@@ -21,7 +21,8 @@ _LOCK_KEY = 0x50A7_1E5E
 
 
 def partition_name(day: date) -> str:
-    return f"levels_p{day:%Y%m%d}"
+    # Zero-padded by hand: strftime's %Y gives "999", not "0999", for years before 1000.
+    return f"levels_p{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 def ensure(conn: psycopg.Connection, days: Iterable[date], schema: str = "smart", known: set[date] | None = None) -> list[date]:

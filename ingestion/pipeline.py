@@ -225,5 +225,15 @@ class Pipeline:
                 except psycopg.Error as exc:
                     reason = f"database refused the rows: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                     rejected.append(quarantine.QuarantineRecord(item.received_at, item.topic, item_rows[0].sensor_id, "db_rejected", reason, item.payload))
-            quarantine.write(conn, rejected, max_bytes=max_bytes, schema=self.db.schema_name)
-        return kept, rejected, duplicates
+            stored: list[quarantine.QuarantineRecord] = []
+            for record in rejected:  # one savepoint each: an entry the database refuses cannot take the batch with it
+                try:
+                    with conn.transaction():
+                        quarantine.write(conn, [record], max_bytes=max_bytes, schema=self.db.schema_name)
+                    stored.append(record)
+                except _TRANSIENT:
+                    raise
+                except psycopg.Error as exc:
+                    log.error("quarantine refused an entry (%s: %s); %s message on %r acked without a trace in the table",
+                              type(exc).__name__, str(exc).splitlines()[0][:200], record.reason_code, record.topic[:200])
+        return kept, stored, duplicates

@@ -32,6 +32,15 @@ def cap_payload(payload: bytes, max_bytes: int) -> str:
     return payload[:max_bytes].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
+def storable(text: str, max_chars: int) -> str:
+    """``text`` as PostgreSQL text can hold it: no NUL, no lone surrogate, at most ``max_chars``.
+
+    A rejection reason quotes the offending field, and a JSON key ``"\\u0000"`` is a real
+    NUL there: stored as is, PostgreSQL refused the quarantine row and the pipeline stopped.
+    """
+    return text[:max_chars].encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
 def write(conn: psycopg.Connection, records: Sequence[QuarantineRecord], *, max_bytes: int, schema: str = "smart") -> int:
     """Insert ``records`` in the caller's transaction; return how many."""
     if not records:
@@ -41,7 +50,10 @@ def write(conn: psycopg.Connection, records: Sequence[QuarantineRecord], *, max_
     )
     with conn.cursor() as cur, cur.copy(stmt) as copy:
         for r in records:
-            copy.write_row((r.received_at, r.topic[:512], r.sensor_id, r.reason_code, r.reason[:2000], cap_payload(r.payload, max_bytes), len(r.payload)))
+            copy.write_row((
+                r.received_at, storable(r.topic, 512), None if r.sensor_id is None else storable(r.sensor_id, 128),
+                r.reason_code, storable(r.reason, 2000), cap_payload(r.payload, max_bytes), len(r.payload),
+            ))
     return len(records)
 
 

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from messages.level_frame import SENSOR_ID_PATTERN
+from messages.topics import SENSOR_ID_PATTERN
 
 FIELDS: tuple[str, ...] = (
     "sensor_id", "name", "latitude", "longitude", "street", "place",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 import psycopg
 
@@ -46,6 +47,7 @@ class IngestService:
         self.pipeline: Pipeline | None = None
         self.maintainer: Maintainer | None = None
         self._threads: list[threading.Thread] = []
+        self.failure: BaseException | None = None  # what stopped a worker thread, if one died
 
     def start(self) -> "IngestService":
         self.timescale = self._prepare_database()
@@ -59,8 +61,8 @@ class IngestService:
             timescale=self.timescale, on_committed=self.maintainer.touched,
         )
         self._threads = [
-            threading.Thread(target=self.maintainer.run, name="ingest-maintenance", daemon=True),
-            threading.Thread(target=self.pipeline.run, name="ingest-pipeline", daemon=True),
+            threading.Thread(target=self._guarded, args=(self.maintainer.run,), name="ingest-maintenance", daemon=True),
+            threading.Thread(target=self._guarded, args=(self.pipeline.run,), name="ingest-pipeline", daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -71,6 +73,20 @@ class IngestService:
             self.settings.batch_max_delay_s, self.settings.buffer_max_messages,
         )
         return self
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        """Run a worker; if it dies, the whole service stops and says why.
+
+        A dead pipeline thread once left the process up and "connected" while nothing
+        was written or acked again: a zombie no restart policy would catch. Now
+        :meth:`wait` returns, ``failure`` holds the cause and ``sonopolis ingest`` exits 1.
+        """
+        try:
+            work()
+        except BaseException as exc:
+            self.failure = exc
+            log.critical("%s stopped on an unexpected error; stopping the service", threading.current_thread().name, exc_info=True)
+            self.stop_event.set()
 
     def _prepare_database(self) -> bool:
         """Wait for the database, migrate, and return whether the Timescale path is used."""

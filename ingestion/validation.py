@@ -67,6 +67,10 @@ def parse(
     except ValidationError as exc:
         code, reason = classify(exc)
         return Rejected(code, reason, topic_sensor)
+    except Exception as exc:  # noqa: BLE001 - the trust boundary: whatever a payload provokes, it is quarantined
+        # A validator that raises something pydantic does not wrap (it once was an
+        # OverflowError) must not escape: it would stop the pipeline on every redelivery.
+        return Rejected("schema_error", f"unreadable message ({type(exc).__name__}: {str(exc)[:300]})", topic_sensor)
     payload_sensor = frames[0].sensor_id
     if payload_sensor != topic_sensor:
         return Rejected("wrong_topic", f"payload of sensor {payload_sensor!r} published on the topic of {topic_sensor!r}", topic_sensor)

@@ -14,14 +14,15 @@ models (``sonopolis schemas``) and checked against them by the tests.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from messages.bands import BAND_KEYS, BAND_POSITION
-from messages.topics import sensor_id_after
+from messages.times import utc
+from messages.topics import SENSOR_ID_PATTERN, sensor_id_after
 
 SCHEMA_ID = "sonopolis.level-frame/1"
 BATCH_SCHEMA_ID = "sonopolis.level-batch/1"
@@ -34,7 +35,6 @@ PEAK_MAX_DB = 180.0
 MAX_BATCH_FRAMES = 3600
 """One hour of 1 s frames: a sensor that was cut off longer sends several batches."""
 
-SENSOR_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 NOISE_SOURCES: tuple[str, ...] = ("car_horn", "siren")
 """The only sound classes whose *counts* may travel on the smart path."""
 
@@ -94,9 +94,7 @@ class LevelFrame(BaseModel):
     @field_validator("time")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("time must carry a UTC offset (e.g. '2026-11-23T10:00:00Z')")
-        return v.astimezone(timezone.utc)
+        return utc(v, "time")
 
     @field_validator("bands")
     @classmethod

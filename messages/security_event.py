@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from messages.topics import sensor_id_after
+from messages.times import utc
+from messages.topics import SENSOR_ID_PATTERN, sensor_id_after
 
 SCHEMA_ID = "sonopolis.security-event/1"
 TOPIC_PREFIX = "sonopolis-safe/v1/events"
 TOPIC_FILTER = f"{TOPIC_PREFIX}/+"
-SENSOR_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
 class SecurityClass(str, Enum):
@@ -64,9 +64,7 @@ class SecurityEvent(BaseModel):
     @field_validator("onset")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("onset must carry a UTC offset")
-        return v.astimezone(timezone.utc)
+        return utc(v, "onset")
 
     def topic(self) -> str:
         return f"{TOPIC_PREFIX}/{self.sensor_id}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+SENSOR_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""A sensor id: lower-case letters, digits, ``_`` and ``-``; one topic level, a database key."""
+
 
 def sensor_id_after(prefix: str, topic: str) -> str | None:
     """The sensor id of ``<prefix>/<sensor_id>``; None for any other shape (no wildcards, no sub-levels)."""

@@ -124,3 +124,44 @@ def test_acks_are_counted_before_the_broker_gets_them(db, mqtt_broker):
     pub.close()
     assert seen and seen[-1][1] == 30
     assert all(counted >= queued for counted, queued in seen), seen
+
+
+def test_poison_messages_are_quarantined_and_the_pipeline_goes_on(db, mqtt_broker):
+    """Each of these once stopped the pipeline thread for good, while the process stayed up "connected":
+    a time offset near year 1 (OverflowError, not a validation error), a NUL in a JSON key (quoted
+    in the reason, which PostgreSQL refused), and, refused since, a sensor clock that was never set."""
+    ready_db(db.smart, ["s1"]).close()
+    t0 = _minute_start()
+    good = frame_dict("s1", t0, 60.0)
+    poison = [
+        payload({**good, "time": "0001-01-01T00:00:00+01:00"}),
+        json.dumps({**good, "\u0000": 1}).encode(),
+        payload({**good, "time": "1970-01-01T00:00:05Z"}),
+    ]
+    later = [payload(frame_dict("s1", t0 + timedelta(seconds=i), 60.0)) for i in range(1, 11)]
+    pub = Publisher(mqtt_broker.port)
+    with running(db.smart, ingest_settings(mqtt_broker.port)) as svc:
+        pub.publish_all((TOPIC.format("s1"), p) for p in [payload(good), *poison, *later])
+        wait_until(lambda: count(db.smart) == 11 and count(db.smart, "quarantine") == 3, what="11 rows, 3 quarantined")
+        assert all(t.is_alive() for t in svc._threads)
+        assert svc.failure is None
+    pub.close()
+    with psycopg.connect(db.smart) as conn:
+        reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM smart.quarantine"))
+    assert any("cannot be expressed in UTC" in r for r in reasons)
+    assert any("\ufffd" in r and "Extra inputs" in r for r in reasons)  # the NUL, replaced so it can be stored
+    assert any("before 2000-01-01" in r for r in reasons)
+
+
+def test_a_worker_that_dies_stops_the_service_instead_of_leaving_a_zombie(db, mqtt_broker):
+    ready_db(db.smart, ["s1"]).close()
+    pub = Publisher(mqtt_broker.port)
+    with running(db.smart, ingest_settings(mqtt_broker.port)) as svc:
+        def broken(batch):  # noqa: ANN001, ANN202 - stands in for any bug not yet found
+            raise RuntimeError("a bug in the pipeline")
+
+        svc.pipeline._flush = broken
+        pub.publish_all([(TOPIC.format("s1"), payload(frame_dict("s1", _minute_start(), 60.0)))])
+        wait_until(svc.stop_event.is_set, what="the service stopping")
+        assert isinstance(svc.failure, RuntimeError)
+    pub.close()

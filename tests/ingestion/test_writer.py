@@ -78,3 +78,13 @@ def test_smart_role_cannot_touch_the_safe_schema(db):
             raise AssertionError("smart role could create in the safe schema")
         except psycopg.errors.InsufficientPrivilege:
             pass
+
+
+def test_partition_names_are_zero_padded_for_every_year() -> None:
+    """strftime's %Y gave "levels_p9990601" for 0999-06-01, a name the partition scan could not read back."""
+    from datetime import date
+
+    from ingestion import partitions
+
+    assert partitions.partition_name(date(999, 6, 1)) == "levels_p09990601"
+    assert partitions.partition_name(date(2026, 12, 7)) == "levels_p20261207"

@@ -88,3 +88,16 @@ def test_topic_layout() -> None:
     assert sensor_from_topic("sonopolis/v1/levels/ste-jaures-01") == "ste-jaures-01"
     assert sensor_from_topic("sonopolis/v1/levels/a/b") is None
     assert sensor_from_topic("sonopolis-safe/v1/events/x") is None
+
+
+def test_times_that_cannot_be_utc_or_predate_the_sensor_clock_are_validation_errors() -> None:
+    """Not an OverflowError escaping the parser (it stopped the ingestion once); not 1970 data."""
+    from messages.security_event import SecurityEvent
+
+    frame = {"schema": "sonopolis.level-frame/1", "sensor_id": "s1", "time": "2026-01-01T00:00:00Z", "period_s": 1.0,
+             "laeq": 50.0, "lafmax": 52.0, "lafmin": 48.0, "lcpeak": 70.0, "bands": {"25": 40.0}}
+    for when, why in (("0001-01-01T00:00:00+01:00", "cannot be expressed in UTC"), ("1970-01-01T00:00:00Z", "before 2000-01-01")):
+        with pytest.raises(ValidationError, match=why):
+            LevelFrame.model_validate({**frame, "time": when})
+        with pytest.raises(ValidationError, match=why):
+            SecurityEvent.model_validate({"sensor_id": "s1", "class": "gunshot", "confidence": 0.9, "onset": when, "level_db": 90.0})

@@ -33,7 +33,7 @@ PARSERS: tuple[type[BaseModel], ...] = (LevelFrame, LevelBatch, SecurityEvent)
 
 sensor_ids = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z", fullmatch=True)
 aware_times = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
+    min_value=datetime(2000, 1, 2), max_value=datetime(2100, 1, 1), timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
 )
 levels = st.floats(min_value=0.0, max_value=150.0, allow_nan=False)
 json_scalars = st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40)
