@@ -91,28 +91,41 @@ class Maintainer:
     # ---------------------------------------------------------------- jobs
 
     def refresh_short(self) -> None:
-        self._refresh("_short", aggregates.SHORT_TABLES)
+        self._refresh("_short", self._take("_short"), aggregates.SHORT_TABLES)
 
     def refresh_daily(self) -> None:
-        # Lden reads levels_1h: bring the short buckets up to date first.
-        self.refresh_short()
-        self._refresh("_daily", aggregates.DAILY_TABLES)
+        # Lden reads levels_1h: the short buckets are brought up to date first. The daily
+        # marks are taken *before* that: rows committed while it runs stay marked for the
+        # next daily refresh, which sees them in levels_1h (taken after, those marks were
+        # spent on hourly buckets that did not hold the rows yet, and the day's Lden
+        # stayed stale until something else touched it).
+        daily = self._take("_daily")
+        try:
+            self.refresh_short()
+        except BaseException:
+            self._give_back("_daily", daily)
+            raise
+        self._refresh("_daily", daily, aggregates.DAILY_TABLES)
 
-    def _refresh(self, attr: str, tables: tuple[str, ...]) -> None:
-        if self.timescale:
-            return
+    def _take(self, attr: str) -> set:  # type: ignore[type-arg]
         with self._lock:
             marks = getattr(self, attr)
             setattr(self, attr, set())
-        if not marks:
+        return marks
+
+    def _give_back(self, attr: str, marks: set) -> None:  # type: ignore[type-arg]
+        with self._lock:
+            getattr(self, attr).update(marks)
+
+    def _refresh(self, attr: str, marks: set, tables: tuple[str, ...]) -> None:  # type: ignore[type-arg]
+        if self.timescale or not marks:
             return
         try:
             result = aggregates.refresh_touched(
                 self._connection(), marks, schema=self.db.schema_name, default_tz=self.settings.local_timezone, tables=tables,
             )
         except BaseException:
-            with self._lock:
-                getattr(self, attr).update(marks)
+            self._give_back(attr, marks)
             raise
         self.refreshes += 1
         log.debug("refreshed %s for %d touched minute(s): %s", "/".join(tables), result.minutes, result.buckets)

@@ -123,3 +123,53 @@ def test_daily_bucket_follows_the_sensor_time_zone(db):
         rows = dict(conn.execute("SELECT sensor_id, bucket FROM smart.levels_1d").fetchall())
         assert rows["tokyo"] == datetime(2026, 11, 24, tzinfo=ZoneInfo("Asia/Tokyo"))
         assert rows["paris"] == datetime(2026, 11, 23, tzinfo=ZoneInfo("Europe/Paris"))
+
+
+def test_rows_committed_during_the_short_refresh_still_reach_the_days_lden(db, monkeypatch):
+    """A catch-up batch committed while ``refresh_daily`` brings levels_1h up to date: the day's
+    marks used to be taken after that refresh, so Lden was computed without the batch and the
+    day stayed stale (82.2 dB of night noise reported as 55.1 dB)."""
+    from ingestion import maintenance
+    from ingestion.maintenance import Maintainer
+    from ingestion.settings import IngestSettings
+    from ingestion.writer import LevelWriter, row_of
+    from smart.db import SmartDbSettings
+
+    def rows(start: datetime, n: int, laeq: float) -> list:  # type: ignore[type-arg]
+        return [row_of(LevelFrame.model_validate(frame_dict("s1", start + timedelta(seconds=10 * i), laeq) | {"period_s": 10.0})) for i in range(n)]
+
+    day = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    evening_and_night = rows(day.replace(hour=7), 360, 50) + rows(day.replace(hour=17), 360, 55) + rows(day.replace(hour=22), 360, 45)
+    late_batch = rows(day.replace(hour=1), 360, 80)  # 02:00 local, loud, arriving late
+    conn = ready_db(db.smart, ["s1"])
+    writer = LevelWriter()
+    with conn.transaction():
+        writer.write(conn, evening_and_night)
+    maintainer = Maintainer(SmartDbSettings(dsn=db.smart), IngestSettings(), timescale=False)
+    maintainer.touched(evening_and_night)
+    real = aggregates.refresh_touched
+    landed: list[bool] = []
+
+    def pipeline_commits_meanwhile(c, marks, **kw):  # noqa: ANN001, ANN202
+        result = real(c, marks, **kw)
+        if kw.get("tables") == aggregates.SHORT_TABLES and not landed:
+            landed.append(True)
+            with conn.transaction():
+                writer.write(conn, late_batch)
+            maintainer.touched(late_batch)
+        return result
+
+    monkeypatch.setattr(maintenance.aggregates, "refresh_touched", pipeline_commits_meanwhile)
+    maintainer.refresh_daily()  # the batch lands during its short refresh
+    maintainer.refresh_short()
+    maintainer.refresh_daily()
+    monkeypatch.setattr(maintenance.aggregates, "refresh_touched", real)
+    query = "SELECT lden, lnight FROM smart.lden_daily WHERE sensor_id = 's1' AND day = '2026-11-20'"
+    incremental = conn.execute(query).fetchone()
+    aggregates.refresh(conn, day - timedelta(hours=2), day + timedelta(days=1))
+    conn.commit()
+    assert landed and maintainer.pending() == 0
+    assert incremental == conn.execute(query).fetchone()
+    assert incremental[1] > 76  # the loud late night is in it
+    maintainer.close()
+    conn.close()
