@@ -11,6 +11,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from psycopg.rows import dict_row
 from api.errors import BadRequest
 from api.models import PERIOD_RELATION, Period
 from messages.bands import BAND_KEYS
+from messages.topics import SENSOR_ID_PATTERN
 
 LEVEL_COLUMNS = ("laeq", "lamax", "lamin", "la10", "la50", "la90", "coverage", "n_seconds", "car_horn", "siren")
 
@@ -40,6 +42,10 @@ class Cursor:
             data = json.loads(raw)
             cursor = cls(at=str(data["t"]), sensor_id=str(data["s"]))
             dt.datetime.fromisoformat(cursor.at) if "T" in cursor.at else dt.date.fromisoformat(cursor.at)
+            # The id goes into a query: only what a sensor id can be (a NUL or a lone
+            # surrogate from a forged cursor reached PostgreSQL and answered 500).
+            if not re.fullmatch(SENSOR_ID_PATTERN, cursor.sensor_id):
+                raise ValueError("not a sensor id")
             return cursor
         except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise BadRequest("cursor is not valid: pass back the `next` link of the previous page unchanged") from exc

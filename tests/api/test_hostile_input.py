@@ -104,3 +104,26 @@ def test_injection_and_oversized_strings_in_every_string_parameter(base_url: str
                             assert "title" in r.json(), r.text[:200]
     assert tried > 50
     assert _counts(recent_dsn) == before
+
+
+def test_forged_cursors_are_refused_not_a_server_error(base_url: str) -> None:
+    """The cursor is base64 JSON the client hands back; a forged one reached PostgreSQL (NUL) or the
+    driver (a lone surrogate) and answered 500 on every paginated route."""
+    import base64
+    import json
+
+    def forged(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    cursors = [
+        forged(json.dumps({"t": "2026-01-01T00:00:00+00:00", "s": "a\u0000"}).encode()),
+        forged(b'{"t":"2026-01-01T00:00:00+00:00","s":"\\ud800"}'),
+        forged(json.dumps({"t": "2026-01-01", "s": "\u0000"}).encode()),
+        forged(json.dumps({"t": "2026-01-01", "s": "Not A Sensor"}).encode()),
+    ]
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for route in ("/v1/levels", "/v1/lden", "/v1/sources/hourly", "/v1/sensors/se-chavanelle/levels"):
+            for cursor in cursors:
+                r = http.get(route, params={"cursor": cursor})
+                assert r.status_code == 400, (route, cursor, r.status_code, r.text[:200])
+                assert "cursor is not valid" in r.json()["detail"]
