@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from common.backoff import Backoff
+from common.postgres import UNAVAILABLE
 from ingestion import aggregates, partitions, quarantine
 from ingestion.settings import IngestSettings
 from ingestion.writer import LevelRow
@@ -73,7 +74,7 @@ class Maintainer:
                         self.refresh_daily()
                         next_daily = now + self.settings.daily_refresh_s
                     backoff.reset()
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                except UNAVAILABLE as exc:
                     self.close()
                     if stopping:
                         log.warning("stopping before aggregates could be refreshed (%s); the next start recomputes them", exc)

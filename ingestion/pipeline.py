@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from common.backoff import Backoff
+from common.postgres import UNAVAILABLE
 from ingestion import quarantine, registry
 from ingestion.consumer import Inbound
 from ingestion.metrics import IngestMetrics
@@ -32,7 +33,7 @@ from smart.db import SmartDbSettings, connect
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+_TRANSIENT = UNAVAILABLE
 
 
 @dataclass

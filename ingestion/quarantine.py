@@ -15,6 +15,8 @@ from typing import NamedTuple
 import psycopg
 from psycopg import sql
 
+from common.postgres import storable, storable_payload
+
 _COLUMNS = ("received_at", "topic", "sensor_id", "reason_code", "reason", "payload", "payload_bytes")
 
 
@@ -25,20 +27,6 @@ class QuarantineRecord(NamedTuple):
     reason_code: str
     reason: str
     payload: bytes
-
-
-def cap_payload(payload: bytes, max_bytes: int) -> str:
-    """Printable, storable text of at most ``max_bytes`` bytes of the raw payload."""
-    return payload[:max_bytes].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-
-
-def storable(text: str, max_chars: int) -> str:
-    """``text`` as PostgreSQL text can hold it: no NUL, no lone surrogate, at most ``max_chars``.
-
-    A rejection reason quotes the offending field, and a JSON key ``"\\u0000"`` is a real
-    NUL there: stored as is, PostgreSQL refused the quarantine row and the pipeline stopped.
-    """
-    return text[:max_chars].encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def write(conn: psycopg.Connection, records: Sequence[QuarantineRecord], *, max_bytes: int, schema: str = "smart") -> int:
@@ -52,7 +40,7 @@ def write(conn: psycopg.Connection, records: Sequence[QuarantineRecord], *, max_
         for r in records:
             copy.write_row((
                 r.received_at, storable(r.topic, 512), None if r.sensor_id is None else storable(r.sensor_id, 128),
-                r.reason_code, storable(r.reason, 2000), cap_payload(r.payload, max_bytes), len(r.payload),
+                r.reason_code, storable(r.reason, 2000), storable_payload(r.payload, max_bytes), len(r.payload),
             ))
     return len(records)
 

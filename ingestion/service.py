@@ -21,9 +21,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-import psycopg
 
 from common.backoff import Backoff
+from common.postgres import UNAVAILABLE
 from ingestion.consumer import Inbound, MqttConsumer
 from ingestion.maintenance import Maintainer
 from ingestion.metrics import IngestMetrics
@@ -100,7 +100,7 @@ class IngestService:
                 maintainer.housekeeping()
                 maintainer.close()
                 return ts
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except UNAVAILABLE as exc:
                 if self.stop_event.is_set():
                     raise
                 delay = backoff.next_delay()
