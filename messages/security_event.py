@@ -59,7 +59,7 @@ class SecurityEvent(BaseModel):
         description="LAFmax (or LCpeak for impulses) around the onset, dB"
     )
     duration_ms: int = Field(0, ge=0, le=60_000)
-    model: str = Field("", max_length=64, description="Classifier model id that produced it")
+    model: str = Field("", max_length=64, pattern=r"^[\x20-\x7e]*$", description="Classifier model id that produced it (printable ASCII)")
 
     @field_validator("onset")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from common.postgres import UNAVAILABLE
 from safecity_bridge import journal
 from safecity_bridge.journal import SYSTEM, Action
 
@@ -71,8 +72,10 @@ async def run_periodically(
         try:
             async with await connect() as conn:
                 await purge(conn, schema, retention_days, clock=clock)
-        except psycopg.OperationalError as exc:
+        except UNAVAILABLE as exc:
             log.warning("retention purge postponed (database unavailable: %s)", exc.__class__.__name__)
+        except Exception:  # noqa: BLE001 - the purge is a legal duty: a failed round must not end the loop
+            log.exception("retention purge failed; retried in %.0f s", interval_s)
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
         except asyncio.TimeoutError:

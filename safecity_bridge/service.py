@@ -21,6 +21,7 @@ and journals the declaration at every start.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ import httpx
 import psycopg
 
 from common.backoff import Backoff
+from common.postgres import UNAVAILABLE
 from safecity_bridge import journal, store
 from safecity_bridge.consumer import Inbound, SafeConsumer
 from safecity_bridge.correlation import Correlator, IncidentState, Plan
@@ -79,7 +81,13 @@ def require_declaration(settings: SafeSettings) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    """An address of this machine: "localhost" or a loopback IP (a name like "127.cams.example.org" is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -165,7 +173,28 @@ class BridgeService:
     async def _worker(self) -> None:
         while True:
             item = await self._inbox.get()
-            await self.handle(item)
+            try:
+                await self.handle(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one message must not end the intake (it once did, for good)
+                log.exception("intake failed on a message from %r; quarantining it", item.topic[:200])
+                await self._quarantine_unhandled(item, exc)
+
+    async def _quarantine_unhandled(self, item: Inbound, exc: Exception) -> None:
+        """Keep the message with the error as its reason; if even that fails, log it and let it go.
+
+        Acking a message that could not be stored loses it, but leaving it unacked makes
+        the broker deliver it first after every restart, stopping the bridge each time.
+        """
+        rej = Rejected("internal_error", f"{type(exc).__name__}: {str(exc)[:500]}")
+        try:
+            await self._quarantine(item, rej, self.clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("could not quarantine a message from %r either; acknowledged without a trace in the database", item.topic[:200])
+            self._ack(item)
 
     async def _db(self, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Any]]) -> Any:
         """Run ``op`` on the hot connection; ride out an outage (the message stays unacked meanwhile)."""
@@ -175,7 +204,7 @@ class BridgeService:
                 if self._hot is None or self._hot.closed:
                     self._hot = await self.connect()
                 return await op(self._hot)
-            except psycopg.OperationalError as exc:
+            except UNAVAILABLE as exc:
                 self.stats.db_retries += 1
                 delay = backoff.next_delay()
                 log.warning("safe database unavailable (%s): retry in %.2f s", exc.__class__.__name__, delay)
@@ -198,7 +227,21 @@ class BridgeService:
             await self._quarantine(item, rej, received_at)
             return
         plan = self.correlator.plan(ev, received_at)
-        stored = await self._db(lambda c: store.record_event(c, self.schema, ev, plan.incident, is_new=plan.is_new, received_at=received_at))
+        attempts = 0
+
+        async def record(c: psycopg.AsyncConnection[Any]) -> bool:
+            nonlocal attempts
+            attempts += 1
+            return await store.record_event(c, self.schema, ev, plan.incident, is_new=plan.is_new, received_at=received_at)
+
+        stored = await self._db(record)
+        if not stored and attempts > 1:
+            # "Already there" after a retry may be our own first attempt: it committed, then
+            # the connection dropped before the reply. Counted as a duplicate, its alert was
+            # lost (no live alert, no camera) while the incident sat in the database. It is
+            # ours when the stored event belongs to the incident this plan wrote.
+            owner = await self._db(lambda c: store.incident_of_event(c, self.schema, ev.event_id))
+            stored = owner == plan.incident.incident_id
         self.recent.add(ev.event_id)
         self._ack(item)
         if not stored:
@@ -206,7 +249,8 @@ class BridgeService:
             return
         self.correlator.commit(plan)
         self.correlator.prune()
-        self._alert(plan, ev.event_id)
+        late_s = (received_at - ev.onset).total_seconds()
+        self._alert(plan, ev.event_id, late_s=late_s if late_s > self.settings.steer_max_age_s else None)
 
     def _ack(self, item: Inbound) -> None:
         if self.consumer is not None:
@@ -219,17 +263,23 @@ class BridgeService:
                                                   reason_code=rej.code, reason=rej.reason, sensor_id=rej.sensor_id, event_id=rej.event_id))
         self._ack(item)
 
-    def _alert(self, plan: Plan, event_id: uuid.UUID) -> None:
+    def _alert(self, plan: Plan, event_id: uuid.UUID, *, late_s: float | None = None) -> None:
+        """Live alert, webhooks and cameras. ``late_s``: the sound is that old on arrival, too old to aim at."""
         inc = store.incident_dict(plan.incident)
-        steer = plan.is_new or plan.reaim
+        steer = (plan.is_new or plan.reaim) and late_s is None
         if plan.is_new:
             self.stats.incidents += 1
         else:
             self.stats.correlated += 1
         if steer:
             self._spawn(self._steer(plan.incident), "steer")
+        elif late_s is not None:
+            log.warning("event %s arrived %.0f s after its onset: alerted as late, no camera moved", event_id, late_s)
         kind = "incident" if plan.is_new else "incident_update"
-        n = self.hub.publish(kind, {"incident": inc, "event_id": str(event_id), "cameras": "steering" if steer else "unchanged"})
+        body = {"incident": inc, "event_id": str(event_id), "cameras": "steering" if steer else "unchanged"}
+        if late_s is not None:
+            body["late_s"] = round(late_s)
+        n = self.hub.publish(kind, body)
         if plan.is_new or plan.reaim:
             self._submit_webhooks(inc)
         self._side.put_nowait(lambda c: journal.append(c, self.schema, at=self.clock(), actor=SYSTEM, action=Action.ALERT_DELIVERED,
@@ -272,10 +322,15 @@ class BridgeService:
                     await op(conn)
                     backoff.reset()
                     break
-                except psycopg.OperationalError as exc:
+                except UNAVAILABLE as exc:
                     log.warning("side writer: database unavailable (%s), retrying", exc.__class__.__name__)
                     conn = None
                     await asyncio.sleep(backoff.next_delay())
+                except psycopg.Error:
+                    # A write the database refuses would be refused again: dropped with its
+                    # error in the log, so the writes queued behind it still happen.
+                    log.exception("side writer: a journal or camera-outcome write was refused; skipped")
+                    break
             self._side.task_done()
 
     async def settle(self, timeout: float = 10.0) -> None:

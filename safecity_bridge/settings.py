@@ -29,6 +29,15 @@ class LegalDeclaration(BaseModel):
     declared_by: str | None = Field(None, max_length=200, description="Name/role of the controller's representative")
     fictitious: bool = Field(False, description="True only for the demo's declaration (simulated cameras on loopback only)")
 
+    @field_validator("legal_basis", "dpia_reference", "declared_by", mode="before")
+    @classmethod
+    def _stripped(cls, v: object) -> object:
+        # Blank text is no declaration: "        " once passed the length checks and enabled the safe path.
+        if isinstance(v, str):
+            v = v.strip()
+            return v or None
+        return v
+
     @property
     def complete(self) -> bool:
         return bool(self.legal_basis and self.dpia_reference)
@@ -135,6 +144,11 @@ class SafeSettings(SideSettings):
     feed_queue_size: int = Field(1000, ge=10, le=100_000, description="Per live-feed subscriber; a slow one is dropped, never waited for")
     webhook_queue_size: int = Field(10_000, ge=10, le=1_000_000)
     dedup_memory: int = Field(100_000, ge=100, le=10_000_000, description="Recent event ids kept in memory (the DB key is the truth)")
+    steer_max_age_s: float = Field(
+        120.0, ge=5, le=3600,
+        description="An event older than this when it arrives (a sensor's backlog after an outage) is stored and alerted "
+                    "as late, but moves no camera: the sound is long over",
+    )
 
     @field_validator("retention_days", mode="before")
     @classmethod

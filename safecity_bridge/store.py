@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from common import migrations
+from common.postgres import storable, storable_payload
 from messages.security_event import SecurityEvent
 from safecity_bridge.correlation import IncidentState
 from safecity_bridge import journal
@@ -121,6 +122,13 @@ async def record_event(
     return bool(row and row[0])
 
 
+async def incident_of_event(conn: psycopg.AsyncConnection[Any], schema: str, event_id: uuid.UUID) -> uuid.UUID | None:
+    """The incident a stored event belongs to (None if the event is not stored)."""
+    cur = await conn.execute(sql.SQL("SELECT incident_id FROM {} WHERE event_id = %s").format(_t(schema, "events")), (event_id,))
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
 async def quarantine(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
@@ -134,13 +142,14 @@ async def quarantine(
     event_id: str | None = None,
 ) -> None:
     """Keep a rejected message with its reason (size-capped), never drop it silently."""
-    text = payload[:PAYLOAD_CAP].decode("utf-8", errors="replace")
     await conn.execute(
         sql.SQL(
             "INSERT INTO {} (received_at, topic, sensor_id, event_id, reason_code, reason, payload, payload_bytes)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(_t(schema, "quarantine")),
-        (received_at, topic[:300], sensor_id, event_id, reason_code, reason[:2000], text, len(payload)),
+        (received_at, storable(topic, 300), None if sensor_id is None else storable(sensor_id, 128),
+         None if event_id is None else storable(event_id, 64), reason_code, storable(reason, 2000),
+         storable_payload(payload, PAYLOAD_CAP), len(payload)),
     )
 
 

@@ -129,7 +129,7 @@ class PtzController:
         n = max_cameras or self.settings.max_cameras
         ordered = select_cameras(list(self._cameras.values()), estimate.lat, estimate.lon, n=len(self._cameras) or 1, exclude=exclude)
         outcomes: list[PtzOutcome] = []
-        chosen: list[CameraCandidate] = []
+        chosen: list[tuple[CameraCandidate, AimPlan]] = []
         for cand in ordered:
             if len(chosen) == n:
                 break
@@ -137,9 +137,17 @@ class PtzController:
             if b.state == "open":
                 outcomes.append(PtzOutcome(camera_id=cand.camera.id, outcome="unavailable", distance_m=cand.distance_m,
                                            reason=f"circuit open after {b.consecutive_failures} failure(s) ({b.last_error}); retry in {b.retry_in_s():.0f} s"))
-            else:
-                chosen.append(cand)
-        outcomes += await asyncio.gather(*(self._steer_one(c, estimate, started) for c in chosen))
+                continue
+            # A camera that cannot aim here (no preset near, not calibrated) is reported and
+            # does not take a slot: it once did, and the next camera in range was never tried.
+            try:
+                plan = plan_aim(cand, estimate, absolute_max_uncertainty_m=self.settings.absolute_max_uncertainty_m,
+                                target_height_m=self.settings.target_height_m)
+            except CannotAim as exc:
+                outcomes.append(PtzOutcome(camera_id=cand.camera.id, outcome="unavailable", reason=str(exc), distance_m=cand.distance_m))
+                continue
+            chosen.append((cand, plan))
+        outcomes += await asyncio.gather(*(self._steer_one(c, plan, started) for c, plan in chosen))
         return outcomes
 
     async def status(self, camera_id: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -147,12 +155,8 @@ class PtzController:
         value, reason, _ = await self._run(camera_id, lambda s: s.get_status(), self.settings.command_timeout_s, self.settings.total_budget_s, self.settings.retries)
         return value, reason
 
-    async def _steer_one(self, cand: CameraCandidate, estimate: SourceEstimate, started: float) -> PtzOutcome:
+    async def _steer_one(self, cand: CameraCandidate, plan: AimPlan, started: float) -> PtzOutcome:
         cam = cand.camera
-        try:
-            plan = plan_aim(cand, estimate, absolute_max_uncertainty_m=self.settings.absolute_max_uncertainty_m, target_height_m=self.settings.target_height_m)
-        except CannotAim as exc:
-            return PtzOutcome(camera_id=cam.id, outcome="unavailable", reason=str(exc), distance_m=cand.distance_m)
         _, reason, attempts = await self._run(cam.id, lambda s: _send(s, plan), self.settings.command_timeout_s, self.settings.total_budget_s, self.settings.retries)
         latency_ms = (time.perf_counter() - started) * 1000.0
         common = {"camera_id": cam.id, "distance_m": round(cand.distance_m, 1), "latency_ms": round(latency_ms, 2), "attempts": attempts}

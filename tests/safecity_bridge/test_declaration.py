@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from safecity_bridge.cli import REFUSAL_EXIT
 from safecity_bridge.runner import NoCameras
 from safecity_bridge.service import BridgeService, DeclarationMissing
-from safecity_bridge.settings import SafeSettings, demo_declaration
+from safecity_bridge.settings import LegalDeclaration, SafeSettings, demo_declaration
 from sonopolis.cli import app
 
 
@@ -49,6 +49,23 @@ def test_service_itself_refuses_to_exist_without_declaration():
 
 def test_demo_declaration_refuses_real_cameras():
     cam = {"id": "cam-1", "host": "10.1.2.3", "username": "u", "password": "p", "latitude": 45.0, "longitude": 4.0}
+    settings = SafeSettings(declaration=demo_declaration(), cameras=[cam], db={"dsn": "postgresql://x@127.0.0.1/none"})
+    with pytest.raises(DeclarationMissing, match="simulated cameras"):
+        BridgeService(settings, NoCameras(), httpx.AsyncClient())
+
+
+def test_blank_text_is_no_declaration():
+    """Spaces passed the length checks once, and enabled the safe path."""
+    blank = LegalDeclaration(legal_basis=" " * 10, dpia_reference="   ", declared_by="  ")
+    assert not blank.complete
+    assert len(blank.missing()) == 2
+    padded = LegalDeclaration(legal_basis="  Arrêté n°2027-001  ", dpia_reference=" AIPD-7 ")
+    assert padded.complete and padded.legal_basis == "Arrêté n°2027-001" and padded.dpia_reference == "AIPD-7"
+
+
+@pytest.mark.parametrize("host", ["127.cams.example.org", "127.0.0.1.nip.io", "localhost.example.org"])
+def test_demo_declaration_refuses_camera_names_that_only_look_local(host):
+    cam = {"id": "cam-1", "host": host, "username": "u", "password": "p", "latitude": 45.0, "longitude": 4.0}
     settings = SafeSettings(declaration=demo_declaration(), cameras=[cam], db={"dsn": "postgresql://x@127.0.0.1/none"})
     with pytest.raises(DeclarationMissing, match="simulated cameras"):
         BridgeService(settings, NoCameras(), httpx.AsyncClient())

@@ -281,3 +281,20 @@ async def test_camera_with_a_drifting_clock_needs_adjust_time():
             assert sim.wait_for_command().preset_token == "square"
         finally:
             await adjusted.close()
+
+
+@pytest.mark.anyio
+async def test_a_camera_that_cannot_aim_does_not_take_the_place_of_one_that_can(cam_a, cam_b):
+    """max_cameras=1: the nearest camera has no preset here and no calibration; the next one in range is used."""
+    near = config("cam-a", cam_a, 0, 0, env="CAM_A_PASSWORD")  # no presets, not calibrated
+    far = config("cam-b", cam_b, 0, 200, env="CAM_B_PASSWORD", presets=[("station", 0, 60)])
+    ptz = PtzController([near, far], PtzSettings(max_cameras=1, command_timeout_s=0.3, total_budget_s=0.8, retries=1), ENV)
+    try:
+        await ptz.start()
+        outcomes = await ptz.steer(estimate(0, 60, uncertainty=30))
+        assert [(o.camera_id, o.outcome) for o in outcomes] == [("cam-a", "unavailable"), ("cam-b", "moved_preset")]
+        assert "no preset and is not calibrated" in outcomes[0].reason
+        assert cam_b.wait_for_command().preset_token == "station"
+        assert cam_a.commands == []
+    finally:
+        await ptz.close()

@@ -88,3 +88,30 @@ def test_journal_entries_query(db):
 
     [entry] = asyncio.run(q())
     assert entry["actor"] == "dominique" and entry["details"]["reason"].startswith("réquisition")
+
+
+def test_a_failed_purge_round_does_not_end_the_purge_loop(db):
+    """The purge is a legal duty: an unexpected error in one round is logged and the next
+    round runs; the loop once caught only OperationalError and ended on anything else."""
+    rounds: list[str] = []
+
+    async def connect():  # noqa: ANN202
+        rounds.append("connect")
+        if len(rounds) == 1:
+            raise RuntimeError("a bug in round one")
+        return await psycopg.AsyncConnection.connect(db.safe, autocommit=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        async def stopper() -> None:
+            while len(rounds) < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            stop.set()
+        await asyncio.wait_for(asyncio.gather(retention.run_periodically(connect, "safe", 15, 0.05, stop), stopper()), timeout=20)
+
+    store.migrate(db.safe, "safe")
+    asyncio.run(run())
+    assert len(rounds) >= 2
+    with psycopg.connect(db.safe) as conn:
+        assert conn.execute("SELECT count(*) FROM safe.journal WHERE action = 'purge'").fetchone()[0] >= 1

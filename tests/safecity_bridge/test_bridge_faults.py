@@ -1,0 +1,164 @@
+"""The bridge under bad messages and a failing database: it keeps going and loses no alert.
+
+Each case once stopped the intake for good (the process stayed up, /healthz said ok,
+and the unacked message came back first after every restart) or lost a live alert.
+Real Mosquitto, real PostgreSQL; the lost-reply case puts a TCP proxy in front of the
+real server that forwards the event's insert and then drops the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from safecity_bridge.runner import BridgeThread, NoCameras
+from tests import services
+from tests.polling import wait_until
+from tests.safecity_bridge.bridge_harness import FeedReader, Publisher, event, make_settings, past
+from tests.safecity_bridge.conftest import OPERATOR
+
+
+@pytest.fixture
+def bridge(db, mqtt_broker, operators):
+    with BridgeThread(make_settings(db.safe, mqtt_broker.port, operators=operators), NoCameras) as bt:
+        yield bt
+
+
+@pytest.fixture
+def feed(bridge):
+    reader = FeedReader(f"http://127.0.0.1:{bridge.settings.http_port}/feed", OPERATOR).start()
+    yield reader
+    reader.stop()
+
+
+@pytest.fixture
+def pub(mqtt_broker):
+    p = Publisher(mqtt_broker.port)
+    yield p
+    p.close()
+
+
+def _count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("safe", table))).fetchone()[0]
+
+
+def test_poison_messages_are_quarantined_and_the_intake_goes_on(bridge, feed, pub, db):
+    topic = "sonopolis-safe/v1/events/s-north"
+    pub.publish(json.dumps(event("s-north")).encode().replace(b"}", b', "x": "\x00"}'), topic)  # NUL bytes in the payload
+    pub.publish(event("s-north", model="abc\u0000"))  # NUL in a stored field
+    pub.publish(json.dumps({**event("s-north"), "\u0000": 1}).encode(), topic)  # NUL in the reason that names the key
+    pub.publish(event("s-north", onset=None) | {"onset": "0001-01-01T00:00:00+05:00"})  # no UTC for it
+    good = event("s-east", "glass_break")
+    pub.publish(good)
+    msg = feed.wait_for(lambda m: m["type"] == "incident")
+    assert msg["event_id"] == good["event_id"]
+    wait_until(lambda: _count(db.safe, "quarantine") == 4, what="four quarantined messages")
+    assert sorted(t.get_name() for t in bridge.service._tasks if t.get_name() in ("intake", "side-writer")) == ["intake", "side-writer"]
+
+
+def test_a_late_event_is_alerted_but_moves_no_camera(bridge, feed, pub):
+    """A sensor's backlog after an outage: the control room hears of it, the cameras stay where they are."""
+    late = event("s-south", "explosion", onset=past(900))
+    pub.publish(late)
+    msg = feed.wait_for(lambda m: m["type"] == "incident")
+    assert msg["event_id"] == late["event_id"]
+    assert msg["cameras"] == "unchanged" and 890 <= msg["late_s"] <= 960
+    fresh = event("s-north", "gunshot", onset=past(1))
+    pub.publish(fresh)
+    msg = feed.wait_for(lambda m: m["type"] == "incident" and m["event_id"] == fresh["event_id"])
+    assert msg["cameras"] == "steering" and "late_s" not in msg
+
+
+def test_a_failover_to_a_read_only_standby_is_ridden_out(db, mqtt_broker, pub):
+    """While the database only takes read-only sessions (a standby not promoted yet), the event waits; then it is stored."""
+    dbname = psycopg.conninfo.conninfo_to_dict(db.safe)["dbname"]
+    with BridgeThread(make_settings(db.safe, mqtt_broker.port), NoCameras) as bt, psycopg.connect(services.ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(dbname)))
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+            pub.publish(event("s-north"))
+            # The first retry is the killed session; the next ones are refusals by the read-only database.
+            wait_until(lambda: bt.service.stats.db_retries >= 3, what="retries on the read-only database")
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = off").format(sql.Identifier(dbname)))
+        pub.publish(event("s-east"))
+        wait_until(lambda: _count(db.safe, "events") == 2, what="both events stored")
+        assert "intake" in {t.get_name() for t in bt.service._tasks}
+
+
+class _ReplyDropper:
+    """A TCP proxy to the real PostgreSQL that, once armed, forwards the event's insert and drops the link before the reply."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.armed = threading.Event()
+        self.fired = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            cut = threading.Event()
+            threading.Thread(target=self._pipe, args=(client, server, True, cut), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False, cut), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool, cut: threading.Event) -> None:
+        try:
+            while data := src.recv(65536):
+                if cut.is_set() and not upstream:
+                    return  # the server's reply to the insert never reaches the bridge
+                if upstream and self.armed.is_set() and b"WITH ev AS" in data:
+                    self.armed.clear()
+                    cut.set()
+                    self.fired.set()
+                    dst.sendall(data)
+                    time.sleep(0.3)  # the server runs and commits the statement; its reply is swallowed
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_event_committed_just_before_the_connection_drops_is_still_alerted(db, mqtt_broker, operators, pub):
+    """The retry finds the event already stored: by its own first attempt, so the alert goes out (it was counted as a duplicate)."""
+    info = psycopg.conninfo.conninfo_to_dict(db.safe)
+    proxy = _ReplyDropper(int(info.get("port", 5432)))
+    try:
+        dsn = psycopg.conninfo.make_conninfo(db.safe, host="127.0.0.1", port=proxy.port)
+        with BridgeThread(make_settings(dsn, mqtt_broker.port, operators=operators), NoCameras) as bt:
+            reader = FeedReader(f"http://127.0.0.1:{bt.settings.http_port}/feed", OPERATOR).start()
+            try:
+                proxy.armed.set()
+                ev = event("s-east", "gunshot")
+                pub.publish(ev)
+                msg = reader.wait_for(lambda m: m["type"] == "incident", timeout=20)
+                assert proxy.fired.is_set() and bt.service.stats.db_retries >= 1
+                assert msg["event_id"] == ev["event_id"]
+                assert bt.service.stats.duplicates == 0 and bt.service.stats.incidents == 1
+            finally:
+                reader.stop()
+    finally:
+        proxy.close()
+    assert _count(db.safe, "events") == 1 and _count(db.safe, "incidents") == 1
