@@ -34,7 +34,11 @@ class StoreError(Exception):
 
 
 class NotFound(StoreError):
-    """No such incident."""
+    """No such incident (or no such hold)."""
+
+
+class Conflict(StoreError):
+    """The change asked for contradicts the current state (e.g. a hold already placed)."""
 
 
 def migrate(dsn: str, schema: str) -> list[int]:
@@ -232,9 +236,10 @@ async def qualify(conn: psycopg.AsyncConnection[Any], schema: str, incident_id: 
 
 
 async def place_hold(conn: psycopg.AsyncConnection[Any], schema: str, incident_id: uuid.UUID, reason: str, by: str, at: datetime) -> None:
+    """Hold an incident against the purge; journaled only when a hold was placed (``Conflict`` if one exists)."""
     async with conn.transaction():
         try:
-            await conn.execute(
+            cur = await conn.execute(
                 sql.SQL("INSERT INTO {} (incident_id, reason, placed_by, placed_at) VALUES (%s, %s, %s, %s) ON CONFLICT (incident_id) DO NOTHING").format(
                     _t(schema, "legal_holds")
                 ),
@@ -242,12 +247,18 @@ async def place_hold(conn: psycopg.AsyncConnection[Any], schema: str, incident_i
             )
         except psycopg.errors.ForeignKeyViolation as exc:
             raise NotFound(f"incident {incident_id} not found") from exc
+        if cur.rowcount == 0:
+            # The journal once said "placed" with a reason that was never stored.
+            raise Conflict(f"incident {incident_id} is already under a legal hold; release it first to change its reason")
         await _journal(conn, schema, at, by, Action.LEGAL_HOLD_PLACED, incident_id, {"reason": reason})
 
 
 async def release_hold(conn: psycopg.AsyncConnection[Any], schema: str, incident_id: uuid.UUID, by: str, at: datetime) -> None:
+    """Lift a hold; journaled only when there was one (``NotFound`` otherwise)."""
     async with conn.transaction():
-        await conn.execute(sql.SQL("DELETE FROM {} WHERE incident_id = %s").format(_t(schema, "legal_holds")), (incident_id,))
+        cur = await conn.execute(sql.SQL("DELETE FROM {} WHERE incident_id = %s").format(_t(schema, "legal_holds")), (incident_id,))
+        if cur.rowcount == 0:
+            raise NotFound(f"no legal hold on incident {incident_id}")
         await _journal(conn, schema, at, by, Action.LEGAL_HOLD_RELEASED, incident_id, {})
 
 

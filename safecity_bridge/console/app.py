@@ -8,8 +8,11 @@ name, in the same transaction as the change. Nothing here can steer a camera by 
 or publish anything anywhere.
 """
 
-
-
+# No "from __future__ import annotations": FastAPI reads the route annotations, and
+# ``Op`` is local to create_app.
+import base64
+import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -17,10 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sse_starlette.sse import EventSourceResponse
 
 from safecity_bridge import journal, store
@@ -39,6 +43,34 @@ class Qualification(BaseModel):
 class HoldRequest(BaseModel):
     reason: str = Field(..., min_length=3, max_length=500)
 
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _real_text(cls, v: object) -> object:
+        # Spaces passed the length check; a NUL reached PostgreSQL (500); a lone
+        # surrogate broke the error page itself (500). A hold needs a real reason.
+        if isinstance(v, str):
+            v = v.strip()
+            if "\x00" in v:
+                raise ValueError("the reason contains a NUL character")
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError("the reason is not valid text") from exc
+        return v
+
+
+def content_security_policy(page: str) -> str:
+    """Nothing from elsewhere, no frames; the page's one inline script allowed by its hash."""
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts)
+    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id", "")
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v) for k, v in row.items()}
@@ -55,9 +87,10 @@ def create_app(
 ) -> FastAPI:
     """``map_data()`` returns sensors, cameras and camera status; ``clock()`` the time of actions."""
     app = FastAPI(title="Sonopolis safe console", docs_url=None, redoc_url=None, openapi_url=None)
+    csp = content_security_policy(PAGE.read_text(encoding="utf-8"))
 
-    async def operator(creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]) -> Operator:
-        return await auth.authenticate(creds)
+    async def operator(request: Request, creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]) -> Operator:
+        return await auth.authenticate(creds, request.client.host if request.client else "?")
 
     async def supervisor(op: Annotated[Operator, Depends(operator)]) -> Operator:
         if op.role != "supervisor":
@@ -69,6 +102,41 @@ def create_app(
     @app.exception_handler(store.NotFound)
     async def _not_found(request: Request, exc: store.NotFound) -> JSONResponse:
         return JSONResponse({"title": "not found", "detail": str(exc), "status": 404}, status_code=404, media_type="application/problem+json")
+
+    @app.exception_handler(store.Conflict)
+    async def _conflict(request: Request, exc: store.Conflict) -> JSONResponse:
+        return JSONResponse({"title": "conflict", "detail": str(exc), "status": 409}, status_code=409, media_type="application/problem+json")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and why only: FastAPI's own handler echoes the input, and could not
+        # encode a lone surrogate in it (a 500 instead of a 422).
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        return JSONResponse({"title": "invalid request", "status": 422, "errors": errors}, status_code=422, media_type="application/problem+json")
+
+    @app.middleware("http")
+    async def _hardened(request: Request, call_next: Any) -> Response:
+        """No change from another site's page; headers that keep the console out of frames and caches.
+
+        Browsers attach cached Basic credentials to a cross-site form post: the
+        acknowledge route, which needs no body, could be triggered from any page an
+        operator opened. Such a post carries the other site's ``Origin`` (and
+        ``Sec-Fetch-Site: cross-site``); scripts and tools that send neither are not
+        browsers replaying an operator's credentials, and are let through.
+        """
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            origin = request.headers.get("origin")
+            cross = request.headers.get("sec-fetch-site") in ("cross-site", "same-site")
+            if cross or (origin is not None and origin.split("://", 1)[-1] != request.headers.get("host", "")):
+                return JSONResponse({"title": "forbidden", "status": 403, "detail": "request from another site's page"}, status_code=403,
+                                    media_type="application/problem+json")
+        response: Response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = csp
+        return response
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -108,6 +176,7 @@ def create_app(
 
     @app.post("/api/incidents/{incident_id}/hold")
     async def hold(incident_id: uuid.UUID, body: HoldRequest, op: Annotated[Operator, Depends(supervisor)]) -> dict[str, str]:
+        """409 if a hold is already placed: its reason stays the one journaled when it was placed."""
         async with pool.connection() as conn:
             await store.place_hold(conn, schema, incident_id, body.reason, op.name, clock())
         return {"status": "held", "by": op.name}
@@ -137,7 +206,9 @@ def create_app(
 
     @app.get("/feed")
     async def feed(request: Request, op: Op, replay: bool = True) -> EventSourceResponse:
-        sub = hub.subscribe(replay=replay)
+        """Live messages. A browser that reconnects sends ``Last-Event-ID``: it gets what it missed,
+        or a ``resync`` message when that is older than the hub keeps (it then reloads the incidents)."""
+        sub = hub.subscribe(replay=replay, after=_last_event_id(request))
 
         async def events() -> AsyncIterator[dict[str, str]]:
             try:

@@ -2,8 +2,14 @@
 
 A :class:`FeedHub` fans messages out to subscriber queues without ever awaiting a
 subscriber: ``publish`` is synchronous and O(subscribers). A subscriber whose queue is
-full (a frozen browser tab) is disconnected and told why on reconnect, rather than
-slowing the alert for everyone else. Served as Server-Sent Events by the console app.
+full (a frozen browser tab) gets a last ``resync`` message and is disconnected, rather
+than slowing the alert for everyone else. Served as Server-Sent Events by the console app.
+
+Every message carries a sequence number (the SSE ``id``). A browser that reconnects
+sends the last one it saw (``Last-Event-ID``) and gets every later message the hub
+still holds; when the gap is older than that, or the client was dropped, it gets
+``resync`` and reloads the incidents. Without this, an alert published while a
+console was reconnecting never reached it until someone reloaded the page.
 """
 
 from __future__ import annotations
@@ -45,17 +51,32 @@ class FeedHub:
     _subs: dict[int, Subscription] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _recent: deque[dict[str, Any]] = field(default_factory=deque)
-    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _next_seq: int = 1
     published: int = 0
     dropped_subscribers: int = 0
 
-    def subscribe(self, *, replay: bool = False) -> Subscription:
+    def subscribe(self, *, replay: bool = False, after: int | None = None) -> Subscription:
+        """``after``: the last sequence number the client saw (a reconnect); it takes precedence over ``replay``."""
         sub = Subscription(next(self._ids), asyncio.Queue(maxsize=self.queue_size))
-        if replay:
-            for msg in list(self._recent)[-min(self.replay, self.queue_size - 1):]:
+        keep = min(self.replay, self.queue_size - 2)
+        if after is not None:
+            missed = [m for m in self._recent if m["seq"] > after]
+            oldest_kept = self._recent[0]["seq"] if self._recent else self._next_seq
+            # after >= next: the client saw numbers this hub never gave (the bridge restarted).
+            if oldest_kept > after + 1 or len(missed) > keep or after >= self._next_seq:
+                sub.queue.put_nowait(self._resync("missed", after))
+            else:
+                for msg in missed:
+                    sub.queue.put_nowait(msg)
+        elif replay:
+            for msg in list(self._recent)[-keep:]:
                 sub.queue.put_nowait(msg)
         self._subs[sub.id] = sub
         return sub
+
+    def _resync(self, reason: str, after: int | None = None) -> dict[str, Any]:
+        """Tells a client to reload the incidents: messages it should have had are gone."""
+        return {"seq": self._next_seq - 1, "type": "resync", "reason": reason, "after": after}
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.pop(sub.id, None)
@@ -66,7 +87,8 @@ class FeedHub:
 
     def publish(self, kind: str, data: dict[str, Any]) -> int:
         """Queue ``data`` for every subscriber now; return how many got it."""
-        msg = {"seq": next(self._seq), "type": kind, **data}
+        msg = {"seq": self._next_seq, "type": kind, **data}
+        self._next_seq += 1
         self._recent.append(msg)
         while len(self._recent) > self.replay:
             self._recent.popleft()
@@ -90,6 +112,7 @@ class FeedHub:
                 sub.queue.get_nowait()
         except asyncio.QueueEmpty:
             pass
+        sub.queue.put_nowait(self._resync("too slow"))  # it was never told before
         sub.queue.put_nowait(_CLOSED)
 
     def close(self) -> None:
