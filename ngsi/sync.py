@@ -41,6 +41,9 @@ from ngsi.settings import NgsiSettings
 
 log = logging.getLogger(__name__)
 
+DEVICE_LOOKBACK = timedelta(minutes=10)
+"""How far behind the devices cursor a registry change that committed late is still picked up."""
+
 BATCH_FACTOR = 5
 """Rows read per batch = chunk_size * BATCH_FACTOR (several upserts per cursor commit)."""
 
@@ -96,11 +99,15 @@ class Syncer:
         self._schema = sql.Identifier(schema)
         self._now = now
         self._context_url = settings.context_url
+        self._devices_sent: dict[str, datetime] = {}  # sensor -> updated_at of the version sent (look-back)
 
     async def run_once(self) -> SyncReport:
         """Push everything that is due; raise ``BrokerUnavailable`` if the broker is down."""
         report = SyncReport()
-        report.streams["devices"] = await self._sync_devices()
+        devices = await self._sync_devices()
+        if devices.caught_up:
+            await self._revisit_devices(devices)
+        report.streams["devices"] = devices
         for name in self._settings.periods:
             stream = await self._sync_period(PERIODS[name])
             if stream.caught_up and self._settings.revisit_hours > 0:
@@ -234,9 +241,39 @@ class Syncer:
             keyed: Keyed = [((r["updated_at"], r["sensor_id"]), device_from_row(r).normalized(self._context_url), None) for r in rows]
             if not await self._push("devices", keyed, "update", report):
                 return report
+            self._devices_sent.update((r["sensor_id"], r["updated_at"]) for r in rows)
             if len(rows) < batch:
                 report.caught_up = True
                 return report
+
+    async def _revisit_devices(self, report: StreamReport) -> None:
+        """Send the sensors changed within ``DEVICE_LOOKBACK`` behind the cursor that were never sent.
+
+        ``updated_at`` is when a registry transaction *started* (``now()``): one that
+        started first but committed after another one the cursor already passed became
+        visible behind the cursor, and its ``Device`` never reached the broker (the
+        sensor's observations then pointed at a device the broker did not have).
+        Those are the sensors of the window whose version this process has not sent
+        (after a restart, each of the window once more: ``update`` is idempotent).
+        """
+        at, _ = await self.cursor("devices")
+        async with self._conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                sql.SQL(
+                    "SELECT sensor_id, name, latitude, longitude, street, place, sonometer_class, installed_on,"
+                    " timezone, active, updated_at FROM {}.sensors WHERE updated_at > %s ORDER BY updated_at, sensor_id"
+                ).format(self._schema),
+                (at - DEVICE_LOOKBACK,),
+            )
+            rows = [r for r in await cur.fetchall() if self._devices_sent.get(r["sensor_id"]) != r["updated_at"]]
+        await self._conn.commit()
+        if rows:
+            before = report.pushed
+            keyed: Keyed = [((r["updated_at"], r["sensor_id"]), device_from_row(r).normalized(self._context_url), None) for r in rows]
+            if await self._push("devices", keyed, "update", report, move_cursor=False):
+                self._devices_sent.update((r["sensor_id"], r["updated_at"]) for r in rows)
+            report.revisited += report.pushed - before
+            log.info("NGSI-LD devices look-back: %d sensor(s) whose registry change committed behind the cursor re-sent", len(rows))
 
     def _select(self, period: PeriodSpec) -> tuple[sql.Composable, sql.Composable]:
         """(SELECT ... FROM aggregate a JOIN sensors s [LEFT JOIN lden_daily l], end-of-bucket expression)."""

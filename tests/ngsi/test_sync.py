@@ -202,3 +202,29 @@ async def test_client_chunks_and_replace_semantics() -> None:
         out = await client.upsert([recomputed])
     assert out.ok == [recomputed["id"]] and broker.count() == 5
     assert "sirenCount" not in broker.store()[recomputed["id"]].body
+
+
+async def test_a_registry_change_that_commits_behind_the_cursor_still_reaches_the_broker(db: RoleDsns) -> None:
+    """``updated_at`` is when a transaction started: one that started first and committed after the
+    sync passed a later one was skipped for good (its observations then named a Device the broker lacked)."""
+    from ingestion import registry
+
+    seed.migrate(db.smart)
+    slow = psycopg.connect(db.smart)
+    slow.execute("INSERT INTO smart.sensors (sensor_id, name, latitude, longitude) VALUES ('aaa', 'Slow', 45.4, 4.38)")  # not committed yet
+    with psycopg.connect(db.smart) as fast:
+        registry.upsert(fast, [registry.Sensor(sensor_id="bbb", name="Fast", latitude=45.5, longitude=4.39)])
+    broker = NgsiBrokerDouble()
+    async with await psycopg.AsyncConnection.connect(db.smart) as conn:
+        syncer, http = make(broker, conn, settings(periods=["1h"]))
+        async with http:
+            await syncer.run_once()
+            assert sorted(e for e in broker.store() if ":Device:" in e) == ["urn:ngsi-ld:Device:bbb"]
+            slow.commit()
+            slow.close()
+            report = await syncer.run_once()
+            assert sorted(e for e in broker.store() if ":Device:" in e) == ["urn:ngsi-ld:Device:aaa", "urn:ngsi-ld:Device:bbb"]
+            assert report.streams["devices"].revisited == 1
+            upserts = len(broker.requests)
+            await syncer.run_once()  # nothing new: nothing re-sent
+            assert [r for r in broker.requests[upserts:] if r[1].endswith("/upsert")] == []
