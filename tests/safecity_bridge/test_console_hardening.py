@@ -158,3 +158,49 @@ def test_a_reconnecting_console_gets_what_it_missed_or_a_resync():
         assert got == ["resync"] and hub.dropped_subscribers >= 1
 
     asyncio.run(scenario())
+
+
+def test_the_console_page_runs_under_its_own_policy_in_chromium(bridge, tmp_path):
+    """The CSP allows the page's inline script by hash and nothing else: a real browser must still run it.
+
+    Chromium cannot answer a Basic challenge headless, so a small local proxy adds the
+    operator's credentials (and answers the endless /feed with 204).
+    """
+    import shutil
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed: run scripts/ensure_test_packages.sh", pytrace=False)
+    upstream = f"http://127.0.0.1:{bridge.settings.http_port}"
+
+    class WithCredentials(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.startswith("/feed"):
+                self.send_response(204)
+                self.end_headers()
+                return
+            r = httpx.get(upstream + self.path, auth=OPERATOR, timeout=10)
+            self.send_response(r.status_code)
+            for k, v in r.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(r.content)))
+            self.end_headers()
+            self.wfile.write(r.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), WithCredentials)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+        dom = subprocess.run([exe, *flags, "--dump-dom", f"http://127.0.0.1:{proxy.server_address[1]}/"],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        proxy.shutdown()
+    assert re.findall(r'id="me"[^>]*>([^<]*)<', dom.stdout) == [f"{OPERATOR[0]} (operator)"], dom.stderr[-2000:]
