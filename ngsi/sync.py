@@ -219,6 +219,13 @@ class Syncer:
             log.warning("NGSI-LD %s: %d entities refused by the broker and parked (e.g. %s)", stream, len(outcome.rejected), next(iter(outcome.rejected)))
         return not blocked
 
+    def _devices(self) -> sql.Composed:
+        """The registry columns a ``Device`` entity is built from."""
+        return sql.SQL(
+            "SELECT sensor_id, name, latitude, longitude, street, place, sonometer_class, installed_on,"
+            " timezone, active, updated_at FROM {}.sensors"
+        ).format(self._schema)
+
     async def _sync_devices(self) -> StreamReport:
         report = StreamReport()
         batch = self._settings.chunk_size * BATCH_FACTOR
@@ -226,11 +233,7 @@ class Syncer:
             at, key = await self.cursor("devices")
             async with self._conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(
-                    sql.SQL(
-                        "SELECT sensor_id, name, latitude, longitude, street, place, sonometer_class, installed_on,"
-                        " timezone, active, updated_at FROM {}.sensors WHERE (updated_at, sensor_id) > (%s, %s)"
-                        " ORDER BY updated_at, sensor_id LIMIT %s"
-                    ).format(self._schema),
+                    sql.SQL("{} WHERE (updated_at, sensor_id) > (%s, %s) ORDER BY updated_at, sensor_id LIMIT %s").format(self._devices()),
                     (at, key, batch),
                 )
                 rows = await cur.fetchall()
@@ -259,11 +262,7 @@ class Syncer:
         at, _ = await self.cursor("devices")
         async with self._conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                sql.SQL(
-                    "SELECT sensor_id, name, latitude, longitude, street, place, sonometer_class, installed_on,"
-                    " timezone, active, updated_at FROM {}.sensors WHERE updated_at > %s ORDER BY updated_at, sensor_id"
-                ).format(self._schema),
-                (at - DEVICE_LOOKBACK,),
+                sql.SQL("{} WHERE updated_at > %s ORDER BY updated_at, sensor_id").format(self._devices()), (at - DEVICE_LOOKBACK,),
             )
             rows = [r for r in await cur.fetchall() if self._devices_sent.get(r["sensor_id"]) != r["updated_at"]]
         await self._conn.commit()

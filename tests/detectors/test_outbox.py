@@ -6,6 +6,8 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +27,20 @@ def _frame_json(sensor: str = "sensor-01") -> tuple[str, str]:
     (period,) = meter.feed(0.05 * np.random.default_rng(0).standard_normal(16000))
     frame = period.to_frame(sensor)
     return frame.topic(), frame.model_dump_json(by_alias=True)
+
+
+@contextmanager
+def _linked(outbox: Outbox, port: int) -> Iterator[tuple[BrokerLink, Collector]]:
+    """A connected smart link on ``outbox`` and a subscriber on the same broker."""
+    rx = Collector(port)
+    link = BrokerLink("smart", MqttSettings(port=port, client_id=f"edge-{uuid.uuid4().hex[:6]}"), outbox)
+    link.start()
+    try:
+        wait_until(lambda: link.connected, timeout=10, what="link connected")
+        yield link, rx
+    finally:
+        link.stop()
+        rx.close()
 
 
 def test_a_full_smart_backlog_never_pushes_out_a_security_event(tmp_path: Path) -> None:
@@ -77,11 +93,7 @@ def test_a_backlog_drains_a_bounded_number_of_rows_per_pump(tmp_path: Path, mqtt
     outbox = Outbox(tmp_path / "queue", max_messages=100_000)
     for _ in range(3 * MAX_ROWS_PER_PUMP + 7):
         outbox.put("smart", "frame", topic, payload)
-    rx = Collector(mqtt_broker.port)
-    link = BrokerLink("smart", MqttSettings(port=mqtt_broker.port, client_id=f"edge-{uuid.uuid4().hex[:6]}"), outbox)
-    link.start()
-    try:
-        wait_until(lambda: link.connected, timeout=10, what="link connected")
+    with _linked(outbox, mqtt_broker.port) as (link, rx):
         sent = []
         while outbox.count("smart"):
             sent.append(link.pump())
@@ -90,9 +102,6 @@ def test_a_backlog_drains_a_bounded_number_of_rows_per_pump(tmp_path: Path, mqtt
         assert sum(sent) >= 3 * MAX_ROWS_PER_PUMP + 7  # re-sends after a reconnect may add to it
         wait_until(lambda: len(rx.frames()) >= 3 * MAX_ROWS_PER_PUMP + 7, timeout=15, what="all frames received")
         assert len(rx.frames()) == 3 * MAX_ROWS_PER_PUMP + 7
-    finally:
-        link.stop()
-        rx.close()
 
 
 def test_a_queued_frame_this_version_cannot_read_leaves_alone(tmp_path: Path, mqtt_broker: LocalMosquitto) -> None:
@@ -104,16 +113,9 @@ def test_a_queued_frame_this_version_cannot_read_leaves_alone(tmp_path: Path, mq
     outbox.put("smart", "frame", topic, '{"schema": "sonopolis.level-frame/0", "laeq": "loud"}')
     for _ in range(3):
         outbox.put("smart", "frame", topic, payload)
-    rx = Collector(mqtt_broker.port)
-    link = BrokerLink("smart", MqttSettings(port=mqtt_broker.port, client_id=f"edge-{uuid.uuid4().hex[:6]}"), outbox)
-    link.start()
-    try:
-        wait_until(lambda: link.connected, timeout=10, what="link connected")
+    with _linked(outbox, mqtt_broker.port) as (link, rx):
         assert link.drain(10.0)
         wait_until(lambda: len(rx.messages) >= 7, timeout=10, what="seven messages")
         bodies = [json.loads(body) for _, body in rx.messages]
         assert [b.get("laeq") for b in bodies].count("loud") == 1
         assert sum(b.get("schema") == "sonopolis.level-frame/1" for b in bodies) == 6
-    finally:
-        link.stop()
-        rx.close()

@@ -14,34 +14,13 @@ import threading
 import time
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from safecity_bridge.runner import BridgeThread, NoCameras
 from tests import services
 from tests.polling import wait_until
-from tests.safecity_bridge.bridge_harness import FeedReader, Publisher, event, make_settings, past
+from tests.safecity_bridge.bridge_harness import FeedReader, event, make_settings, past
 from tests.safecity_bridge.conftest import OPERATOR
-
-
-@pytest.fixture
-def bridge(db, mqtt_broker, operators):
-    with BridgeThread(make_settings(db.safe, mqtt_broker.port, operators=operators), NoCameras) as bt:
-        yield bt
-
-
-@pytest.fixture
-def feed(bridge):
-    reader = FeedReader(f"http://127.0.0.1:{bridge.settings.http_port}/feed", OPERATOR).start()
-    yield reader
-    reader.stop()
-
-
-@pytest.fixture
-def pub(mqtt_broker):
-    p = Publisher(mqtt_broker.port)
-    yield p
-    p.close()
 
 
 def _count(dsn: str, table: str) -> int:

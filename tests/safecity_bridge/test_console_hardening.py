@@ -26,15 +26,8 @@ from safecity_bridge.console import auth as console_auth
 from safecity_bridge.console.app import PAGE
 from safecity_bridge.console.auth import Authenticator
 from safecity_bridge.delivery.feed import FeedHub
-from safecity_bridge.runner import BridgeThread, NoCameras
-from tests.safecity_bridge.bridge_harness import FeedReader, Publisher, event, make_settings
+from tests.safecity_bridge.bridge_harness import FeedReader, Publisher, event
 from tests.safecity_bridge.conftest import OPERATOR, SUPERVISOR
-
-
-@pytest.fixture
-def bridge(db, mqtt_broker, operators):
-    with BridgeThread(make_settings(db.safe, mqtt_broker.port, operators=operators), NoCameras) as bt:
-        yield bt
 
 
 def _one_incident(base: str, broker_port: int, sensor: str) -> str:

@@ -10,34 +10,10 @@ import uuid
 
 import httpx
 import psycopg
-import pytest
 
-from safecity_bridge.runner import BridgeThread, NoCameras
-from tests.safecity_bridge.bridge_harness import FeedReader, Publisher, event, make_settings, past
+from tests.safecity_bridge.bridge_harness import event, past
 from tests.polling import wait_until
 from tests.safecity_bridge.conftest import OPERATOR
-
-
-@pytest.fixture
-def bridge(db, mqtt_broker, operators):
-    settings = make_settings(db.safe, mqtt_broker.port, operators=operators)
-    with BridgeThread(settings, NoCameras) as bt:
-        yield bt
-
-
-@pytest.fixture
-def feed(bridge):
-    s = bridge.settings
-    reader = FeedReader(f"http://127.0.0.1:{s.http_port}/feed", OPERATOR).start()
-    yield reader
-    reader.stop()
-
-
-@pytest.fixture
-def pub(mqtt_broker):
-    p = Publisher(mqtt_broker.port)
-    yield p
-    p.close()
 
 
 def rows(dsn, query, *params):
