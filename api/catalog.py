@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from api.render import spreadsheet_safe
 from api.settings import LICENCES, SDM_ATTRIBUTION, ExportSettings
 
 _LEVEL_FIELDS = [
@@ -90,13 +91,17 @@ def table_schema(dataset: str) -> dict[str, Any]:
 
 def to_csv(dataset: str, frame: pd.DataFrame) -> str:
     out = frame.loc[:, list(columns(dataset))].copy()
-    for name, typ, _, _ in FIELDS[dataset]:
+    for name, typ, _, unit in FIELDS[dataset]:
         if typ == "datetime":
             out[name] = pd.to_datetime(out[name], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         elif typ == "date":
             out[name] = out[name].map(lambda d: d.isoformat() if isinstance(d, dt.date) else ("" if pd.isna(d) else str(d)))
         elif typ == "number":
-            out[name] = pd.to_numeric(out[name], errors="coerce").round(2)
+            # Levels to 0.01 dB; positions to 1e-6 degree (~0.1 m): rounded to 2 decimals
+            # like the levels, every sensor of a city was published at one point.
+            out[name] = pd.to_numeric(out[name], errors="coerce").round(6 if unit == "deg" else 2)
+        elif typ == "string":
+            out[name] = out[name].map(lambda v: v if not isinstance(v, str) else spreadsheet_safe(v))
         elif typ == "integer":
             out[name] = pd.to_numeric(out[name], errors="coerce").astype("Int64")
         elif typ == "boolean":

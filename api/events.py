@@ -9,7 +9,8 @@ the smart database holds no security class to begin with):
 
 Detection is idempotent: each event is keyed by (type, sensor, window start / last
 frame time), so re-evaluating the same data, or two API replicas evaluating at once,
-never duplicates an event. New events are queued for every matching webhook in the
+never duplicates an event; evaluations take turns (an advisory lock), so events become
+visible in id order and a client resuming "after id N" never skips one. New events are queued for every matching webhook in the
 same transaction, so none is lost between detection and delivery.
 """
 
@@ -29,6 +30,7 @@ from api.settings import OpenEventSettings
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("noise_threshold_exceeded", "sensor_silent")
+_EVALUATION_LOCK = 0x50A7_E7E7  # pg_advisory_xact_lock key of the evaluator (one at a time per database)
 
 _THRESHOLD = """
 WITH w AS (
@@ -91,6 +93,11 @@ class EventStore:
         now = now or dt.datetime.now(dt.UTC)
         since = _floor_5min(now - dt.timedelta(minutes=settings.lookback_min))  # whole windows only
         async with conn.transaction():
+            # Readers resume with "id > last seen", so ids must become visible in id order.
+            # A bigserial id is taken at INSERT but seen at COMMIT: two replicas evaluating
+            # at once once let a reader pass id 2 while id 1 was still uncommitted, and id 1
+            # was never served. One evaluation at a time makes commit order the id order.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVALUATION_LOCK,))
             cur = await conn.execute(self.q(_THRESHOLD), {"since": since, "now": now, "threshold": settings.laeq_5min_threshold_db})
             ids = [r[0] for r in await cur.fetchall()]
             cur = await conn.execute(self.q(_SILENT), {"now": now, "silent_min": settings.silent_after_min})

@@ -156,7 +156,8 @@ class OpenEvent(BaseModel):
 class WebhookCreate(BaseModel):
     url: AnyHttpUrl = Field(..., examples=["https://hooks.example.org/sonopolis"])
     event_types: list[OpenEventType] = Field(default_factory=lambda: ["noise_threshold_exceeded", "sensor_silent"], min_length=1)
-    description: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$",
+                                    description="Free text, no control characters (a NUL reached PostgreSQL: a 500)")
 
 
 class Webhook(BaseModel):

@@ -26,6 +26,9 @@ from messages.topics import SENSOR_ID_PATTERN
 LEVEL_COLUMNS = ("laeq", "lamax", "lamin", "la10", "la50", "la90", "coverage", "n_seconds", "car_horn", "siren")
 
 
+MAX_CURSOR_CHARS = 512
+
+
 @dataclass(frozen=True)
 class Cursor:
     at: str
@@ -37,6 +40,8 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> "Cursor":
+        if len(text) > MAX_CURSOR_CHARS:  # ours are ~80; a deeply nested forged one overflowed json's recursion (500)
+            raise BadRequest("cursor is not valid: pass back the `next` link of the previous page unchanged")
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             data = json.loads(raw)
@@ -47,7 +52,7 @@ class Cursor:
             if not re.fullmatch(SENSOR_ID_PATTERN, cursor.sensor_id):
                 raise ValueError("not a sensor id")
             return cursor
-        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise BadRequest("cursor is not valid: pass back the `next` link of the previous page unchanged") from exc
 
 

@@ -36,6 +36,19 @@ def choose_format(request: Request, explicit: str | None, default: str = "json")
     raise NotAcceptable(f"cannot produce {accept!r}: use application/json or text/csv (or format=json|csv)")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading ``= + - @`` would make it a formula.
+
+    Sensor names and streets come from the registry; ``=HYPERLINK(...)`` there was written
+    as is into both CSV outputs (OWASP "CSV injection"). Numbers are not text cells and
+    keep their sign.
+    """
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
@@ -43,6 +56,12 @@ def _cell(value: Any) -> Any:
         return value.value
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as in the published CSV files, not Python's True
+    if isinstance(value, list | tuple):
+        return ";".join(str(_cell(v)) for v in value)
+    if isinstance(value, str):
+        return spreadsheet_safe(value)
     return value
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path as FsPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -40,7 +40,7 @@ def build_router(rate_limit, require_admin) -> APIRouter:  # type: ignore[no-unt
             raise BadRequest(str(exc)) from exc
         except ExportError as exc:
             raise BadRequest(str(exc)) from exc
-        return [ExportRun.model_validate(r) for r in rows if r]
+        return [_public(request, r) for r in rows if r]
 
     @router.get("/opendata/runs", tags=["opendata"], response_model=list[ExportRun], dependencies=[Depends(rate_limit)],
                 summary="Export runs and their quality reports (published and rejected)")
@@ -48,7 +48,7 @@ def build_router(rate_limit, require_admin) -> APIRouter:  # type: ignore[no-unt
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[ExportRun]:
         async with request.app.state.pool.connection() as conn:
             rows = await list_runs(conn, request.app.state.schema, limit, status)
-        return [ExportRun.model_validate(r) for r in rows]
+        return [_public(request, r) for r in rows]
 
     @router.get("/opendata/quality-reports/{run_id}", tags=["opendata"], dependencies=[Depends(rate_limit)],
                 summary="Quality-gate report of one export run")
@@ -61,6 +61,16 @@ def build_router(rate_limit, require_admin) -> APIRouter:  # type: ignore[no-unt
 
     def _root(request: Request) -> FsPath:
         return FsPath(request.app.state.settings.exports.directory).resolve()
+
+    def _public(request: Request, row: dict[str, Any]) -> ExportRun:
+        """The run as the public sees it: its file relative to the published tree, not the server's absolute path."""
+        path = row.get("file_path")
+        if path:
+            try:
+                path = FsPath(path).resolve().relative_to(_root(request)).as_posix()
+            except ValueError:
+                path = FsPath(path).name
+        return ExportRun.model_validate({**row, "file_path": path})
 
     @router.get("/opendata/datapackage.json", tags=["opendata"], dependencies=[Depends(rate_limit)],
                 summary="Frictionless Data Package descriptor of the published files")
@@ -82,11 +92,15 @@ def build_router(rate_limit, require_admin) -> APIRouter:  # type: ignore[no-unt
                 summary="A published CSV file")
     async def files(request: Request, file_path: str) -> FileResponse:
         root = _root(request)
-        target = (root / file_path).resolve()
-        if root not in target.parents or target.suffix != ".csv" or "reports" in target.relative_to(root).parts:
-            raise BadRequest("only published CSV files can be downloaded")
-        if not target.is_file():
-            raise NotFound(f"{file_path} is not published")
+        try:
+            target = (root / file_path).resolve()
+            if root not in target.parents or target.suffix != ".csv" or "reports" in target.relative_to(root).parts:
+                raise BadRequest("only published CSV files can be downloaded")
+            published = target.is_file()
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL: was a 500
+            raise NotFound(f"{file_path[:200]} is not published") from exc
+        if not published:
+            raise NotFound(f"{file_path[:200]} is not published")
         return FileResponse(target, media_type="text/csv; charset=utf-8")
 
     return router

@@ -68,10 +68,16 @@ class TokenBuckets:
 
 
 def client_ip(request: Request, trust_forwarded_for: bool) -> str:
+    """The address the rate limit counts. Behind a trusted proxy: the entry *that proxy* appended.
+
+    The right-most ``X-Forwarded-For`` entry is the one the proxy wrote; everything left
+    of it came from the client. Taking the left-most let any client pick a new address
+    per request and never be limited.
+    """
     if trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for")
         if forwarded:
-            return forwarded.split(",")[0].strip()
+            return forwarded.split(",")[-1].strip()
     return request.client.host if request.client else "unknown"
 
 

@@ -107,6 +107,9 @@ def _problem_response(exc: NgsiProblem) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, media_type="application/json")
 
 
+MAX_OFFSET = 1_000_000_000
+
+
 def _page(request: Request, settings: NgsiSettings) -> tuple[int, int]:
     p = request.query_params
     try:
@@ -120,6 +123,8 @@ def _page(request: Request, settings: NgsiSettings) -> tuple[int, int]:
         raise NgsiProblem(403, "TooManyResults", "limit too large", f"limit must be at most {settings.max_page}")
     if offset < 0:
         raise bad("offset must be >= 0")
+    if offset > MAX_OFFSET:  # 2**63 overflowed PostgreSQL's bigint: a 500
+        raise bad(f"offset must be at most {MAX_OFFSET}")
     return limit, offset
 
 

@@ -185,8 +185,25 @@ class _QParser:
         return sql.SQL("({} {} %s)").format(column.expr, sql.SQL(sql_op))
 
 
+MAX_Q_CHARS = 2000
+MAX_Q_DEPTH = 16
+MAX_COORDINATES_CHARS = 20_000
+
+
 def compile_q(q: str, columns: Mapping[str, Column]) -> tuple[sql.Composable, list[Any]]:
-    """``q`` -> (SQL boolean expression, parameters) over ``columns``."""
+    """``q`` -> (SQL boolean expression, parameters) over ``columns``.
+
+    Bounded before parsing: the parser recurses per parenthesis, and 2 000 of them
+    overflowed Python's stack (a 500 instead of a 400).
+    """
+    if len(q) > MAX_Q_CHARS:
+        raise bad("Invalid q expression", f"longer than {MAX_Q_CHARS} characters")
+    depth = deepest = 0
+    for ch in q:
+        depth += (ch == "(") - (ch == ")")
+        deepest = max(deepest, depth)
+    if deepest > MAX_Q_DEPTH:
+        raise bad("Invalid q expression", f"nested deeper than {MAX_Q_DEPTH} parentheses")
     parser = _QParser(q, columns)
     expr = parser.parse()
     return expr, parser.params
@@ -291,9 +308,11 @@ def parse_geo(georel: str | None, geometry: str | None, coordinates: str | None,
         raise bad("Unsupported geoproperty", "only location is served")
     if geometry is None or coordinates is None:
         raise bad("georel needs geometry and coordinates")
+    if len(coordinates) > MAX_COORDINATES_CHARS:
+        raise bad("Invalid coordinates", f"longer than {MAX_COORDINATES_CHARS} characters")
     try:
         coords = json.loads(coordinates)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise bad("Invalid coordinates", "coordinates must be a JSON array") from exc
     rel, *mods = georel.split(";")
     if rel == "near":
@@ -325,7 +344,9 @@ def parse_geo(georel: str | None, geometry: str | None, coordinates: str | None,
 
 
 def _is_point(c: Any) -> bool:
-    return isinstance(c, list) and len(c) == 2 and all(isinstance(x, (int, float)) for x in c)
+    """[longitude, latitude], finite and on the globe (1e400 parses as inf and broke the distance maths: 500)."""
+    return (isinstance(c, list) and len(c) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in c)
+            and -180 <= c[0] <= 180 and -90 <= c[1] <= 90)
 
 
 def _is_polygon(c: Any) -> bool:

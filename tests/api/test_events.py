@@ -175,3 +175,22 @@ async def test_sse_stream_delivers_events_and_resumes(event_dsn: str, settings: 
         kinds = [e["event"] for e in resumed]
         assert kinds.count("noise_threshold_exceeded") == len(expected_loud_windows(60.0)) and "sensor_silent" in kinds
         assert [int(e["id"]) for e in resumed] == sorted(int(e["id"]) for e in resumed)
+
+
+async def test_evaluations_take_turns_so_ids_become_visible_in_order(event_dsn: str, settings: ApiSettings) -> None:
+    """A reader resumes with "id > last seen": an evaluation must not commit its ids while another one,
+    holding lower ids, is still open (two replicas once let a reader skip an event for good)."""
+    from api.events import _EVALUATION_LOCK
+
+    holder = await psycopg.AsyncConnection.connect(event_dsn)
+    await holder.execute("SELECT pg_advisory_xact_lock(%s)", (_EVALUATION_LOCK,))  # another replica mid-evaluation
+    second = asyncio.create_task(_evaluate(event_dsn, settings))
+    await asyncio.sleep(0.5)
+    assert not second.done(), "an evaluation ran while another one held the turn"
+    await holder.commit()
+    await holder.close()
+    ids = await asyncio.wait_for(second, 10)
+    assert ids
+    async with await psycopg.AsyncConnection.connect(event_dsn, autocommit=True) as conn:
+        served = [e["id"] for e in await EventStore().after(conn, 0)]
+    assert served == sorted(served) and set(ids) <= set(served)

@@ -138,3 +138,24 @@ async def test_days_at_the_edge_of_the_calendar_are_refused_not_a_server_error(c
         r = await client.post("/v1/admin/exports", params={"day": day}, headers=admin)
         assert r.status_code == 400, r.text
         assert "outside the representable dates" in r.json()["detail"]
+
+
+async def test_published_sensors_keep_their_positions_and_text_cells_stay_text(client: httpx.AsyncClient, day_dsn: str, settings: ApiSettings,
+                                                                             admin: dict) -> None:
+    """Positions were rounded like levels (every sensor at one point, ~1 km off); a name starting with '='
+    was written as a formula in both CSV outputs; the public run list showed the server's paths."""
+    with psycopg.connect(day_dsn) as conn:
+        conn.execute("UPDATE smart.sensors SET name = '=HYPERLINK(\"http://evil.example\",\"x\")', street = '@SUM(1+1)' "
+                     "WHERE sensor_id = (SELECT min(sensor_id) FROM smart.sensors)")
+        positions = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT sensor_id, latitude, longitude FROM smart.sensors")}
+    r = await client.post("/v1/admin/exports", params={"day": DAY.isoformat()}, headers=admin)
+    assert r.status_code == 200, r.text
+    published = list(csv.DictReader(io.StringIO((Path(settings.exports.directory) / "sensors.csv").read_text())))
+    assert {row["sensor_id"]: (float(row["latitude"]), float(row["longitude"])) for row in published} == positions
+    injected = [row for row in published if row["name"].startswith("'=")]
+    assert len(injected) == 1 and injected[0]["street"] == "'@SUM(1+1)"
+    api_csv = list(csv.DictReader(io.StringIO((await client.get("/v1/sensors", params={"format": "csv"})).text)))
+    assert [row["name"] for row in api_csv if "HYPERLINK" in row["name"]] == [injected[0]["name"]]
+    assert {row["active"] for row in api_csv} <= {"true", "false"}
+    runs = (await client.get("/v1/opendata/runs")).json()
+    assert runs and all(not x["file_path"].startswith("/") and str(settings.exports.directory) not in x["file_path"] for x in runs if x["file_path"])

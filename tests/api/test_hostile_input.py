@@ -127,3 +127,27 @@ def test_forged_cursors_are_refused_not_a_server_error(base_url: str) -> None:
                 r = http.get(route, params={"cursor": cursor})
                 assert r.status_code == 400, (route, cursor, r.status_code, r.text[:200])
                 assert "cursor is not valid" in r.json()["detail"]
+
+
+def test_edge_inputs_found_by_review_are_client_errors(base_url: str) -> None:
+    """Each answered 500 before: a deeply nested cursor, a file name too long for the file system, a NUL in a
+    webhook description, and NGSI-LD q/coordinates/offset values that overflowed the parser, the maths or bigint."""
+    import base64
+
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode()
+    entities = "/ngsi-ld/v1/entities"
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        cases = [
+            (http.get("/v1/levels", params={"cursor": nested}), 400),
+            (http.get("/v1/opendata/files/" + "A" * 300 + ".csv"), 404),
+            (http.post("/v1/admin/webhooks", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                       json={"url": "https://hooks.example.org/x", "description": "a\u0000b"}), 422),
+            (http.get(entities, params={"type": "NoiseLevelObserved", "q": "(" * 2000}), 400),
+            (http.get(entities, params={"type": "NoiseLevelObserved", "georel": "near;maxDistance==100", "geometry": "Point",
+                                        "coordinates": "[1e400,45.43]"}), 400),
+            (http.get(entities, params={"type": "NoiseLevelObserved", "georel": "near;maxDistance==100", "geometry": "Point",
+                                        "coordinates": "[" * 5000}), 400),
+            (http.get(entities, params={"type": "NoiseLevelObserved", "offset": str(2**63)}), 400),
+        ]
+        for response, expected in cases:
+            assert response.status_code == expected, (response.request.url, response.status_code, response.text[:200])

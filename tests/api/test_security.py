@@ -57,6 +57,9 @@ async def test_rate_limit_429_with_retry_after_per_client(tmp_path, smart_dsn: s
             codes = [(await c.get("/v1/sensors", headers=a)).status_code for _ in range(5)]
             limited = await c.get("/v1/sensors", headers=a)
             other = await c.get("/v1/sensors", headers={"X-Forwarded-For": "198.51.100.9"})
+            # What a client writes left of the proxy's entry is not an address: forging it changes nothing.
+            forged = [(await c.get("/v1/sensors", headers={"X-Forwarded-For": f"10.9.9.{i}, 203.0.113.7"})).status_code for i in range(3)]
+    assert forged == [429] * 3
     assert codes == [200] * 5
     assert limited.status_code == 429
     assert limited.headers["content-type"] == "application/problem+json"
