@@ -19,7 +19,12 @@ def db_init(
 
     read = lambda p: p.read_text().strip() if p else None  # noqa: E731
     dsns = bootstrap(admin_dsn, dbname, smart_password=read(smart_password_file), safe_password=read(safe_password_file))
-    typer.echo(f"database {dbname!r} ready; smart role DSN host/db: {dsns.smart.split('@')[-1]}")
+    from psycopg.conninfo import conninfo_to_dict
+
+    # Where, never the DSN itself: it holds the smart role's password (it once went to `docker logs db-init`).
+    where = conninfo_to_dict(dsns.smart)
+    typer.echo(f"database {dbname!r} ready on {where.get('host', 'local socket')}:{where.get('port', 5432)} "
+               f"(roles {where.get('user', '?')} and the safe role)")
 
 
 def schemas(out_dir: Path = typer.Option(Path("docs/schemas"), help="Where to write the JSON Schemas")) -> None:

@@ -40,12 +40,48 @@ class DemoReport:
     separation: dict[str, int | str] = field(default_factory=dict)
 
 
+DEMO_MARKER = ".sonopolis-demo"
+
+
+class WorkdirRefused(RuntimeError):
+    """The demo will not empty this directory (not its own, or another demo is running in it)."""
+
+
+def claim_workdir(workdir: Path) -> object:
+    """Empty ``workdir`` for this run and hold it; the returned lock lives as long as the run.
+
+    It is emptied only if it is new, empty or a previous demo's (it holds ``DEMO_MARKER``):
+    ``--workdir .`` once deleted the current directory. It is held with an exclusive
+    lock: two demos in one directory deleted each other's database files, and one left
+    its PostgreSQL running with no parent.
+    """
+    import fcntl
+
+    earlier_demo = (workdir / DEMO_MARKER).is_file() or ((workdir / "pg").is_dir() and (workdir / "logs").is_dir())  # or a pre-marker one
+    if workdir.exists() and any(workdir.iterdir()) and not earlier_demo:
+        raise WorkdirRefused(f"{workdir} is not empty and not a previous demo's: choose another --workdir (it is emptied at start)")
+    lock_path = workdir.with_name(workdir.name + ".lock")
+    lock = open(lock_path, "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        lock.close()
+        raise WorkdirRefused(f"another demo is running in {workdir} (lock {lock_path})") from exc
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / DEMO_MARKER).write_text("emptied and reused by each `sonopolis demo`\n")
+    return lock
+
+
 def demo(
     sensors: int = typer.Option(40, "--sensors", min=3, max=40, help="Simulated sensors in the neighbourhood"),
     edge_agents: int = typer.Option(4, "--edge-agents", min=0, max=12, help="Sensors running the real edge agent on synthesised audio"),
     history_minutes: int = typer.Option(60, "--history-minutes", min=1, max=24 * 60, help="Minutes of past level frames published by the other sensors"),
     scene_seconds: int = typer.Option(40, "--scene-seconds", min=30, max=600, help="Length of the live street scene heard by the edge agents"),
-    workdir: Path = typer.Option(Path("demo-run"), "--workdir", help="Where the embedded services keep their data and logs"),
+    workdir: Path = typer.Option(Path("demo-run"), "--workdir",
+                                 help="Where the embedded services keep their data and logs; emptied at start, so it must be "
+                                      "empty, new, or a previous demo's"),
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave everything running to browse the API, dashboard and console"),
     report_json: Path | None = typer.Option(None, "--report-json", help="Also write the observations as JSON"),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulated world"),
@@ -60,9 +96,11 @@ def demo(
     console = Console()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = workdir.resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    try:
+        _workdir_lock = claim_workdir(workdir)  # held until the demo ends
+    except WorkdirRefused as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     # SIGTERM/SIGHUP (a closed terminal, `kill`) must stop the services too: they run in
     # their own sessions, so without this they would outlive the demo.
     def _stop(signum: int, _frame: object) -> None:

@@ -127,9 +127,9 @@ class DemoRun:
         return {"HOME": str(self.home), "TMPDIR": str(self.tmp)}
 
     def _helper(self, name: str, argv: list[str], port: int | None = None) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, side_env(None, self._contained()), self.logs, ready_port=port).start(60)
-        self.helpers.append(proc)
-        return proc
+        proc = ManagedProcess(name, argv, side_env(None, self._contained()), self.logs, ready_port=port)
+        self.helpers.append(proc)  # before it starts, so an interrupt while it comes up still stops it
+        return proc.start(60)
 
     def _simulators(self) -> None:
         for cam_id, _name, lat, lon in demo_world.CAMERAS:

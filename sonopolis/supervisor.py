@@ -120,7 +120,10 @@ class Supervisor:
         self.processes: list[ManagedProcess] = []
 
     def start(self, process: ManagedProcess, timeout: float = 60) -> ManagedProcess:
-        self.processes.append(process.start(timeout))
+        # Listed before it starts: an interrupt (Ctrl-C) or a "did not listen" timeout while
+        # it comes up must still stop it (it was listed only once ready, and outlived the demo).
+        self.processes.append(process)
+        process.start(timeout)
         return process
 
     def check(self) -> None:

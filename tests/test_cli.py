@@ -33,3 +33,67 @@ def test_bridge_process_does_not_load_smart_code_and_reverse() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"CLI import pulled in service modules: {out}"
+
+
+def test_the_demo_empties_only_its_own_workdir_and_one_demo_at_a_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--workdir .`` once deleted the current directory; two demos in one directory deleted each other's database."""
+    import pytest
+
+    from sonopolis.demo import DEMO_MARKER, WorkdirRefused, claim_workdir
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    with pytest.raises(WorkdirRefused, match="not empty and not a previous demo's"):
+        claim_workdir(precious)
+    assert (precious / "keep.txt").read_text() == "mine"
+    run = tmp_path / "demo-run"
+    lock = claim_workdir(run)
+    (run / "pg").mkdir()
+    with pytest.raises(WorkdirRefused, match="another demo is running"):
+        claim_workdir(run)
+    assert (run / "pg").is_dir()
+    lock.close()  # type: ignore[attr-defined]
+    again = claim_workdir(run)  # a previous demo's: emptied and reused
+    assert sorted(p.name for p in run.iterdir()) == [DEMO_MARKER]
+    again.close()  # type: ignore[attr-defined]
+
+
+def test_db_init_never_prints_the_role_password(pg_admin_dsn: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The DSN is key=value text with the password in it; it once went to `docker logs db-init`."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    secret = f"S3cret-{uuid.uuid4().hex}"
+    pw = tmp_path / "smart.pw"
+    pw.write_text(secret + "\n")
+    name = f"sonotest_dbinit_{uuid.uuid4().hex[:8]}"
+    try:
+        result = CliRunner().invoke(cli.app, ["db-init", "--admin-dsn", pg_admin_dsn, "--dbname", name, "--smart-password-file", str(pw)])
+        assert result.exit_code == 0, result.output
+        assert f"database '{name}' ready" in result.output
+        assert secret not in result.output and "password" not in result.output
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_service_that_never_comes_up_is_still_stopped_by_the_supervisor(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """It was listed only once ready: a Ctrl-C or a timeout while it came up left it running after the demo."""
+    import os
+
+    import pytest
+
+    from sonopolis.embedded import ServiceError, free_port
+    from sonopolis.supervisor import ManagedProcess, Supervisor
+
+    supervisor = Supervisor()
+    never = ManagedProcess("never-listens", [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), tmp_path,
+                           ready_port=free_port())
+    with pytest.raises(ServiceError, match="did not listen"):
+        supervisor.start(never, timeout=1)
+    assert never.alive() and supervisor.processes == [never]
+    supervisor.stop_all()
+    assert not never.alive()
