@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 LICENCES: dict[str, tuple[str, str]] = {
     "etalab-2.0": ("Licence Ouverte / Open Licence version 2.0", "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"),
@@ -25,6 +25,8 @@ SDM_ATTRIBUTION = "FIWARE Smart Data Models (smartdatamodels.org), CC-BY-4.0"
 
 class ExportSettings(BaseModel):
     """Daily open-data files, their metadata and the quality gate in front of them."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     directory: Path = Field(Path("var/opendata"), description="Where published daily files and catalogues are written")
     timezone: str = Field("Europe/Paris", description="Local zone defining an export day")
@@ -42,6 +44,8 @@ class ExportSettings(BaseModel):
 class OpenEventSettings(BaseModel):
     """Public noise events derived from the database (never a security class)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
     laeq_5min_threshold_db: float = Field(75.0, ge=30, le=140, description="LAeq over 5 min above this raises `noise_threshold_exceeded`")
     silent_after_min: float = Field(10.0, gt=0, le=24 * 60, description="A sensor with no frame for this long raises `sensor_silent`")
     evaluate_every_s: float = Field(30.0, gt=0, le=3600, description="Period of the evaluator loop")
@@ -56,6 +60,8 @@ class OpenEventSettings(BaseModel):
 
 class TransparencySettings(BaseModel):
     """What the city tells residents (RGPD art. 12-14, CNIL guidance on acoustic sensors)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     controller: str = Field("Ville de Sonopolis", description="Data controller (responsable de traitement)")
     controller_address: str = Field("Hôtel de Ville, 1 place de la Mairie, 00000 Sonopolis")
@@ -73,6 +79,8 @@ class TransparencySettings(BaseModel):
 
 class ApiSettings(BaseModel):
     """Public, read-mostly HTTP service; write/admin routes need ``admin_token``."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     host: str = Field("127.0.0.1")
     port: int = Field(8080, ge=1, le=65535)

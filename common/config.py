@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -109,8 +109,22 @@ def load_settings(cls: type[S], config_file: Path | str | None = None, **overrid
     return settings  # type: ignore[return-value]
 
 
+def with_mqtt_defaults(data: Any, field: str, **defaults: Any) -> Any:
+    """Fill ``defaults`` into a partly given ``data[field]`` broker section (a ``mode="before"`` validator's body).
+
+    A ``default_factory`` holds a side's broker defaults only while the section is absent:
+    setting one key (``SONOPOLIS_SAFE_MQTT__CLIENT_ID``) built the section from the shared
+    model's defaults instead, and the safe side's port became the smart broker's 1883.
+    """
+    if isinstance(data, dict) and isinstance(data.get(field), dict):
+        data = {**data, field: {**defaults, **data[field]}}
+    return data
+
+
 class MqttSettings(BaseModel):
     """One broker connection. Each side has its own broker, client id and credentials."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     host: str = Field("127.0.0.1", description="Broker host name")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 with TLS)")

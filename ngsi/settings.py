@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 Period = Literal["1min", "15min", "1h", "1d"]
 
 
 class NgsiSettings(BaseModel):
     """Where and how to push ``Device`` / ``NoiseLevelObserved`` entities, and how to serve them."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     broker_url: str | None = Field(None, description="Base URL of the NGSI-LD broker, e.g. http://orion:1026 (unset: sync off)")
     tenant: str | None = Field(None, description="NGSILD-Tenant header")

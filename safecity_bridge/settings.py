@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import MqttSettings, SideSettings
+from common.config import MqttSettings, SideSettings, with_mqtt_defaults
 from safecity_bridge.cameras.config import CameraConfig
 from safecity_bridge.cameras.ptz import PtzSettings
 
@@ -23,6 +23,8 @@ FICTITIOUS_MARK = "FICTITIOUS"
 
 class LegalDeclaration(BaseModel):
     """Without both references the bridge refuses to steer cameras or deliver alerts."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     legal_basis: str | None = Field(None, min_length=8, max_length=500, description="The authorising text (law, decree, prefectoral order)")
     dpia_reference: str | None = Field(None, min_length=3, max_length=200, description="Reference of the data-protection impact assessment")
@@ -63,6 +65,7 @@ def demo_declaration() -> LegalDeclaration:
 
 
 class SafeDbSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
     dsn: SecretStr | None = Field(None, description="libpq URI of the safe role (sonopolis_safe)")
     schema_name: str = Field("safe", pattern=r"^[a-z_][a-z0-9_]*$")
     pool_max: int = Field(4, ge=2, le=32, description="Connections for the console/API (the hot path has its own)")
@@ -70,6 +73,8 @@ class SafeDbSettings(BaseModel):
 
 class OperatorAccount(BaseModel):
     """A control-room account. Only a password hash is configured (``sonopolis bridge --hash-password``)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     name: str = Field(..., min_length=2, max_length=100, pattern=r"^[\w .'-]+$", description="Login and name journaled with each action")
     password_hash: SecretStr = Field(..., description="argon2id hash (PHC string), never the password")
@@ -86,6 +91,8 @@ class OperatorAccount(BaseModel):
 class SensorPosition(BaseModel):
     """Safe-side copy of a sensor's position (the bridge never reads the smart registry)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
     sensor_id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     latitude: float = Field(..., ge=-90, le=90)
     longitude: float = Field(..., ge=-180, le=180)
@@ -95,6 +102,8 @@ class SensorPosition(BaseModel):
 
 class WebhookTarget(BaseModel):
     """A VMS endpoint receiving each incident, signed with HMAC-SHA256."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     name: str = Field(..., min_length=1, max_length=64)
     url: str = Field(..., pattern=r"^https?://", description="HTTPS in production")
@@ -112,6 +121,7 @@ class WebhookTarget(BaseModel):
 
 
 class CorrelationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
     window_s: float = Field(2.0, gt=0, le=30, description="Onsets of one sound at several sensors fall within this window")
     max_sensor_distance_m: float = Field(1500.0, gt=0, le=10_000, description="Sensors farther apart are not the same sound")
     temperature_c: float = Field(15.0, ge=-40, le=50, description="Air temperature for the speed of sound (TDOA)")
@@ -120,15 +130,24 @@ class CorrelationSettings(BaseModel):
 
 
 class RateLimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
     per_sensor_rate_per_s: float = Field(5.0, gt=0, le=1000, description="Sustained events per second per sensor")
     per_sensor_burst: int = Field(20, ge=1, le=10_000)
+
+
+SAFE_MQTT_DEFAULTS = {"client_id": "sonopolis-bridge", "port": 1884}
 
 
 class SafeSettings(SideSettings):
     model_config = SettingsConfigDict(env_prefix="SONOPOLIS_SAFE_", env_nested_delimiter="__", extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_broker_defaults(cls, data: Any) -> Any:
+        return with_mqtt_defaults(data, "mqtt", **SAFE_MQTT_DEFAULTS)
+
     declaration: LegalDeclaration = Field(default_factory=LegalDeclaration)
-    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(client_id="sonopolis-bridge", port=1884))
+    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(**SAFE_MQTT_DEFAULTS))
     db: SafeDbSettings = Field(default_factory=SafeDbSettings)
     retention_days: int = Field(15, ge=1, le=30, description="Incidents and journal purged after this many days (max 30)")
     purge_interval_s: float = Field(3600.0, ge=1, le=86_400)

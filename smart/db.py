@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 if TYPE_CHECKING:  # keep psycopg out of settings-only imports
     import psycopg
@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # keep psycopg out of settings-only imports
 
 class SmartDbSettings(BaseModel):
     """Connection of the smart services. The role has no privilege on the safe schema."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     dsn: SecretStr | None = Field(
         None,
