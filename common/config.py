@@ -8,6 +8,7 @@ default silently standing in for a typo.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -134,3 +135,13 @@ class MqttSettings(BaseModel):
     tls_ca_file: Path | None = Field(None, description="CA bundle; enables TLS when set")
     keepalive_s: int = Field(30, ge=5, le=600)
     qos: int = Field(1, ge=0, le=2, description="1 = at-least-once; duplicates are made idempotent downstream")
+
+
+def log_connect_failures(client: Any, log: logging.Logger, what: str, settings: MqttSettings) -> None:
+    """Say so when a broker cannot be reached (paho retries in silence: "ingest started", then nothing)."""
+
+    def failed(_client: Any, _userdata: Any) -> None:
+        log.warning("%s: cannot connect to %s:%d (%s); retrying", what, settings.host, settings.port,
+                    "TLS" if settings.tls_ca_file else "plain")
+
+    client.on_connect_fail = failed

@@ -23,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from common.config import MqttSettings
+from common.config import MqttSettings, log_connect_failures
 from detectors.outbox import Channel, Outbox, Pending
 from messages.level_frame import LevelBatch, LevelFrame
 
@@ -66,6 +66,7 @@ class BrokerLink:
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        log_connect_failures(self._client, log, f"{channel} broker (edge)", settings)
         self._client.on_publish = self._on_publish
 
     # paho network thread -------------------------------------------------------

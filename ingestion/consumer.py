@@ -45,7 +45,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from common.config import MqttSettings
+from common.config import MqttSettings, log_connect_failures
 from ingestion.metrics import IngestMetrics
 from messages.level_frame import TOPIC_FILTER
 
@@ -162,6 +162,7 @@ class MqttConsumer:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        log_connect_failures(client, log, "smart broker (ingest)", settings)
         self._props = Properties(PacketTypes.CONNECT)
         self._props.SessionExpiryInterval = session_expiry_s
         self._props.ReceiveMaximum = max(1, min(receive_maximum, 65_535))

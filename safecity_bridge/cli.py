@@ -75,8 +75,13 @@ def bridge(
             loop.add_signal_handler(sig, stop.set)
         await Bridge(settings, steerer).run(stop)
 
+    from safecity_bridge.runner import BrokerUnreachable
+
     try:
         asyncio.run(main())
     except DeclarationMissing as exc:
         typer.echo(f"sonopolis bridge refuses to start: {exc}", err=True)
         raise typer.Exit(REFUSAL_EXIT) from None
+    except BrokerUnreachable as exc:
+        typer.echo(f"sonopolis bridge: {exc}", err=True)
+        raise typer.Exit(1) from None

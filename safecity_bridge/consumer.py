@@ -21,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from common.config import MqttSettings
+from common.config import MqttSettings, log_connect_failures
 from messages.security_event import TOPIC_FILTER
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class SafeConsumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        log_connect_failures(client, log, "safe broker (bridge)", settings)
         self._client = client
 
     # -- paho thread -------------------------------------------------------------

@@ -27,6 +27,8 @@ from safecity_bridge.settings import SafeSettings
 
 log = logging.getLogger(__name__)
 
+BROKER_WAIT_S = 30.0
+
 
 class NoCameras:
     """The steerer when no camera is configured: every alert says so."""
@@ -95,7 +97,18 @@ class Bridge:
                     serve.result()
                     raise RuntimeError(f"console server did not start on {s.http_host}:{s.http_port}")
                 assert service.consumer is not None
-                await asyncio.wait_for(service.consumer.connected.wait(), timeout=30)
+                # The broker, or a stop (SIGTERM), whichever comes first: a stop during this wait
+                # was ignored for 30 s, and a broker that never answered ended in a bare TimeoutError.
+                connected = asyncio.create_task(service.consumer.connected.wait())
+                stopping = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait({connected, stopping}, timeout=BROKER_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+                connected.cancel()
+                stopping.cancel()
+                if stopping in done:
+                    return
+                if connected not in done:
+                    raise BrokerUnreachable(f"safe broker {s.mqtt.host}:{s.mqtt.port} did not accept the bridge within {BROKER_WAIT_S:.0f} s "
+                                            "(address, port, TLS CA or credentials?)")
                 self.ready.set()
                 log.info("bridge ready: console http://%s:%d/ , safe broker %s:%d", s.http_host, s.http_port, s.mqtt.host, s.mqtt.port)
                 stopper = asyncio.create_task(stop.wait())
@@ -111,6 +124,10 @@ class Bridge:
                 close = getattr(self.steerer, "aclose", None)
                 if close is not None:
                     await close()
+
+
+class BrokerUnreachable(RuntimeError):
+    """The safe broker did not accept the bridge's connection at start."""
 
 
 class BridgeThread:

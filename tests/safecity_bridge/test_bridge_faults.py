@@ -14,6 +14,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from safecity_bridge.runner import BridgeThread, NoCameras
@@ -141,3 +142,28 @@ def test_an_event_committed_just_before_the_connection_drops_is_still_alerted(db
     finally:
         proxy.close()
     assert _count(db.safe, "events") == 1 and _count(db.safe, "incidents") == 1
+
+
+def test_a_safe_broker_that_never_answers_is_named_at_start(db, monkeypatch, caplog):
+    """It was retried in silence, then a bare TimeoutError; a SIGTERM during that wait was ignored."""
+    import asyncio
+
+    from safecity_bridge import runner
+    from sonopolis.embedded import free_port
+
+    monkeypatch.setattr(runner, "BROKER_WAIT_S", 3.0)
+    port = free_port()  # nothing listens there
+    settings = make_settings(db.safe, port)
+
+    async def start(stop_after: float | None) -> None:
+        stop = asyncio.Event()
+        if stop_after is not None:
+            asyncio.get_running_loop().call_later(stop_after, stop.set)
+        await runner.Bridge(settings, runner.NoCameras()).run(stop)
+
+    with pytest.raises(runner.BrokerUnreachable, match=f"safe broker 127.0.0.1:{port} did not accept the bridge"):
+        asyncio.run(start(None))
+    assert any(f"cannot connect to 127.0.0.1:{port}" in r.message for r in caplog.records)
+    began = time.monotonic()
+    asyncio.run(start(0.5))  # a stop while waiting ends the run at once, without an error
+    assert time.monotonic() - began < 2.5
