@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import typer
+
+
+def _dsn_or_exit(settings: Any) -> str:
+    """The smart DSN, or exit 2 with one line (was a ValueError traceback; ingest and ngsi-sync already said it so)."""
+    try:
+        return str(settings.db.require_dsn())
+    except ValueError as exc:
+        typer.echo(f"invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _settings(config: Path | None):  # type: ignore[no-untyped-def]
@@ -50,7 +60,7 @@ def api(
     from api.app import create_app
 
     settings = _settings(config)
-    dsn = settings.db.require_dsn()
+    dsn = _dsn_or_exit(settings)
     _migrate(dsn, settings.db.schema_name)
     api_settings = settings.api
 
@@ -83,7 +93,7 @@ def export(
     from api.exports import DAILY_DATASETS, Exporter, ExportError, day_bounds
 
     settings = _settings(config)
-    dsn = settings.db.require_dsn()
+    dsn = _dsn_or_exit(settings)
     _migrate(dsn, settings.db.schema_name)
     ex = settings.api.exports
     try:

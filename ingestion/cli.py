@@ -45,7 +45,12 @@ def sensors(
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
     schema = settings.db.schema_name
-    with psycopg.connect(settings.db.require_dsn()) as conn:
+    try:
+        dsn = settings.db.require_dsn()
+    except ValueError as exc:  # was a traceback
+        typer.echo(f"invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    with psycopg.connect(dsn) as conn:
         migrate(conn, timescale=settings.db.timescale, schema=schema)
         for path, items in zip(load, loaded):
             n = registry.upsert(conn, items, schema=schema)
@@ -86,7 +91,11 @@ def ingest(
         typer.echo("configuration OK")
         return
     metrics = IngestMetrics()
-    metrics.serve(settings.ingest.metrics_port)
+    try:
+        metrics.serve(settings.ingest.metrics_port)
+    except OSError as exc:  # was a traceback
+        typer.echo(f"cannot serve metrics on port {settings.ingest.metrics_port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(3) from exc
     service = IngestService(settings.db, settings.ingest, metrics=metrics)
     stop = lambda signum, frame: service.stop_event.set()  # noqa: E731
     signal.signal(signal.SIGTERM, stop)

@@ -57,8 +57,16 @@ async def _run(dsn: str, schema: str, settings: object, once: bool, transport: o
 
     assert isinstance(settings, NgsiSettings)
     log = logging.getLogger("ngsi.sync")
-    with psycopg.connect(dsn) as conn:
-        migrate(conn, schema)
+    start = Backoff(initial=1.0, maximum=30.0)
+    while True:  # a database that is not up yet (compose start order, a restart) is waited for, not a traceback
+        try:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                migrate(conn, schema)
+            break
+        except psycopg.OperationalError as exc:
+            delay = start.next_delay()
+            log.warning("smart database unreachable at start (%s); retrying in %.0f s", str(exc).splitlines()[0][:200], delay)
+            await asyncio.sleep(delay)
     timeout = httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s))
     backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
     assert transport is None or isinstance(transport, httpx.AsyncBaseTransport)

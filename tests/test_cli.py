@@ -97,3 +97,13 @@ def test_a_service_that_never_comes_up_is_still_stopped_by_the_supervisor(tmp_pa
     assert never.alive() and supervisor.processes == [never]
     supervisor.stop_all()
     assert not never.alive()
+
+
+def test_commands_without_a_database_say_so_in_one_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`sonopolis api`, `export` and `sensors` ended in a ValueError traceback; ingest and ngsi-sync already exited 2."""
+    monkeypatch.delenv("SONOPOLIS_SMART_DB__DSN", raising=False)
+    monkeypatch.delenv("SONOPOLIS_SMART_CONFIG_FILE", raising=False)
+    for args in (["api"], ["export", "--day", "2026-01-01"], ["sensors"]):
+        result = CliRunner().invoke(cli.app, args)
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert "DSN is not configured" in result.output and "Traceback" not in result.output, args
