@@ -24,7 +24,10 @@ def test_committed_dashboards_are_the_generated_ones() -> None:
 def test_provisioning_files_point_at_the_dashboards_datasource() -> None:
     ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "sonopolis.yaml").read_text())["datasources"][0]
     assert ds["type"] == "grafana-postgresql-datasource" and ds["jsonData"]["timescaledb"] is True
-    assert "password" not in ds and ds["secureJsonData"]["password"].startswith("${")
+    # From the Compose secret file, never inline (it was an environment variable nothing set).
+    assert "password" not in ds and ds["secureJsonData"]["password"] == "$__file{/run/secrets/db-smart-password}"
+    compose = yaml.safe_load((GRAFANA.parents[1] / "docker-compose.yml").read_text())["services"]["grafana"]
+    assert "db-smart-password" in compose["secrets"]
     for name in build.DASHBOARDS:
         board = json.loads((build.OUT / name).read_text())
         for panel in board["panels"]:
