@@ -52,6 +52,8 @@ class _TomlSource(PydanticBaseSettingsSource):
                 self._data = tomllib.loads(path.read_text(encoding="utf-8"))
             except FileNotFoundError as exc:
                 raise ConfigError(str(path), ["configuration file not found"]) from exc
+            except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:  # was a traceback
+                raise ConfigError(str(path), [f"cannot read the configuration file: {exc.__class__.__name__}: {exc}"]) from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from exc
 

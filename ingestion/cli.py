@@ -79,7 +79,7 @@ def ingest(
     import signal
 
     from ingestion.metrics import IngestMetrics
-    from ingestion.service import IngestService
+    from ingestion.service import IngestService, StoppedBeforeStart
 
     settings = _settings(config)
     try:
@@ -100,7 +100,11 @@ def ingest(
     stop = lambda signum, frame: service.stop_event.set()  # noqa: E731
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    service.start()
+    try:
+        service.start()
+    except StoppedBeforeStart as exc:  # SIGTERM during the database wait was a traceback
+        typer.echo(f"ingest: {exc}", err=True)
+        return
     service.wait()
     if service.failure is not None:
         service.stop()

@@ -35,6 +35,10 @@ from smart.db import SmartDbSettings, connect
 log = logging.getLogger(__name__)
 
 
+class StoppedBeforeStart(Exception):
+    """A stop (SIGTERM) arrived while the service was still waiting for its database: a clean exit, not a failure."""
+
+
 class IngestService:
     def __init__(self, db: SmartDbSettings, settings: IngestSettings, *, metrics: IngestMetrics | None = None):
         self.db = db
@@ -102,7 +106,7 @@ class IngestService:
                 return ts
             except UNAVAILABLE as exc:
                 if self.stop_event.is_set():
-                    raise
+                    raise StoppedBeforeStart("stopped while waiting for the database; nothing was consumed") from exc
                 delay = backoff.next_delay()
                 log.warning("database not reachable at start (%s); retrying in %.1f s", type(exc).__name__, delay)
                 self.stop_event.wait(delay)

@@ -107,3 +107,21 @@ def test_commands_without_a_database_say_so_in_one_line(monkeypatch) -> None:  #
         result = CliRunner().invoke(cli.app, args)
         assert result.exit_code == 2, (args, result.output, result.exception)
         assert "DSN is not configured" in result.output and "Traceback" not in result.output, args
+
+
+def test_a_stop_while_ingest_waits_for_its_database_is_a_clean_exit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM (docker stop) before the database answered ended in an OperationalError traceback."""
+    import os
+    import signal
+    import time
+
+    from sonopolis.embedded import free_port
+
+    env = {**os.environ, "SONOPOLIS_SMART_DB__DSN": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+           "SONOPOLIS_SMART_INGEST__METRICS_PORT": "0", "HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "sonopolis.cli", "ingest"], env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # waiting for the database by now
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "stopped while waiting for the database" in err

@@ -38,3 +38,8 @@ def test_setting_one_broker_key_keeps_that_sides_other_defaults(monkeypatch):  #
     edge = EdgeSettings(sensor_id="s-1", safe_mqtt={"host": "safe.example", "client_id": "edge-s-1-safe"})
     assert edge.safe_mqtt is not None and edge.safe_mqtt.port == 1884
     assert EdgeSettings(sensor_id="s-1", smart_mqtt={"port": 1999}).smart_mqtt.client_id == "sonopolis-edge-smart"
+
+
+def test_a_directory_given_as_the_configuration_file_is_named(tmp_path):  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="cannot read the configuration file: IsADirectoryError"):
+        load_settings(SmartSettings, tmp_path)
