@@ -8,29 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
-
 import typer
 
-
-def _dsn_or_exit(settings: Any) -> str:
-    """The smart DSN, or exit 2 with one line (was a ValueError traceback; ingest and ngsi-sync already said it so)."""
-    try:
-        return str(settings.db.require_dsn())
-    except ValueError as exc:
-        typer.echo(f"invalid configuration: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _settings(config: Path | None):  # type: ignore[no-untyped-def]
-    from common.config import ConfigError, load_settings
-    from smart.settings import SmartSettings
-
-    try:
-        return load_settings(SmartSettings, config)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
+from smart.cli_support import dsn_or_exit, settings_or_exit
 
 
 def _migrate(dsn: str, schema: str) -> None:
@@ -59,8 +39,8 @@ def api(
 
     from api.app import create_app
 
-    settings = _settings(config)
-    dsn = _dsn_or_exit(settings)
+    settings = settings_or_exit(config)
+    dsn = dsn_or_exit(settings)
     _migrate(dsn, settings.db.schema_name)
     api_settings = settings.api
 
@@ -92,8 +72,8 @@ def export(
 
     from api.exports import DAILY_DATASETS, Exporter, ExportError, day_bounds
 
-    settings = _settings(config)
-    dsn = _dsn_or_exit(settings)
+    settings = settings_or_exit(config)
+    dsn = dsn_or_exit(settings)
     _migrate(dsn, settings.db.schema_name)
     ex = settings.api.exports
     try:

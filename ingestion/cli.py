@@ -10,16 +10,7 @@ from pathlib import Path
 
 import typer
 
-
-def _settings(config: Path | None):  # noqa: ANN202 - SmartSettings, imported lazily
-    from common.config import ConfigError, load_settings
-    from smart.settings import SmartSettings
-
-    try:
-        return load_settings(SmartSettings, config)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
+from smart.cli_support import dsn_or_exit, settings_or_exit
 
 
 def sensors(
@@ -36,7 +27,7 @@ def sensors(
     from ingestion import registry
     from ingestion.schema import migrate
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     loaded = []
     for path in load:
         try:
@@ -45,12 +36,7 @@ def sensors(
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
     schema = settings.db.schema_name
-    try:
-        dsn = settings.db.require_dsn()
-    except ValueError as exc:  # was a traceback
-        typer.echo(f"invalid configuration: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn_or_exit(settings)) as conn:
         migrate(conn, timescale=settings.db.timescale, schema=schema)
         for path, items in zip(load, loaded):
             n = registry.upsert(conn, items, schema=schema)
@@ -81,12 +67,8 @@ def ingest(
     from ingestion.metrics import IngestMetrics
     from ingestion.service import IngestService, StoppedBeforeStart
 
-    settings = _settings(config)
-    try:
-        settings.db.require_dsn()
-    except ValueError as exc:
-        typer.echo(f"invalid configuration: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = settings_or_exit(config)
+    dsn_or_exit(settings)
     if validate_config:
         typer.echo("configuration OK")
         return

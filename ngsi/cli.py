@@ -15,25 +15,15 @@ def ngsi_sync(
     import asyncio
     import logging
 
-    from common.config import ConfigError, load_settings
-    from smart.settings import SmartSettings
+    from smart.cli_support import dsn_or_exit, settings_or_exit
 
-    try:
-        settings = load_settings(SmartSettings, config)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
+    settings = settings_or_exit(config)
     ngsi = settings.ngsi
     missing = [name for name, value in (("ngsi.broker_url", ngsi.broker_url), ("ngsi.context_url", ngsi.context_url)) if not value]
     if missing:
         typer.echo(f"ngsi-sync needs {', '.join(missing)} (SONOPOLIS_SMART_NGSI__BROKER_URL / __CONTEXT_URL)", err=True)
         raise typer.Exit(2)
-    try:
-        dsn = settings.db.require_dsn()
-    except ValueError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
-    code = asyncio.run(_run(dsn, settings.db.schema_name, ngsi, once))
+    code = asyncio.run(_run(dsn_or_exit(settings), settings.db.schema_name, ngsi, once))
     logging.getLogger(__name__).info("ngsi-sync stopped")
     raise typer.Exit(code)
 
