@@ -23,17 +23,13 @@ class Backoff:
     _rng: random.Random = field(default_factory=random.Random, init=False, repr=False)
 
     def next_delay(self) -> float:
-        # The exponent stops growing at the cap: 2.0**1024 overflows, and after 1024 failed
-        # rounds (17 h of a broker outage at one round a minute) it once killed ngsi-sync.
-        base = self.initial * self.factor ** min(self._attempt, self._cap_exponent())
-        base = min(self.maximum, base)
+        try:
+            grown = self.initial * self.factor**self._attempt
+        except OverflowError:  # 2.0**1024, after 1024 failed rounds (17 h of outage at one a minute): it once killed ngsi-sync
+            grown = math.inf
+        base = min(self.maximum, grown)
         self._attempt += 1
         return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
-
-    def _cap_exponent(self) -> int:
-        if self.factor <= 1 or self.initial <= 0:
-            return 0
-        return max(0, math.ceil(math.log(self.maximum / self.initial, self.factor))) if self.maximum > self.initial else 0
 
     def reset(self) -> None:
         self._attempt = 0
