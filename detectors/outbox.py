@@ -66,8 +66,7 @@ class Outbox:
                 "kind TEXT NOT NULL CHECK (kind IN ('frame','event')), topic TEXT NOT NULL, payload TEXT NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (channel, id)")
-            self._counts: dict[str, int] = {"smart": 0, "safe": 0}
-            self._counts.update(self._db.execute("SELECT channel, count(*) FROM outbox GROUP BY channel").fetchall())
+            self._counts = self._read_counts()
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open message queue {self.path}: {exc}") from exc
 
@@ -141,11 +140,14 @@ class Outbox:
             raise
         self._db.execute("COMMIT")
 
+    def _read_counts(self) -> dict[str, int]:
+        counts = {"smart": 0, "safe": 0}
+        counts.update(self._db.execute("SELECT channel, count(*) FROM outbox GROUP BY channel").fetchall())
+        return counts
+
     def _recount(self) -> None:
         """After a failed statement, the counts come from the file again (it rolled back)."""
-        counts = {"smart": 0, "safe": 0}
         try:
-            counts.update(self._db.execute("SELECT channel, count(*) FROM outbox GROUP BY channel").fetchall())
+            self._counts = self._read_counts()
         except sqlite3.Error:
-            return
-        self._counts = counts
+            pass
