@@ -33,8 +33,6 @@ from smart.db import SmartDbSettings, connect
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = UNAVAILABLE
-
 
 @dataclass
 class Batch:
@@ -145,7 +143,7 @@ class Pipeline:
             try:
                 outcome = self._commit(batch)
                 break
-            except _TRANSIENT as exc:
+            except UNAVAILABLE as exc:
                 self.metrics.db_errors.inc()
                 self._close()
                 if self.stop_event.is_set() and backoff.attempts >= 2:
@@ -208,7 +206,7 @@ class Pipeline:
                 written = self.writer.write(conn, rows)
                 quarantine.write(conn, rejected, max_bytes=max_bytes, schema=self.db.schema_name)
             return rows, rejected, written.duplicates
-        except _TRANSIENT:
+        except UNAVAILABLE:
             raise
         except psycopg.Error as exc:
             log.warning("batch refused by the database (%s): isolating the message(s) at fault", type(exc).__name__)
@@ -221,7 +219,7 @@ class Pipeline:
                     with conn.transaction():
                         duplicates += self.writer.write(conn, item_rows).duplicates
                     kept += item_rows
-                except _TRANSIENT:
+                except UNAVAILABLE:
                     raise
                 except psycopg.Error as exc:
                     reason = f"database refused the rows: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
@@ -232,7 +230,7 @@ class Pipeline:
                     with conn.transaction():
                         quarantine.write(conn, [record], max_bytes=max_bytes, schema=self.db.schema_name)
                     stored.append(record)
-                except _TRANSIENT:
+                except UNAVAILABLE:
                     raise
                 except psycopg.Error as exc:
                     log.error("quarantine refused an entry (%s: %s); %s message on %r acked without a trace in the table",
