@@ -112,6 +112,10 @@ def load_settings(cls: type[S], config_file: Path | str | None = None, **overrid
     return settings  # type: ignore[return-value]
 
 
+SAFE_BROKER_PORT = 1884
+"""The safe broker's default port (the smart broker keeps MQTT's 1883): bridge and edge agents share it."""
+
+
 def with_mqtt_defaults(data: Any, field: str, **defaults: Any) -> Any:
     """Fill ``defaults`` into a partly given ``data[field]`` broker section (a ``mode="before"`` validator's body).
 

@@ -13,7 +13,10 @@ from typing import Any
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import MqttSettings, SideSettings, with_mqtt_defaults
+from common.config import SAFE_BROKER_PORT, MqttSettings, SideSettings, with_mqtt_defaults
+
+
+SMART_MQTT_DEFAULTS = {"client_id": "sonopolis-edge-smart"}
 
 
 class EdgeSettings(SideSettings):
@@ -21,15 +24,15 @@ class EdgeSettings(SideSettings):
 
     sensor_id: str = Field("sensor-01", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     calibration_offset_db: float = Field(0.0, ge=-60, le=200, description="dB added to dBFS-derived levels (from `sonopolis calibrate`)")
-    smart_mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(client_id="sonopolis-edge-smart"))
+    smart_mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(**SMART_MQTT_DEFAULTS))
     safe_mqtt: MqttSettings | None = Field(None, description="Safe broker (port 1884 unless given); unset = security events are never sent")
 
     @model_validator(mode="before")
     @classmethod
     def _broker_defaults(cls, data: Any) -> Any:
         # A safe section given without its port must not default to the smart broker's 1883.
-        data = with_mqtt_defaults(data, "smart_mqtt", client_id="sonopolis-edge-smart")
-        return with_mqtt_defaults(data, "safe_mqtt", port=1884)
+        data = with_mqtt_defaults(data, "smart_mqtt", **SMART_MQTT_DEFAULTS)
+        return with_mqtt_defaults(data, "safe_mqtt", port=SAFE_BROKER_PORT)
     queue_dir: Path = Field(Path("/var/lib/sonopolis/edge-queue"), description="Bounded on-disk queue of *messages* (never audio)")
     queue_max_messages: int = Field(100_000, ge=100, le=10_000_000, description="Per channel (smart, safe): its oldest messages are dropped (and counted) beyond this")
     model_path: Path | None = Field(None, description="ONNX sound-event model; unset = the model shipped in detectors/model")

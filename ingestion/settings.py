@@ -9,17 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from common.config import MqttSettings, with_mqtt_defaults
 
 
+INGEST_MQTT_DEFAULTS = {"client_id": "sonopolis-ingest"}
+
+
 class IngestSettings(BaseModel):
     """MQTT consumption, validation limits, write batching and buffering."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
-    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(client_id="sonopolis-ingest"))
+    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(**INGEST_MQTT_DEFAULTS))
 
     @model_validator(mode="before")
     @classmethod
     def _broker_defaults(cls, data: Any) -> Any:
-        return with_mqtt_defaults(data, "mqtt", client_id="sonopolis-ingest")
+        return with_mqtt_defaults(data, "mqtt", **INGEST_MQTT_DEFAULTS)
     batch_max_rows: int = Field(5000, ge=1, le=200_000, description="Flush when this many rows are buffered")
     batch_max_delay_s: float = Field(0.2, gt=0, le=10, description="Flush at least this often")
     buffer_max_messages: int = Field(50_000, ge=100, le=5_000_000, description="Back-pressure threshold (bounded memory)")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.config import MqttSettings, SideSettings, with_mqtt_defaults
+from common.config import SAFE_BROKER_PORT, MqttSettings, SideSettings, with_mqtt_defaults
 from safecity_bridge.cameras.config import CameraConfig
 from safecity_bridge.cameras.ptz import PtzSettings
 
@@ -135,7 +135,7 @@ class RateLimitSettings(BaseModel):
     per_sensor_burst: int = Field(20, ge=1, le=10_000)
 
 
-SAFE_MQTT_DEFAULTS = {"client_id": "sonopolis-bridge", "port": 1884}
+SAFE_MQTT_DEFAULTS = {"client_id": "sonopolis-bridge", "port": SAFE_BROKER_PORT}
 
 
 class SafeSettings(SideSettings):
