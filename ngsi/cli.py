@@ -47,16 +47,6 @@ async def _run(dsn: str, schema: str, settings: object, once: bool, transport: o
 
     assert isinstance(settings, NgsiSettings)
     log = logging.getLogger("ngsi.sync")
-    start = Backoff(initial=1.0, maximum=30.0)
-    while True:  # a database that is not up yet (compose start order, a restart) is waited for, not a traceback
-        try:
-            with psycopg.connect(dsn, connect_timeout=5) as conn:
-                migrate(conn, schema)
-            break
-        except psycopg.OperationalError as exc:
-            delay = start.next_delay()
-            log.warning("smart database unreachable at start (%s); retrying in %.0f s", str(exc).splitlines()[0][:200], delay)
-            await asyncio.sleep(delay)
     timeout = httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s))
     backoff = Backoff(initial=settings.backoff_initial_s, maximum=settings.backoff_max_s)
     assert transport is None or isinstance(transport, httpx.AsyncBaseTransport)
@@ -64,8 +54,11 @@ async def _run(dsn: str, schema: str, settings: object, once: bool, transport: o
         while True:
             # A database restart kills the connection (AdminShutdown, connection refused):
             # everything that matters is in the database (cursor, bookkeeping), so drop the
-            # connection, wait, reconnect and carry on from the stored cursor.
+            # connection, wait, reconnect and carry on from the stored cursor. A database not
+            # up yet at start is the same case: the migration (idempotent) is inside the loop.
             try:
+                with psycopg.connect(dsn, connect_timeout=5) as setup:
+                    migrate(setup, schema)
                 async with await psycopg.AsyncConnection.connect(dsn) as conn:
                     syncer = Syncer(conn, BrokerClient(http, settings), settings, schema=schema)
                     while True:

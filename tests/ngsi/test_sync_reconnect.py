@@ -68,3 +68,19 @@ async def test_database_restart_is_ridden_out_and_caught_up(pg_tmp: Path) -> Non
     upserts = [r for r in broker.requests if r[1].endswith("/entityOperations/upsert")]
     assert upserts and all(status in (200, 201, 204, 207) for _, _, status in upserts)
     assert len(_observations(broker)) == 12 * n  # each bucket once: ids are per sensor and hour
+
+
+def test_a_database_not_up_at_start_is_waited_for_not_a_traceback(caplog) -> None:  # type: ignore[no-untyped-def]
+    """The first migration ran outside the reconnect loop: a database still starting (compose) was a traceback."""
+    import asyncio
+
+    from ngsi.cli import _run
+    from ngsi.settings import NgsiSettings
+    from sonopolis.embedded import free_port
+
+    dsn = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    settings = NgsiSettings(broker_url="http://broker", context_url="https://x.example/ctx.jsonld")
+    assert asyncio.run(_run(dsn, "smart", settings, once=True)) == 1  # --once: one try, then a failure code
+    with pytest.raises(TimeoutError):  # a service: waits and retries until stopped
+        asyncio.run(asyncio.wait_for(_run(dsn, "smart", settings, once=False), timeout=3))
+    assert sum("database unavailable, reconnecting" in r.message for r in caplog.records) >= 2
