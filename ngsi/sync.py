@@ -241,13 +241,19 @@ class Syncer:
             if not rows:
                 report.caught_up = True
                 return report
-            keyed: Keyed = [((r["updated_at"], r["sensor_id"]), device_from_row(r).normalized(self._context_url), None) for r in rows]
-            if not await self._push("devices", keyed, "update", report):
+            if not await self._push_devices(rows, report):
                 return report
-            self._devices_sent.update((r["sensor_id"], r["updated_at"]) for r in rows)
             if len(rows) < batch:
                 report.caught_up = True
                 return report
+
+    async def _push_devices(self, rows: list[dict[str, Any]], report: StreamReport, *, move_cursor: bool = True) -> bool:
+        """Upsert these sensors' ``Device`` entities; remember the versions sent (for the look-back)."""
+        keyed: Keyed = [((r["updated_at"], r["sensor_id"]), device_from_row(r).normalized(self._context_url), None) for r in rows]
+        if not await self._push("devices", keyed, "update", report, move_cursor=move_cursor):
+            return False
+        self._devices_sent.update((r["sensor_id"], r["updated_at"]) for r in rows)
+        return True
 
     async def _revisit_devices(self, report: StreamReport) -> None:
         """Send the sensors changed within ``DEVICE_LOOKBACK`` behind the cursor that were never sent.
@@ -268,9 +274,7 @@ class Syncer:
         await self._conn.commit()
         if rows:
             before = report.pushed
-            keyed: Keyed = [((r["updated_at"], r["sensor_id"]), device_from_row(r).normalized(self._context_url), None) for r in rows]
-            if await self._push("devices", keyed, "update", report, move_cursor=False):
-                self._devices_sent.update((r["sensor_id"], r["updated_at"]) for r in rows)
+            await self._push_devices(rows, report, move_cursor=False)
             report.revisited += report.pushed - before
             log.info("NGSI-LD devices look-back: %d sensor(s) whose registry change committed behind the cursor re-sent", len(rows))
 
