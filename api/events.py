@@ -10,8 +10,9 @@ the smart database holds no security class to begin with):
 Detection is idempotent: each event is keyed by (type, sensor, window start / last
 frame time), so re-evaluating the same data, or two API replicas evaluating at once,
 never duplicates an event; evaluations take turns (an advisory lock), so events become
-visible in id order and a client resuming "after id N" never skips one. New events are queued for every matching webhook in the
-same transaction, so none is lost between detection and delivery.
+visible in id order and a client resuming "after id N" never skips one. New events are
+queued for every matching webhook in the same transaction, so none is lost between
+detection and delivery.
 """
 
 from __future__ import annotations
