@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +27,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _CLOSED = object()
+
+
+def _first_seq() -> int:
+    """Microseconds since the epoch: a restarted bridge numbers above every id its predecessor gave.
+
+    Numbering from 1 made a console that reconnected after a restart, holding id 5,
+    take the new hub's messages 6, 7... as all it had missed, and lose 1 to 5.
+    """
+    return time.time_ns() // 1000
 
 
 @dataclass
@@ -51,7 +61,7 @@ class FeedHub:
     _subs: dict[int, Subscription] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _recent: deque[dict[str, Any]] = field(default_factory=deque)
-    _next_seq: int = 1
+    _next_seq: int = field(default_factory=_first_seq)
     published: int = 0
     dropped_subscribers: int = 0
 
@@ -62,7 +72,8 @@ class FeedHub:
         if after is not None:
             missed = [m for m in self._recent if m["seq"] > after]
             oldest_kept = self._recent[0]["seq"] if self._recent else self._next_seq
-            # after >= next: the client saw numbers this hub never gave (the bridge restarted).
+            # A gap older than the hub keeps, or numbers this hub never gave (a clock stepped
+            # back across a restart): the client reloads.
             if oldest_kept > after + 1 or len(missed) > keep or after >= self._next_seq:
                 sub.queue.put_nowait(self._resync("missed", after))
             else:

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import re
+import time
 import uuid
 
 import httpx
@@ -131,17 +132,28 @@ def test_holds_are_journaled_only_when_they_change_something(bridge, mqtt_broker
 
 def test_a_reconnecting_console_gets_what_it_missed_or_a_resync():
     async def scenario() -> None:
+        def seqs(hub: FeedHub, n: int) -> list[int]:
+            probe = hub.subscribe()
+            for i in range(n):
+                hub.publish("incident", {"n": i})
+            hub.unsubscribe(probe)
+            return [probe.queue.get_nowait()["seq"] for _ in range(n)]
+
+        old_ids = seqs(FeedHub(queue_size=10, replay=5), 5)  # the hub of a bridge that then restarted
+        time.sleep(0.01)  # a restart takes longer than one microsecond per message published
         hub = FeedHub(queue_size=10, replay=5)
-        for i in range(3):
-            hub.publish("incident", {"n": i})  # seq 1..3
-        back = hub.subscribe(after=1)  # saw seq 1, missed 2 and 3
-        assert [back.queue.get_nowait()["seq"] for _ in range(2)] == [2, 3]
+        first = seqs(hub, 3)[0]
+        assert first > old_ids[-1]  # numbered above everything the stopped bridge gave
+        back = hub.subscribe(after=first)  # saw the first, missed the next two
+        assert [back.queue.get_nowait()["seq"] for _ in range(2)] == [first + 1, first + 2]
         for i in range(10):
-            hub.publish("incident", {"n": i})  # seq 4..13; the hub keeps 9..13
-        late = hub.subscribe(after=3)
+            hub.publish("incident", {"n": i})  # the hub keeps the last 5
+        late = hub.subscribe(after=first + 2)
         assert late.queue.get_nowait()["type"] == "resync"
-        restarted = hub.subscribe(after=500)  # numbers this hub never gave: the bridge restarted
+        restarted = hub.subscribe(after=old_ids[-1])  # held an id of the stopped bridge: it missed all of this hub's
         assert restarted.queue.get_nowait()["type"] == "resync"
+        ahead = hub.subscribe(after=first + 10**9)  # numbers this hub never gave
+        assert ahead.queue.get_nowait()["type"] == "resync"
         slow = hub.subscribe()
         for i in range(12):
             hub.publish("incident", {"n": i})  # overflows a queue of 10: dropped, and told
