@@ -36,7 +36,7 @@ import psycopg
 
 from common.backoff import Backoff
 from common.postgres import UNAVAILABLE
-from safecity_bridge import journal, store
+from safecity_bridge import journal, recovery, store
 from safecity_bridge.consumer import Inbound, SafeConsumer
 from safecity_bridge.correlation import Correlator, IncidentState, Plan
 from safecity_bridge.delivery.feed import FeedHub
@@ -48,6 +48,8 @@ from safecity_bridge.retention import Clock, utc_now
 from safecity_bridge.settings import SafeSettings
 
 log = logging.getLogger(__name__)
+
+RECOVERY_BATCH = 200
 
 
 class DeclarationMissing(RuntimeError):
@@ -126,6 +128,7 @@ class BridgeService:
         self._side: asyncio.Queue[Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hot: psycopg.AsyncConnection[Any] | None = None
+        self._recovered: set[uuid.UUID] = set()
         self.consumer: SafeConsumer | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -146,8 +149,9 @@ class BridgeService:
         if decl.fictitious:
             log.warning("FICTITIOUS legal declaration (demo): simulated cameras only")
         self.webhooks.start()
-        self._spawn(self._worker(), "intake")
         self._spawn(self._side_writer(), "side-writer")
+        await self._recover()
+        self._spawn(self._worker(), "intake")
         self.consumer = SafeConsumer(self.settings.mqtt, asyncio.get_running_loop(), self._inbox.put_nowait)
         self.consumer.start()
 
@@ -168,6 +172,31 @@ class BridgeService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _recover(self) -> None:
+        """Alert what a stopped bridge committed but never alerted (see :mod:`safecity_bridge.recovery`).
+
+        Runs before the first message is consumed, batch by batch: each batch's marks are
+        written before the next is read, so nothing is alerted twice by this loop.
+        """
+        total = 0
+        while True:
+            owed = await self._db(lambda c: store.unalerted(c, self.schema, limit=RECOVERY_BATCH))
+            fresh = [(row, evs) for row, evs in owed if row["incident_id"] not in self._recovered]
+            if not fresh:
+                break
+            now, mono = self.clock(), self.correlator.monotonic()
+            for row, events in fresh:
+                plan = recovery.owed_plan(row, events, self.correlator.sensors, now=now, now_mono=mono)
+                self.correlator.commit(plan)
+                self._recovered.add(row["incident_id"])
+                age_s = (now - recovery.newest_onset(events)).total_seconds()
+                self._alert(plan, recovery.owed_event_ids(events), late_s=age_s if age_s > self.settings.steer_max_age_s else None, recovered=True)
+            total += len(fresh)
+            await self._side.join()
+        self.correlator.prune()
+        if total:
+            log.warning("%d incident(s) were committed by a bridge that stopped before alerting them: alerted now, as recovered", total)
 
     # ------------------------------------------------------------------ hot path
     async def _worker(self) -> None:
@@ -250,7 +279,7 @@ class BridgeService:
         self.correlator.commit(plan)
         self.correlator.prune()
         late_s = (received_at - ev.onset).total_seconds()
-        self._alert(plan, ev.event_id, late_s=late_s if late_s > self.settings.steer_max_age_s else None)
+        self._alert(plan, [ev.event_id], late_s=late_s if late_s > self.settings.steer_max_age_s else None)
 
     def _ack(self, item: Inbound) -> None:
         if self.consumer is not None:
@@ -263,8 +292,12 @@ class BridgeService:
                                                   reason_code=rej.code, reason=rej.reason, sensor_id=rej.sensor_id, event_id=rej.event_id))
         self._ack(item)
 
-    def _alert(self, plan: Plan, event_id: uuid.UUID, *, late_s: float | None = None) -> None:
-        """Live alert, webhooks and cameras. ``late_s``: the sound is that old on arrival, too old to aim at."""
+    def _alert(self, plan: Plan, event_ids: list[uuid.UUID], *, late_s: float | None = None, recovered: bool = False) -> None:
+        """Live alert, webhooks and cameras, then the events' alert marks.
+
+        ``late_s``: the sound is that old, too old to aim at. ``recovered``: a stopped
+        bridge owed this alert (:meth:`_recover`).
+        """
         inc = store.incident_dict(plan.incident)
         steer = (plan.is_new or plan.reaim) and late_s is None
         if plan.is_new:
@@ -274,16 +307,19 @@ class BridgeService:
         if steer:
             self._spawn(self._steer(plan.incident), "steer")
         elif late_s is not None:
-            log.warning("event %s arrived %.0f s after its onset: alerted as late, no camera moved", event_id, late_s)
+            log.warning("event %s is %.0f s old: alerted as late, no camera moved", event_ids[-1], late_s)
         kind = "incident" if plan.is_new else "incident_update"
-        body = {"incident": inc, "event_id": str(event_id), "cameras": "steering" if steer else "unchanged"}
+        body: dict[str, Any] = {"incident": inc, "event_id": str(event_ids[-1]), "cameras": "steering" if steer else "unchanged"}
         if late_s is not None:
             body["late_s"] = round(late_s)
+        if recovered:
+            body["recovered"] = True
         n = self.hub.publish(kind, body)
         if plan.is_new or plan.reaim:
             self._submit_webhooks(inc)
-        self._side.put_nowait(lambda c: journal.append(c, self.schema, at=self.clock(), actor=SYSTEM, action=Action.ALERT_DELIVERED,
-                                                       incident_id=plan.incident.incident_id, details={"feed_clients": n, "kind": kind}))
+        details: dict[str, Any] = {"feed_clients": n, "kind": kind, **({"recovered": True} if recovered else {})}
+        self._side.put_nowait(lambda c: store.alert_delivered(c, self.schema, at=self.clock(), incident_id=plan.incident.incident_id,
+                                                              event_ids=event_ids, details=details))
 
     async def _steer(self, inc: IncidentState) -> None:
         started = time.monotonic()

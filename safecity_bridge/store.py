@@ -133,6 +133,52 @@ async def incident_of_event(conn: psycopg.AsyncConnection[Any], schema: str, eve
     return row[0] if row else None
 
 
+async def alert_delivered(
+    conn: psycopg.AsyncConnection[Any], schema: str, *, at: datetime, incident_id: uuid.UUID, event_ids: list[uuid.UUID], details: dict[str, Any]
+) -> None:
+    """Journal the alert and mark its events alerted, in one transaction.
+
+    The mark is what a restarted bridge looks for (:func:`unalerted`): an event without
+    it was committed by a bridge that stopped before alerting it.
+    """
+    async with conn.transaction():
+        await journal.append(conn, schema, at=at, actor=SYSTEM, action=Action.ALERT_DELIVERED, incident_id=incident_id,
+                             details={**details, "event_ids": [str(e) for e in event_ids]})
+        await conn.execute(sql.SQL("UPDATE {} SET alerted_at = %s WHERE event_id = ANY(%s) AND alerted_at IS NULL").format(_t(schema, "events")),
+                           (at, event_ids))
+
+
+async def unalerted(conn: psycopg.AsyncConnection[Any], schema: str, limit: int = 500) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Incidents holding events never alerted, oldest first: (incident row, all its events by onset).
+
+    Each event carries ``alerted_at`` (None for the ones left to alert); the incident's
+    other events are returned too, as a restarted correlator needs every arrival.
+    """
+    cur = await conn.execute(
+        sql.SQL("SELECT incident_id FROM {} WHERE alerted_at IS NULL GROUP BY incident_id ORDER BY min(received_at) LIMIT %s").format(_t(schema, "events")),
+        (limit,),
+    )
+    ids = [r[0] for r in await cur.fetchall()]
+    if not ids:
+        return []
+    cur = await conn.execute(
+        sql.SQL("SELECT incident_id, opened_at, first_onset, event_class, sensor_ids, n_events, confidence, latitude, longitude, uncertainty_m,"
+                " locate_method FROM {} WHERE incident_id = ANY(%s)").format(_t(schema, "incidents")),
+        (ids,),
+    )
+    cols = [d.name for d in cur.description or []]
+    incidents = {r[0]: dict(zip(cols, r)) for r in await cur.fetchall()}
+    cur = await conn.execute(
+        sql.SQL("SELECT incident_id, event_id, sensor_id, onset, received_at, alerted_at FROM {} WHERE incident_id = ANY(%s) ORDER BY onset, event_id").format(
+            _t(schema, "events")),
+        (ids,),
+    )
+    events: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for iid, eid, sid, onset, received_at, alerted_at in await cur.fetchall():
+        events.setdefault(iid, []).append({"event_id": eid, "sensor_id": sid, "onset": onset, "received_at": received_at, "alerted_at": alerted_at})
+    return [(incidents[i], events[i]) for i in ids if i in incidents]
+
+
 async def quarantine(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
