@@ -83,6 +83,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self._conn: psycopg.Connection | None = None
         self._tolerance = timedelta(seconds=settings.future_tolerance_s)
+        self._max_age = timedelta(days=settings.raw_retention_days) if settings.raw_retention_days else None
         self._now = datetime.now(timezone.utc)
 
     # ---------------------------------------------------------------- loop
@@ -128,7 +129,7 @@ class Pipeline:
         # useful rate, against a tolerance of minutes): per message it is measurable CPU.
         if not len(batch.items) & 255:
             self._now = datetime.now(timezone.utc)
-        result = parse(item.topic, item.payload, is_known=None, now=self._now, future_tolerance=self._tolerance)
+        result = parse(item.topic, item.payload, is_known=None, now=self._now, future_tolerance=self._tolerance, max_age=self._max_age)
         batch.items.append(item)
         batch.parsed.append(result)
         if not isinstance(result, Rejected):

@@ -12,6 +12,9 @@ reason naming the field at fault. Reason codes:
 ``schema_error``     any other violation of the level-frame/batch schema
 ``unknown_sensor``   sensor not in the registry (or retired)
 ``future_timestamp`` frame time further in the future than the tolerance
+``older_than_retention`` frame older than the raw retention (plain path): storing it
+                     would recreate a dropped day and overwrite that day's complete
+                     aggregates with the statistics of the few late frames
 
 A batch is accepted or rejected as a whole, so a half-valid replay never produces
 a hole that looks like a sensor outage.
@@ -30,6 +33,7 @@ from messages.level_frame import LevelBatch, LevelFrame, sensor_from_topic
 
 REASON_CODES: tuple[str, ...] = (
     "wrong_topic", "malformed_json", "out_of_range", "bad_bands", "schema_error", "unknown_sensor", "future_timestamp",
+    "older_than_retention",
 )
 _RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than", "finite_number"}
 _LEVEL_FIELDS = {"laeq", "lafmax", "lafmin", "lcpeak"}
@@ -49,6 +53,7 @@ def parse(
     is_known: Callable[[str], bool] | None,
     now: datetime,
     future_tolerance: timedelta,
+    max_age: timedelta | None = None,
 ) -> list[LevelRow] | Rejected:
     """Validate one message; ``is_known(sensor_id)`` consults the registry cache.
 
@@ -82,6 +87,13 @@ def parse(
                 "future_timestamp",
                 f"frame time {frame.time.isoformat()} is {(frame.time - now).total_seconds():.0f} s ahead of the server clock "
                 f"(tolerance {future_tolerance.total_seconds():.0f} s)",
+                topic_sensor,
+            )
+        if max_age is not None and now - frame.time > max_age:
+            return Rejected(
+                "older_than_retention",
+                f"frame time {frame.time.isoformat()} is older than the raw retention ({max_age.days} days): "
+                "its day's raw rows are dropped and its aggregates final",
                 topic_sensor,
             )
     return [row_of(f) for f in frames]

@@ -60,10 +60,12 @@ def test_every_kind_of_bad_input_is_quarantined_with_its_reason(db, mqtt_broker)
         "schema_error": (TOPIC.format("s1"), payload({**good, "gunshot": True})),
         "unknown_sensor": (TOPIC.format("ghost"), payload({**good, "sensor_id": "ghost"})),
         "future_timestamp": (TOPIC.format("s1"), payload({**good, "time": future})),
+        # Older than the raw retention: it would recreate a dropped day and overwrite its aggregates.
+        "older_than_retention": (TOPIC.format("s1"), payload(frame_dict("s1", t0 - timedelta(days=31), 60.0))),
         "wrong_topic": (TOPIC.format("s1") + "/extra", payload(good)),
     }
     pub = Publisher(mqtt_broker.port)
-    settings = ingest_settings(mqtt_broker.port, quarantine_payload_max_bytes=1024)
+    settings = ingest_settings(mqtt_broker.port, quarantine_payload_max_bytes=1024, raw_retention_days=30)
     with running(db.smart, settings) as svc:
         # The ingest subscribes to sonopolis/v1/levels/+ only; a deeper topic never reaches
         # it, so the wrong-topic case is a payload for another sensor on s1's topic.
