@@ -21,7 +21,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from ingestion.aggsql import GRANULARITIES, Granularity, lden_expression, scalar_columns
+from ingestion.aggsql import GRANULARITIES, MEASURED, Granularity, lden_expression, scalar_columns
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ SELECT tb.sensor_id, tb.bucket,
     {exprs},
     least(1.0, sum(l.period_s) / extract(epoch FROM tb.bucket_end - tb.bucket))::real
 FROM touched tb
-JOIN {{levels}} l ON l.sensor_id = tb.sensor_id AND l.time >= tb.bucket AND l.time < tb.bucket_end
+JOIN {{levels}} l ON l.sensor_id = tb.sensor_id AND l.time >= tb.bucket AND l.time < tb.bucket_end AND {MEASURED}
 GROUP BY tb.sensor_id, tb.bucket, tb.bucket_end
 ON CONFLICT (sensor_id, bucket) DO UPDATE SET
     {", ".join(f"{n} = EXCLUDED.{n}" for n in [*names, "coverage"])}, refreshed_at = now()

@@ -11,6 +11,7 @@ later would need a data migration, so it is refused with a clear error.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -79,4 +80,25 @@ def migrate(conn: psycopg.Connection, *, timescale: str = "auto", schema: str = 
         conn.autocommit = previous
     if applied:
         log.info("smart schema %s migrated on the %s path: versions %s", schema, "timescale" if ts else "plain", applied)
+    if MEASURED_ONLY in applied and not ts:
+        _recompute_plain_aggregates(conn, schema)
     return applied
+
+
+MEASURED_ONLY = 4
+"""The migration from which aggregates count measured frames only (``ingestion.aggsql.MEASURED``)."""
+
+
+def _recompute_plain_aggregates(conn: psycopg.Connection, schema: str) -> None:
+    """Recompute every aggregate bucket the raw rows still cover (an upgrade; nothing to do on a new schema).
+
+    The TimescaleDB migration rebuilds its continuous aggregates itself; the plain
+    path's tables are filled by the service, so the upgrade recomputes them here.
+    """
+    from ingestion import aggregates
+
+    span = conn.execute(sql.SQL("SELECT min(time), max(time) FROM {}").format(sql.Identifier(schema, "levels"))).fetchone()
+    if span is None or span[0] is None:
+        return
+    result = aggregates.refresh(conn, span[0], span[1] + timedelta(seconds=1), schema=schema)
+    log.info("aggregates of %s recomputed over measured frames, %s to %s: %s", schema, span[0], span[1], result.buckets)

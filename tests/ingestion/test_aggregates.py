@@ -173,3 +173,69 @@ def test_rows_committed_during_the_short_refresh_still_reach_the_days_lden(db, m
     assert incremental[1] > 76  # the loud late night is in it
     maintainer.close()
     conn.close()
+
+
+def test_only_measured_frames_count_in_statistics_and_coverage(db):
+    """A calibrator's 94 dB tone and a dead microphone's 0 dB are stored, never published as the street's level.
+
+    They used to be: 50 s at 60 dB plus 10 s of calibration read LAeq 86.2 dB, LAmax 94.2,
+    and a microphone dead for half a minute halved LA90 to 0 dB with full coverage.
+    """
+    with ready_db(db.smart) as conn:
+        street = [frame_dict("s1", T0 + timedelta(seconds=i), 60.0) for i in range(50)]
+        calibration = [frame_dict("s1", T0 + timedelta(seconds=50 + i), 94.0) | {"status": "calibrating"} for i in range(10)]
+        minute2 = T0 + timedelta(minutes=1)
+        live = [frame_dict("s1", minute2 + timedelta(seconds=i), 60.0) | {"status": "degraded" if i == 0 else "ok"} for i in range(30)]
+        silent = {k: 0.0 for k in BAND_KEYS}
+        dead = [frame_dict("s1", minute2 + timedelta(seconds=30 + i), 0.0, bands=silent) | {"status": "fault"} for i in range(20)]
+        visit = [frame_dict("s1", minute2 + timedelta(seconds=50 + i), 70.0) | {"status": "maintenance"} for i in range(10)]
+        write_frames(conn, [LevelFrame.model_validate(f) for f in street + calibration + live + dead + visit])
+        aggregates.refresh(conn, T0, T0 + timedelta(minutes=2))
+        rows = conn.execute("SELECT laeq, lamax, la10, la90, coverage, n_seconds FROM smart.levels_1min ORDER BY bucket").fetchall()
+        (laeq1, lamax1, la10_1, _, cov1, n1), (laeq2, _, _, la90_2, cov2, n2) = rows
+        assert abs(laeq1 - 60.0) < 1e-3 and lamax1 == 63.0 and abs(la10_1 - 60.0) < 1e-3
+        assert abs(cov1 - 50 / 60) < 1e-6 and n1 == 50
+        assert abs(laeq2 - 60.0) < 1e-3 and abs(la90_2 - 60.0) < 1e-3, "a degraded frame counts; fault and maintenance do not"
+        assert abs(cov2 - 30 / 60) < 1e-6 and n2 == 30
+        assert conn.execute("SELECT count(*) FROM smart.levels WHERE status <> 'ok'").fetchone()[0] == 41, "all stored"
+        only_fault = T0 + timedelta(minutes=5)
+        write_frames(conn, [LevelFrame.model_validate(frame_dict("s1", only_fault + timedelta(seconds=i), 0.0, bands=silent) | {"status": "fault"}) for i in range(5)])
+        aggregates.refresh(conn, only_fault, only_fault + timedelta(minutes=1))
+        assert conn.execute("SELECT count(*) FROM smart.levels_1min WHERE bucket = %s", (only_fault,)).fetchone()[0] == 0
+
+
+def test_n_seconds_counts_seconds_not_frames(db):
+    """A sensor integrating over 10 s: 6 frames fill a minute (n_seconds was the frame count, 6)."""
+    with ready_db(db.smart) as conn:
+        write_frames(conn, [LevelFrame.model_validate(frame_dict("s1", T0 + timedelta(seconds=10 * i), 60.0) | {"period_s": 10.0}) for i in range(6)])
+        aggregates.refresh(conn, T0, T0 + timedelta(minutes=1))
+        assert conn.execute("SELECT n_seconds, coverage FROM smart.levels_1min").fetchone() == (60, 1.0)
+
+
+def test_upgrading_a_plain_schema_recomputes_its_aggregates_over_measured_frames(db, tmp_path):
+    """Migration 4 changes what counts; the rows a previous release computed are recomputed at once."""
+    import shutil
+
+    import psycopg
+
+    from common.migrations import apply
+    from ingestion.schema import MEASURED_ONLY, MIGRATIONS_DIR, migrate
+
+    # The schema as the previous release left it: migrations 1-3 and its aggregate rows.
+    for p in MIGRATIONS_DIR.glob("*.sql"):
+        if int(p.name[:4]) < MEASURED_ONLY and ".timescale." not in p.name:
+            shutil.copy(p, tmp_path / p.name)
+    with psycopg.connect(db.smart, autocommit=True) as conn:
+        assert apply(conn, "smart", tmp_path) == [1, 2, 3]
+    with psycopg.connect(db.smart) as conn:
+        registry.upsert(conn, [sensor("s1")])
+        frames = [frame_dict("s1", T0 + timedelta(seconds=i), 60.0) for i in range(30)]
+        frames += [frame_dict("s1", T0 + timedelta(seconds=30 + i), 94.0) | {"status": "calibrating"} for i in range(30)]
+        write_frames(conn, [LevelFrame.model_validate(f) for f in frames])
+        conn.execute("INSERT INTO smart.levels_1min (sensor_id, bucket, laeq, coverage, n_seconds, car_horn, siren)"
+                     " VALUES ('s1', %s, 91.0, 1.0, 60, 0, 0)", (T0,))  # what the previous release computed
+        conn.commit()
+        assert migrate(conn) == [MEASURED_ONLY]
+        laeq, coverage = conn.execute("SELECT laeq, coverage FROM smart.levels_1min WHERE sensor_id = 's1'").fetchone()
+        assert abs(laeq - 60.0) < 1e-3 and abs(coverage - 0.5) < 1e-6
+        assert conn.execute("SELECT laeq FROM smart.levels_1d WHERE sensor_id = 's1'").fetchone()[0] is not None

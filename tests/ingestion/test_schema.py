@@ -29,7 +29,7 @@ def _columns(conn: psycopg.Connection, table: str) -> set[str]:
 def test_plain_migration_creates_the_contract_relations(db):
     with psycopg.connect(db.smart) as conn:
         applied = migrate(conn)
-        assert applied == [1, 2, 3]
+        assert applied == [1, 2, 3, 4]
         assert storage_path(conn) == "plain"
         for table, cols in CONTRACT.items():
             assert cols <= _columns(conn, table), table
@@ -59,8 +59,12 @@ def test_timescale_variant_selected_by_flag():
 
 def test_timescale_aggregates_migration_is_the_generated_one():
     """The committed continuous-aggregate SQL is exactly what aggsql generates (no drift)."""
-    text = (MIGRATIONS_DIR / "0003_aggregates.timescale.sql").read_text()
+    text = (MIGRATIONS_DIR / "0004_aggregates_measured.timescale.sql").read_text()
     assert text == aggsql.timescale_migration()
     assert text.startswith("-- sonopolis:autocommit")
     for name in ("levels_1min", "levels_15min", "levels_1h", "levels_1d", "lden_daily"):
         assert f" {name}" in text
+    # Every aggregate counts measured frames only; the 0003 ones it replaces counted all.
+    assert text.count(f"WHERE {aggsql.MEASURED}\n") == 4
+    assert "WHERE l.status" not in (MIGRATIONS_DIR / "0003_aggregates.timescale.sql").read_text()
+    assert text.index("DROP MATERIALIZED VIEW IF EXISTS levels_1min;") < text.index("CREATE MATERIALIZED VIEW levels_1min")
