@@ -67,6 +67,7 @@ value() { cat "$DIR/$1"; }
 secret postgres-admin-password
 secret db-smart-password
 secret db-safe-password
+secret db-smart-reader-password   # Grafana's read-only role: a password file, no DSN
 put sonopolis-admin-dsn "postgresql://postgres:$(value postgres-admin-password)@db:5432/postgres"
 put db-smart-dsn "postgresql://sonopolis_smart:$(value db-smart-password)@db:5432/sonopolis"
 put db-safe-dsn "postgresql://sonopolis_safe:$(value db-safe-password)@db:5432/sonopolis"

@@ -1,11 +1,13 @@
-"""Create the database, the two roles and the two schemas that keep the paths apart.
+"""Create the database, the roles and the two schemas that keep the paths apart.
 
 Run once with an administrator connection (``sonopolis db-init``; the demo and the
 tests do it for their own clusters). After it:
 
 * role ``sonopolis_smart`` owns schema ``smart`` and has no privilege on ``safe``;
 * role ``sonopolis_safe`` owns schema ``safe`` and has no privilege on ``smart``;
-* ``PUBLIC`` can create nothing anywhere, so neither role can stash data elsewhere.
+* role ``sonopolis_smart_reader`` (Grafana) may only read ``smart``, now and after
+  later migrations, and has no privilege on ``safe`` (``sonopolis/reader.py``);
+* ``PUBLIC`` can create nothing anywhere, so no role can stash data elsewhere.
 
 Each side then applies its own migrations in its own schema, as its own role.
 """
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from sonopolis.reader import READER_ROLE, grant_smart_reader
+
 SMART_ROLE = "sonopolis_smart"
 SAFE_ROLE = "sonopolis_safe"
 
@@ -25,6 +29,7 @@ SAFE_ROLE = "sonopolis_safe"
 class RoleDsns:
     smart: str
     safe: str
+    reader: str  # read-only on schema smart: what Grafana uses
 
 
 def _with_db(dsn: str, dbname: str, user: str | None = None, password: str | None = None) -> str:
@@ -44,9 +49,10 @@ def bootstrap(
     *,
     smart_password: str | None = None,
     safe_password: str | None = None,
+    reader_password: str | None = None,
     timescale: bool | None = None,
 ) -> RoleDsns:
-    """Idempotently create ``dbname``, both roles and both schemas; return the role DSNs.
+    """Idempotently create ``dbname``, the roles and both schemas; return the role DSNs.
 
     ``timescale``: None = create the extension when the server has it.
     """
@@ -54,7 +60,7 @@ def bootstrap(
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        for role, password in ((SMART_ROLE, smart_password), (SAFE_ROLE, safe_password)):
+        for role, password in ((SMART_ROLE, smart_password), (SAFE_ROLE, safe_password), (READER_ROLE, reader_password)):
             has = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             verb = "ALTER" if has else "CREATE"
             if password:
@@ -77,8 +83,10 @@ def bootstrap(
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema), sql.Identifier(role)))
             conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}, public").format(sql.Identifier(role), db, sql.Identifier(schema)))
+        grant_smart_reader(conn, dbname, SMART_ROLE)
 
     return RoleDsns(
         smart=_with_db(admin_dsn, dbname, SMART_ROLE, smart_password),
         safe=_with_db(admin_dsn, dbname, SAFE_ROLE, safe_password),
+        reader=_with_db(admin_dsn, dbname, READER_ROLE, reader_password),
     )

@@ -13,18 +13,21 @@ def db_init(
     dbname: str = typer.Option("sonopolis", help="Database to create or update"),
     smart_password_file: Path | None = typer.Option(None, help="File holding the smart role's password"),
     safe_password_file: Path | None = typer.Option(None, help="File holding the safe role's password"),
+    smart_reader_password_file: Path | None = typer.Option(None, help="File holding the read-only smart role's password (Grafana)"),
 ) -> None:
-    """Create the database, the smart and safe roles and their schemas (idempotent)."""
+    """Create the database, the smart, smart reader and safe roles and their schemas (idempotent)."""
     from sonopolis.bootstrap import bootstrap
 
     read = lambda p: p.read_text().strip() if p else None  # noqa: E731
-    dsns = bootstrap(admin_dsn, dbname, smart_password=read(smart_password_file), safe_password=read(safe_password_file))
+    dsns = bootstrap(admin_dsn, dbname, smart_password=read(smart_password_file), safe_password=read(safe_password_file),
+                     reader_password=read(smart_reader_password_file))
     from psycopg.conninfo import conninfo_to_dict
 
-    # Where, never the DSN itself: it holds the smart role's password (it once went to `docker logs db-init`).
+    # Where and who, never a DSN itself: each holds a role's password (one once went to `docker logs db-init`).
     where = conninfo_to_dict(dsns.smart)
+    reader = conninfo_to_dict(dsns.reader).get("user", "?")
     typer.echo(f"database {dbname!r} ready on {where.get('host', 'local socket')}:{where.get('port', 5432)} "
-               f"(roles {where.get('user', '?')} and the safe role)")
+               f"(roles {where.get('user', '?')}, {reader} (read-only) and the safe role)")
 
 
 def schemas(out_dir: Path = typer.Option(Path("docs/schemas"), help="Where to write the JSON Schemas")) -> None:

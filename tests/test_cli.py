@@ -69,12 +69,16 @@ def test_db_init_never_prints_the_role_password(pg_admin_dsn: str, tmp_path) -> 
     secret = f"S3cret-{uuid.uuid4().hex}"
     pw = tmp_path / "smart.pw"
     pw.write_text(secret + "\n")
+    reader_secret = f"R3ader-{uuid.uuid4().hex}"
+    reader_pw = tmp_path / "reader.pw"
+    reader_pw.write_text(reader_secret + "\n")
     name = f"sonotest_dbinit_{uuid.uuid4().hex[:8]}"
     try:
-        result = CliRunner().invoke(cli.app, ["db-init", "--admin-dsn", pg_admin_dsn, "--dbname", name, "--smart-password-file", str(pw)])
+        result = CliRunner().invoke(cli.app, ["db-init", "--admin-dsn", pg_admin_dsn, "--dbname", name, "--smart-password-file", str(pw),
+                                              "--smart-reader-password-file", str(reader_pw)])
         assert result.exit_code == 0, result.output
-        assert f"database '{name}' ready" in result.output
-        assert secret not in result.output and "password" not in result.output
+        assert f"database '{name}' ready" in result.output and "sonopolis_smart_reader (read-only)" in result.output
+        assert secret not in result.output and reader_secret not in result.output and "password" not in result.output
     finally:
         with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

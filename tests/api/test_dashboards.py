@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from dashboards import build
+from sonopolis.bootstrap import RoleDsns
+from sonopolis.reader import READER_ROLE
 
 GRAFANA = Path(build.__file__).resolve().parent / "grafana"
 
@@ -24,10 +26,13 @@ def test_committed_dashboards_are_the_generated_ones() -> None:
 def test_provisioning_files_point_at_the_dashboards_datasource() -> None:
     ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "sonopolis.yaml").read_text())["datasources"][0]
     assert ds["type"] == "grafana-postgresql-datasource" and ds["jsonData"]["timescaledb"] is True
-    # From the Compose secret file, never inline (it was an environment variable nothing set).
-    assert "password" not in ds and ds["secureJsonData"]["password"] == "$__file{/run/secrets/db-smart-password}"
+    # The read-only role (any viewer can send SQL through the datasource), its password
+    # from the Compose secret file, never inline (it was an environment variable nothing set).
+    assert ds["user"] == "${SONOPOLIS_GRAFANA_DB_USER:-" + READER_ROLE + "}"
+    assert "password" not in ds and ds["secureJsonData"]["password"] == "$__file{/run/secrets/db-smart-reader-password}"
     compose = yaml.safe_load((GRAFANA.parents[1] / "docker-compose.yml").read_text())["services"]["grafana"]
-    assert "db-smart-password" in compose["secrets"]
+    assert "db-smart-reader-password" in compose["secrets"]
+    assert not {"db-smart-password", "db-smart-dsn"} & set(compose["secrets"]), "Grafana never holds the read-write role's password"
     for name in build.DASHBOARDS:
         board = json.loads((build.OUT / name).read_text())
         for panel in board["panels"]:
@@ -44,13 +49,14 @@ def _expand(sql: str, start: dt.datetime, end: dt.datetime, sensor: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
-def test_every_panel_query_runs_and_returns_rows(name: str, recent_dsn: str) -> None:
+def test_every_panel_query_runs_and_returns_rows(name: str, recent_dsn: str, db: RoleDsns) -> None:
+    """As Grafana's read-only role: a panel that needs more than SELECT fails here."""
     board = build.DASHBOARDS[name]()
     end = dt.datetime.now(dt.UTC)
     start = end - dt.timedelta(days=2)
     queries = [t["rawSql"] for p in board["panels"] for t in p["targets"]]
     queries += [v["query"] for v in board["templating"]["list"]]
-    with psycopg.connect(recent_dsn) as conn:
+    with psycopg.connect(db.reader) as conn:
         for sql in queries:
             cur = conn.execute(_expand(sql, start, end, "se-jacquard"))  # type: ignore[arg-type]
             rows = cur.fetchall()

@@ -25,6 +25,7 @@ import yaml
 
 from common import config as common_config
 from sonopolis.cli import COMMANDS
+from sonopolis.reader import READER_ROLE
 from tests.system.deployed import DEPLOY, REPO_ROOT, make_secrets
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -140,6 +141,7 @@ def test_pg_hba_admits_each_role_from_its_own_network_only() -> None:
     assert host_rules == {
         "postgres": (str(subnets["db_admin"]), "scram-sha-256"),
         "sonopolis_smart": (str(subnets["db_smart"]), "scram-sha-256"),
+        "sonopolis_smart_reader": (str(subnets["db_smart"]), "scram-sha-256"),
         "sonopolis_safe": (str(subnets["db_safe"]), "scram-sha-256"),
     }
     assert rules[-2:] == [["host", "all", "all", "0.0.0.0/0", "reject"], ["host", "all", "all", "::/0", "reject"]]
@@ -219,6 +221,24 @@ def test_grafana_is_provisioned_from_dashboards() -> None:
     mounts = SERVICES["grafana"]["volumes"]
     assert "./dashboards/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
     assert "./dashboards/grafana/dashboards:/var/lib/grafana/dashboards:ro" in mounts
+
+
+def test_grafana_logs_in_as_the_read_only_role_db_init_makes() -> None:
+    """Any viewer can send SQL through the datasource: Grafana gets the reader's password only."""
+    ds_file = REPO_ROOT / "dashboards" / "grafana" / "provisioning" / "datasources" / "sonopolis.yaml"
+    (ds,) = yaml.safe_load(ds_file.read_text(encoding="utf-8"))["datasources"]
+    env = SERVICES["grafana"]["environment"]
+    user_var = INTERPOLATION.fullmatch(ds["user"])
+    assert user_var and user_var.group(1) not in env and user_var.group(2) == READER_ROLE, ds["user"]
+    password_file = re.fullmatch(r"\$__file\{/run/secrets/([^}]+)\}", ds["secureJsonData"]["password"])
+    assert password_file, "the datasource password comes from a mounted secret file"
+    mounts = secret_mounts("grafana")
+    assert mounts.get(password_file.group(1)) == "db-smart-reader-password"
+    assert set(mounts.values()) == {"grafana-admin-password", "db-smart-reader-password"}, "no read-write or safe credential"
+    # db-init sets the reader's password from the very file Grafana reads.
+    argv = sonopolis_argv("db-init")
+    option = argv[argv.index("--smart-reader-password-file") + 1]
+    assert option == "/run/secrets/db-smart-reader-password" and secret_mounts("db-init")[option.rsplit("/", 1)[1]] == "db-smart-reader-password"
 
 
 # ---------------------------------------------------------------- secrets
