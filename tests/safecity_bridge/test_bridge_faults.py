@@ -2,6 +2,8 @@
 
 Each case once stopped the intake for good (the process stayed up, /healthz said ok,
 and the unacked message came back first after every restart) or lost a live alert.
+The writer of what follows an alert (camera outcomes, delivery journal) must likewise
+outlive a write the database refuses.
 Real Mosquitto, real PostgreSQL; the lost-reply case puts a TCP proxy in front of the
 real server that forwards the event's insert and then drops the connection.
 """
@@ -12,11 +14,15 @@ import json
 import socket
 import threading
 import time
+import uuid
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
-from psycopg import sql
+from psycopg import errors, sql
 
+from safecity_bridge import journal, store
+from safecity_bridge.journal import SYSTEM, Action
 from safecity_bridge.runner import BridgeThread, NoCameras
 from tests import services
 from tests.polling import wait_until
@@ -167,3 +173,45 @@ def test_a_safe_broker_that_never_answers_is_named_at_start(db, monkeypatch, cap
     began = time.monotonic()
     asyncio.run(start(0.5))  # a stop while waiting ends the run at once, without an error
     assert time.monotonic() - began < 2.5
+
+
+def test_a_side_write_the_database_refuses_is_skipped_and_the_writes_behind_it_still_happen(bridge, db, caplog):
+    """Camera outcomes and delivery journal entries go through one writer task after the alert.
+
+    A write the database refuses (here: outcomes of an incident it does not have, and a
+    journal entry whose details jsonb cannot hold) would be refused again: it is dropped
+    with its error in the log, and the writer goes on with what was queued behind it.
+    Were the refusal to end the writer, no camera outcome and no delivery entry would be
+    journaled any more, while the bridge still alerted and /healthz said ok.
+    """
+    service = bridge.service
+    ghost = uuid.uuid4()  # no such incident in the database
+    marker = uuid.uuid4().hex
+    at = datetime.now(timezone.utc)
+    outcome = {"camera_id": "cam-1", "outcome": "moved_preset", "preset": "p1", "reason": None, "latency_ms": 12.0}
+
+    async def queue_writes() -> None:  # all three queued before the writer runs any of them
+        service._side.put_nowait(lambda c: store.record_camera_outcomes(c, service.schema, ghost, [outcome], at))
+        service._side.put_nowait(lambda c: journal.append(c, service.schema, at=at, actor=SYSTEM, action=Action.WEBHOOK_FAILED,
+                                                          incident_id=ghost, details={"error": "reply with a \x00 in it"}))
+        service._side.put_nowait(lambda c: journal.append(c, service.schema, at=at, actor=SYSTEM, action=Action.ALERT_DELIVERED,
+                                                          details={"marker": marker}))
+
+    def landed() -> bool:
+        with psycopg.connect(db.safe) as conn:
+            return conn.execute("SELECT count(*) FROM safe.journal WHERE details->>'marker' = %s", (marker,)).fetchone()[0] == 1
+
+    bridge.call(queue_writes())
+    wait_until(landed, timeout=10, what="the valid journal entry queued behind the refused writes")
+    bridge.call(service.settle(timeout=5))  # every queued write was accounted for
+    writer = [t for t in service._tasks if t.get_name() == "side-writer"]
+    assert len(writer) == 1 and not writer[0].done(), "the side writer stopped"
+    # Nothing of the refused writes was stored (the outcomes' transaction rolled back whole).
+    assert _count(db.safe, "camera_moves") == 0
+    with psycopg.connect(db.safe) as conn:
+        assert conn.execute("SELECT count(*) FROM safe.journal WHERE incident_id = %s", (ghost,)).fetchone()[0] == 0
+    refused = [r for r in caplog.records if r.name == "safecity_bridge.service" and "refused; skipped" in r.getMessage()]
+    assert [r.levelname for r in refused] == ["ERROR", "ERROR"], [r.getMessage() for r in caplog.records]
+    fk, nul = (r.exc_info[1] if r.exc_info else None for r in refused)
+    assert isinstance(fk, errors.ForeignKeyViolation) and 'table "camera_moves"' in str(fk) and "camera_moves_incident_id_fkey" in str(fk)
+    assert isinstance(nul, errors.UntranslatableCharacter)  # jsonb cannot hold \u0000
