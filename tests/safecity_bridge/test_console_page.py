@@ -185,3 +185,37 @@ def test_the_page_reloads_the_incidents_when_its_feed_reconnects(bridge, pub, db
     shown = browser.wait_for(lambda s: any(i.startswith("explosion") for i in s["incidents"]), "the incident created while the feed was down")
     assert shown["status"] == LIVE and len(shown["incidents"]) == 2 and "s-south" in shown["incidents"][0]
     assert bridge.service.hub.subscribers == 1  # the page's new subscription, on the same hub
+
+
+def test_the_page_reconnects_its_feed_after_a_retry_answered_with_an_http_error(bridge, pub, db, browser):
+    """A browser retries a dropped EventSource by itself only while the retries fail at the network level.
+
+    A retry answered with an HTTP error closes it for good: the TLS terminator the
+    deployment puts in front of the console answers 502 while the bridge restarts, and the
+    console itself answers 429 to an address locked out by wrong logins, or while a flood of
+    them fills its waiting line. The page then said "reconnexion…" for ever and showed no
+    new alert until someone reloaded it. Here the first retry gets a 502, the next ones
+    reach the bridge.
+    """
+    base = f"http://127.0.0.1:{bridge.settings.http_port}"
+    browser.open_logged_in(base + "/")
+    browser.wait_for(lambda s: s["status"] == LIVE, "the logged-in page with its live feed")
+    answered: list[int] = []
+
+    def gateway(request: dict[str, Any]) -> dict[str, Any] | None:
+        if answered:
+            return None  # on to the bridge
+        answered.append(502)
+        return {"method": "Fetch.fulfillRequest", "responseCode": 502, "responseHeaders": [{"name": "Content-Type", "value": "text/html"}],
+                "body": base64.b64encode(b"<h1>502 Bad Gateway</h1>").decode()}
+
+    browser.on_request = gateway
+    browser.send("Fetch.enable", {"patterns": [{"urlPattern": "*/feed*"}]})
+    bridge.loop.call_soon_threadsafe(bridge.service.hub.close)
+    browser.wait_for(lambda s: s["status"] == BROKEN, "the page noticing its feed dropped")
+    _insert_incident(db.safe, "explosion", "s-south")
+
+    shown = browser.wait_for(lambda s: any(i.startswith("explosion") for i in s["incidents"]), "the page back on its feed after the 502")
+    assert answered == [502] and shown["status"] == LIVE
+    pub.publish(event("s-east", "glass_break"))  # and the feed it is back on is live
+    browser.wait_for(lambda s: any(i.startswith("glass_break") for i in s["incidents"]), "an alert on the reopened feed")
