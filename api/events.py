@@ -3,9 +3,21 @@
 Two public event types, and only these (the ``api_events`` table has a CHECK on them;
 the smart database holds no security class to begin with):
 
-* ``noise_threshold_exceeded`` — the LAeq over an aligned 5-minute window (energetic
-  mean of the 1 s LAeq values in ``smart.levels``) is above the configured threshold;
+* ``noise_threshold_exceeded`` — the LAeq over an aligned 5-minute window is above the
+  configured threshold. LAeq,5min is the energetic mean of the window's frames weighted
+  by their duration, ``10·log10(Σ period_s·10^(L/10) / Σ period_s)`` (a frame may last up
+  to 3600 s: an unweighted mean let ten loud seconds outweigh a quiet 290 s frame);
+  only frames that lie wholly inside the window and measure the street count (status
+  ``ok`` or ``degraded``: see :data:`MEASURING_STATUSES`), and a window is judged only
+  when they cover at least ``laeq_5min_min_coverage`` of it (one loud second in an
+  empty window is not a loud 5 minutes); the event carries that ``coverage``;
 * ``sensor_silent`` — an active sensor has sent no frame for ``silent_after_min``.
+
+A window is judged only from ``laeq_5min_settle_s`` after it ends, so frames still in
+transit count; an event, once raised, is never updated (webhooks and SSE readers got
+its value once, under its id; a later change would leave them contradicting the API). A
+window that raised nothing is judged again at each evaluation while it is within
+``lookback_min``: a sensor replaying its queue after an outage can still complete it.
 
 Detection is idempotent: each event is keyed by (type, sensor, window start / last
 frame time), so re-evaluating the same data, or two API replicas evaluating at once,
@@ -33,18 +45,42 @@ log = logging.getLogger(__name__)
 EVENT_TYPES = ("noise_threshold_exceeded", "sensor_silent")
 _EVALUATION_LOCK = 0x50A7_E7E7  # pg_advisory_xact_lock key of the evaluator (one at a time per database)
 
+MEASURING_STATUSES = ("ok", "degraded")
+"""Frame statuses whose LAeq is a measurement of the street (``messages.level_frame.SensorStatus``).
+
+``degraded`` counts: it marks clipping, a level capped to the wire's range, or non-finite
+samples measured as silence (``detectors/meter.py``), all of which can only make the
+frame's LAeq *lower* than the street's, and clipping happens when the street is loudest;
+dropping those frames would hide exactly the loudest windows. An event whose window holds
+degraded frames is therefore never a false alarm, its value at worst an underestimate.
+``calibrating`` (a calibrator's 94/114 dB tone), ``maintenance`` (a technician at the
+sensor) and ``fault`` (e.g. digital silence) do not measure the street: they count neither
+in the level nor in the coverage.
+"""
+
+WINDOW_S = 300.0  # the aligned 5-minute window of noise_threshold_exceeded
+
 _THRESHOLD = """
-WITH w AS (
-    SELECT sensor_id, date_bin('5 minutes', time, TIMESTAMPTZ '2000-01-01') AS started_at,
-           10 * log(avg(power(10::float8, laeq / 10.0))) AS laeq5
+WITH f AS (
+    SELECT sensor_id, time, period_s::float8 AS d, laeq::float8 AS laeq,
+           date_bin('5 minutes', time, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS started_at
     FROM {levels}
-    WHERE time >= %(since)s AND time < %(now)s AND laeq IS NOT NULL
+    WHERE time >= %(since)s AND time < %(until)s AND laeq IS NOT NULL AND status = ANY(%(statuses)s)
+), w AS (
+    -- A frame counts in the window it lies wholly inside: a frame straddling two windows,
+    -- or longer than one, does not tell the level of either.
+    SELECT sensor_id, started_at,
+           10 * log(sum(d * power(10::float8, laeq / 10.0)) / sum(d)) AS laeq5,
+           least(1.0, sum(d) / %(window_s)s) AS coverage
+    FROM f
+    WHERE time + make_interval(secs => d) <= started_at + interval '5 minutes'
     GROUP BY 1, 2
 )
-INSERT INTO {events} (event_type, sensor_id, started_at, value, threshold)
-SELECT 'noise_threshold_exceeded', sensor_id, started_at, round(laeq5::numeric, 1), %(threshold)s
+INSERT INTO {events} (event_type, sensor_id, started_at, value, threshold, coverage)
+SELECT 'noise_threshold_exceeded', sensor_id, started_at, round(laeq5::numeric, 1), %(threshold)s,
+       round(coverage::numeric, 3)
 FROM w
-WHERE laeq5 > %(threshold)s AND started_at + interval '5 minutes' <= %(now)s
+WHERE laeq5 > %(threshold)s AND coverage >= %(min_coverage)s
 ON CONFLICT (event_type, sensor_id, started_at) DO NOTHING
 RETURNING id
 """
@@ -93,13 +129,18 @@ class EventStore:
         """Detect new events up to ``now``; queue them for webhooks; return their ids."""
         now = now or dt.datetime.now(dt.UTC)
         since = _floor_5min(now - dt.timedelta(minutes=settings.lookback_min))  # whole windows only
+        # Only windows that ended at least settle_s ago: frames still in transit would
+        # change a value that, once published, never changes.
+        until = _floor_5min(now - dt.timedelta(seconds=settings.laeq_5min_settle_s))
         async with conn.transaction():
             # Readers resume with "id > last seen", so ids must become visible in id order.
             # A bigserial id is taken at INSERT but seen at COMMIT: two replicas evaluating
             # at once once let a reader pass id 2 while id 1 was still uncommitted, and id 1
             # was never served. One evaluation at a time makes commit order the id order.
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVALUATION_LOCK,))
-            cur = await conn.execute(self.q(_THRESHOLD), {"since": since, "now": now, "threshold": settings.laeq_5min_threshold_db})
+            cur = await conn.execute(self.q(_THRESHOLD), {
+                "since": since, "until": until, "statuses": list(MEASURING_STATUSES), "window_s": WINDOW_S,
+                "threshold": settings.laeq_5min_threshold_db, "min_coverage": settings.laeq_5min_min_coverage})
             ids = [r[0] for r in await cur.fetchall()]
             cur = await conn.execute(self.q(_SILENT), {"now": now, "silent_min": settings.silent_after_min})
             ids += [r[0] for r in await cur.fetchall()]
@@ -119,7 +160,7 @@ class EventStore:
         if sensors:
             conds.append(sql.SQL("sensor_id = ANY(%s)"))
             params.append(sensors)
-        q = sql.SQL("SELECT id, event_type, sensor_id, started_at, value, threshold FROM {} WHERE {} ORDER BY id LIMIT %s").format(
+        q = sql.SQL("SELECT id, event_type, sensor_id, started_at, value, threshold, coverage FROM {} WHERE {} ORDER BY id LIMIT %s").format(
             self.names["events"], sql.SQL(" AND ").join(conds))
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(q, (*params, limit))

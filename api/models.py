@@ -141,16 +141,31 @@ OpenEventType = Literal["noise_threshold_exceeded", "sensor_silent"]
 
 
 class OpenEvent(BaseModel):
+    """One open noise event; published once and never changed afterwards (see ``api/events.py``)."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "id": 17, "event_type": "noise_threshold_exceeded", "sensor_id": "SE-042",
-        "started_at": "2025-06-01T22:15:00+00:00", "value": 78.4, "threshold": 75.0}]})
+        "started_at": "2025-06-01T22:15:00+00:00", "value": 78.4, "threshold": 75.0, "coverage": 0.997}]})
 
-    id: int
+    id: int = Field(..., description="Increasing; resume after it (`after`, `Last-Event-ID`)")
     event_type: OpenEventType
     sensor_id: str
-    started_at: dt.datetime = Field(..., description="Start of the 5 min window, or time of the last frame for sensor_silent")
-    value: float | None = Field(None, description="LAeq,5min in dB(A), or minutes without data")
-    threshold: float | None = None
+    started_at: dt.datetime = Field(
+        ..., description="noise_threshold_exceeded: start of the aligned 5 min window (UTC, multiple of 5 min); "
+        "sensor_silent: time of the sensor's last frame")
+    value: float | None = Field(
+        None, description="noise_threshold_exceeded: LAeq,5min in dB(A), 0.1 dB, the energetic mean of the window's "
+        "frames weighted by their duration (`period_s`), over frames lying wholly inside the window whose status "
+        "is `ok` or `degraded` (`calibrating`, `maintenance` and `fault` frames are not measurements of the street); "
+        "judged once the window has ended and a settle delay (default 2 min) has passed, and never changed after. "
+        "sensor_silent: minutes without data")
+    threshold: float | None = Field(None, description="The threshold in force: dB(A) for noise_threshold_exceeded, "
+                                    "minutes for sensor_silent")
+    coverage: float | None = Field(
+        None, ge=0, le=1,
+        description="noise_threshold_exceeded: share of the 5 min window measured by the frames behind `value` "
+        "(an event needs at least the city's minimum, default 0.9); null for sensor_silent and for events stored "
+        "before coverage was recorded")
 
 
 class WebhookCreate(BaseModel):

@@ -27,8 +27,11 @@ def build_router(rate_limit, require_admin) -> APIRouter:  # type: ignore[no-unt
 
     @router.get("/events", tags=["events"], response_model=list[OpenEvent], dependencies=[Depends(rate_limit)],
                 summary="Open noise events after a given id",
-                description="Public events only: `noise_threshold_exceeded` (LAeq,5min above the city's threshold) and "
-                            "`sensor_silent`. Security classes never exist in this API.")
+                description="Public events only: `noise_threshold_exceeded` (LAeq over an aligned 5 min window above the "
+                            "city's threshold: energetic mean weighted by frame duration, frames of status `ok`/`degraded` "
+                            "only, judged once the window has ended plus a settle delay and only when measured frames cover "
+                            "enough of it, see `coverage`) and `sensor_silent`. An event is published once and never "
+                            "changes. Security classes never exist in this API.")
     async def events(request: Request, after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                      type: Types = None, sensor: Sensors = None) -> list[OpenEvent]:
         async with request.app.state.pool.connection() as conn:

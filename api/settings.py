@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 LICENCES: dict[str, tuple[str, str]] = {
     "etalab-2.0": ("Licence Ouverte / Open Licence version 2.0", "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"),
@@ -46,7 +46,18 @@ class OpenEventSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
-    laeq_5min_threshold_db: float = Field(75.0, ge=30, le=140, description="LAeq over 5 min above this raises `noise_threshold_exceeded`")
+    laeq_5min_threshold_db: float = Field(
+        75.0, ge=30, le=140,
+        description="LAeq,5min (energetic, period-weighted mean of the window's measuring frames) above this raises "
+        "`noise_threshold_exceeded`")
+    laeq_5min_min_coverage: float = Field(
+        0.9, ge=0.5, le=1,
+        description="Share of the 5 min window that measuring frames (status ok or degraded) must cover before its "
+        "LAeq is judged; below it the window raises nothing (one loud second is not a loud 5 minutes)")
+    laeq_5min_settle_s: float = Field(
+        120.0, ge=0, le=3600,
+        description="A 5 min window is judged only this long after it ends, so frames still in transit count; "
+        "its event, once raised, never changes")
     silent_after_min: float = Field(10.0, gt=0, le=24 * 60, description="A sensor with no frame for this long raises `sensor_silent`")
     evaluate_every_s: float = Field(30.0, gt=0, le=3600, description="Period of the evaluator loop")
     webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="Per delivery attempt")
@@ -56,6 +67,17 @@ class OpenEventSettings(BaseModel):
     lookback_min: float = Field(30.0, ge=5, le=24 * 60, description="How far back each evaluation looks for complete 5 min windows")
     sse_poll_s: float = Field(1.0, gt=0, le=60, description="How often an SSE stream checks for new events")
     run_in_api: bool = Field(True, description="Run the evaluator and webhook dispatcher inside the API process")
+
+    @model_validator(mode="after")
+    def _every_window_is_judged(self) -> "OpenEventSettings":
+        # A window can be judged from its end + settle until it leaves the lookback: a
+        # lookback not longer than the settle delay (plus two evaluation periods) would let
+        # windows pass unjudged, and their events would silently never exist.
+        if self.lookback_min * 60 - self.laeq_5min_settle_s < 2 * self.evaluate_every_s:
+            raise ValueError(
+                f"lookback_min ({self.lookback_min} min) must exceed laeq_5min_settle_s ({self.laeq_5min_settle_s} s) "
+                f"by at least two evaluation periods (2 x evaluate_every_s = {2 * self.evaluate_every_s} s)")
+        return self
 
 
 class TransparencySettings(BaseModel):

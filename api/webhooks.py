@@ -103,7 +103,7 @@ class WebhookStore:
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(sql.SQL(
                     "SELECT d.webhook_id, d.event_id, d.attempts, w.url, w.secret,"
-                    " e.event_type, e.sensor_id, e.started_at, e.value, e.threshold"
+                    " e.event_type, e.sensor_id, e.started_at, e.value, e.threshold, e.coverage"
                     " FROM {d} d JOIN {w} w ON w.id = d.webhook_id JOIN {e} e ON e.id = d.event_id"
                     " WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
                     " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED").format(
@@ -115,7 +115,8 @@ class WebhookStore:
 
     async def _send_one(self, conn: AsyncConnection, client: httpx.AsyncClient, settings: OpenEventSettings, d: dict[str, Any]) -> None:
         event = {"id": d["event_id"], "event_type": d["event_type"], "sensor_id": d["sensor_id"],
-                 "started_at": d["started_at"].isoformat(), "value": d["value"], "threshold": d["threshold"]}
+                 "started_at": d["started_at"].isoformat(), "value": d["value"], "threshold": d["threshold"],
+                 "coverage": d["coverage"]}
         body = json.dumps(event, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(d["secret"], body, int(time.time())),
                    "X-Sonopolis-Event-Id": str(d["event_id"]), "User-Agent": "sonopolis-webhooks/1"}

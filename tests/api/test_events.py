@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from api.events import EventStore
-from api.settings import ApiSettings
+from api.settings import ApiSettings, OpenEventSettings
 from api.webhooks import SIGNATURE_HEADER, WebhookStore, sign, verify
 from tests.api import seed
 from tests.api.server import running_api
@@ -42,12 +42,13 @@ def event_dsn(smart_dsn: str) -> str:
     return smart_dsn
 
 
-def expected_loud_windows(threshold: float) -> set[dt.datetime]:
-    """5-min aligned windows of se-jacquard whose energetic mean exceeds ``threshold``, computed here independently."""
+def expected_loud_windows(threshold: float, settle_s: float = OpenEventSettings().laeq_5min_settle_s) -> set[dt.datetime]:
+    """5-min aligned windows of se-jacquard whose energetic mean exceeds ``threshold``, computed here independently
+    (rows are 5 s apart with period_s = 5, so every window is fully covered and a plain mean is the weighted one)."""
     out = set()
     since = NOW - dt.timedelta(minutes=30)  # the evaluator's lookback
     t = since.replace(minute=since.minute - since.minute % 5)
-    while t + dt.timedelta(minutes=5) <= NOW:
+    while t + dt.timedelta(minutes=5, seconds=settle_s) <= NOW:  # judged only once settled
         vals = [level(0, t + dt.timedelta(seconds=s)) for s in range(0, 300, 5)]
         if 10 * math.log10(sum(10 ** (v / 10) for v in vals) / len(vals)) > threshold:
             out.add(t)
@@ -69,7 +70,8 @@ async def test_threshold_and_silence_detected_once(client: httpx.AsyncClient, ev
     silent = [e for e in events if e["event_type"] == "sensor_silent"]
     assert {e["sensor_id"] for e in loud} == {"se-jacquard"}
     assert {dt.datetime.fromisoformat(e["started_at"]) for e in loud} == expected_loud_windows(60.0)
-    assert all(e["value"] > 60.0 and e["threshold"] == 60.0 for e in loud)
+    assert all(e["value"] > 60.0 and e["threshold"] == 60.0 and e["coverage"] == 1.0 for e in loud)
+    assert all(e["coverage"] is None for e in silent)
     assert [e["sensor_id"] for e in silent] == ["se-fourneyron"]
     assert silent[0]["value"] == pytest.approx(25.1, abs=0.2)  # minutes since its last frame
     only_silent = (await client.get("/v1/events", params={"type": "sensor_silent"})).json()
@@ -119,7 +121,7 @@ async def test_webhook_signed_retried_and_delivered(client: httpx.AsyncClient, e
     assert len(_Receiver.received) == 2
     headers, body = _Receiver.received[-1]
     event = json.loads(body)
-    assert event["event_type"] == "sensor_silent" and event["sensor_id"] == "se-fourneyron"
+    assert event["event_type"] == "sensor_silent" and event["sensor_id"] == "se-fourneyron" and event["coverage"] is None
     assert verify(created["secret"], body, headers[SIGNATURE_HEADER])
     assert not verify("another-secret", body, headers[SIGNATURE_HEADER])
     assert not verify(created["secret"], body.replace(b"fourneyron", b"jacquard"), headers[SIGNATURE_HEADER])
