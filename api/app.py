@@ -33,7 +33,7 @@ DESCRIPTION = """Open noise data of the city's acoustic sensors: anonymous aggre
 
 * **sensors** — positions and descriptions (GeoJSON);
 * **levels** — LAeq, LAmax, LA10/50/90 and third-octave bands per 1 min / 15 min / 1 h / 1 day, daily Lden, hourly counts of car horns and sirens;
-* **events** — public noise events (threshold exceeded over 5 min, sensor silent) by server-sent events or signed webhooks;
+* **events** — public noise events (LAeq over an aligned 5 min window above the city's threshold, with the share of the window measured; sensor silent) by server-sent events or signed webhooks;
 * **open data** — daily files with Frictionless and DCAT-AP metadata, published only after a data-quality gate;
 * **transparency** — what the sensors measure and never do, who is responsible, your rights.
 
