@@ -8,7 +8,7 @@ the smart database holds no security class to begin with):
   by their duration, ``10·log10(Σ period_s·10^(L/10) / Σ period_s)`` (a frame may last up
   to 3600 s: an unweighted mean let ten loud seconds outweigh a quiet 290 s frame);
   only frames that lie wholly inside the window and measure the street count (status
-  ``ok`` or ``degraded``: see :data:`MEASURING_STATUSES`), and a window is judged only
+  ``ok`` or ``degraded``: see ``messages.level_frame.MEASURING_STATUSES``), and a window is judged only
   when they cover at least ``laeq_5min_min_coverage`` of it (one loud second in an
   empty window is not a loud 5 minutes); the event carries that ``coverage``;
 * ``sensor_silent`` — an active sensor has sent no frame for ``silent_after_min``.
@@ -39,24 +39,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.settings import OpenEventSettings
+from messages.level_frame import MEASURING_STATUSES
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("noise_threshold_exceeded", "sensor_silent")
 _EVALUATION_LOCK = 0x50A7_E7E7  # pg_advisory_xact_lock key of the evaluator (one at a time per database)
-
-MEASURING_STATUSES = ("ok", "degraded")
-"""Frame statuses whose LAeq is a measurement of the street (``messages.level_frame.SensorStatus``).
-
-``degraded`` counts: it marks clipping, a level capped to the wire's range, or non-finite
-samples measured as silence (``detectors/meter.py``), all of which can only make the
-frame's LAeq *lower* than the street's, and clipping happens when the street is loudest;
-dropping those frames would hide exactly the loudest windows. An event whose window holds
-degraded frames is therefore never a false alarm, its value at worst an underestimate.
-``calibrating`` (a calibrator's 94/114 dB tone), ``maintenance`` (a technician at the
-sensor) and ``fault`` (e.g. digital silence) do not measure the street: they count neither
-in the level nor in the coverage.
-"""
 
 WINDOW_S = 300.0  # the aligned 5-minute window of noise_threshold_exceeded
 

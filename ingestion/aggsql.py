@@ -14,7 +14,8 @@ Acoustics, in one place:
   1 s LAeq values (``LA90``, the background level, is the 10th percentile);
 * band spectra are energetic means per band; a band a sensor omits (above its Nyquist)
   stays ``NULL`` instead of dragging the mean down;
-* only frames that measured the street count (:data:`MEASURED`): a calibrator's 94 dB
+* only frames that measured the street count (:data:`MEASURED`,
+  ``messages.level_frame.MEASURING_STATUSES``): a calibrator's 94 dB
   tone, a dead microphone's 0 dB or a maintenance visit is stored, never published as
   the street's level, and coverage counts measured seconds only;
 * the percentiles are those of the frames' LAeq values, so they are the 1 s percentiles
@@ -30,14 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messages.bands import N_BANDS
+from messages.level_frame import MEASURING_STATUSES
 
 
-MEASURED_STATUSES: tuple[str, ...] = ("ok", "degraded")
-"""Statuses of frames that measured the street. ``degraded`` (clipping, a level beyond
-the wire's range, a few non-finite samples) stays in: clipping happens at the loudest
-moments, and leaving those out would bias every statistic low."""
-
-MEASURED = "l.status IN (" + ", ".join(f"'{s}'" for s in MEASURED_STATUSES) + ")"
+MEASURED = "l.status IN (" + ", ".join(f"'{s}'" for s in MEASURING_STATUSES) + ")"
 """SQL condition on the 1 s rows ``l`` that count in the aggregates."""
 
 

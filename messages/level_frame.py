@@ -49,6 +49,18 @@ class SensorStatus(str, Enum):
     FAULT = "fault"
 
 
+MEASURING_STATUSES: tuple[str, ...] = (SensorStatus.OK.value, SensorStatus.DEGRADED.value)
+"""Statuses whose levels measure the street: what every published statistic counts
+(aggregates, their coverage, open events); the others are stored and never published.
+
+``degraded`` counts: it marks clipping, a level capped to the wire's range, or non-finite
+samples measured as silence (``detectors/meter.py``), all of which can only make the
+frame's level *lower* than the street's, and clipping happens when the street is loudest;
+leaving those frames out would hide exactly the loudest moments. ``calibrating`` (a
+calibrator's 94/114 dB tone), ``maintenance`` (a technician at the sensor) and ``fault``
+(e.g. a dead microphone's digital silence) do not measure the street."""
+
+
 def _finite(v: float) -> float:
     if not math.isfinite(v):
         raise ValueError("level must be a finite number")

@@ -213,7 +213,7 @@ def test_db_init_again_repairs_the_reader_and_keeps_webhook_secrets_off(city: Ro
 def test_webhook_migration_takes_back_a_default_grant(db: RoleDsns) -> None:
     """Fresh schema: db-init's default privilege reaches api_webhooks at creation, 0002 removes it."""
     with psycopg.connect(db.smart, autocommit=True) as conn:
-        assert migrate_api(conn) == [1, 2]
+        assert migrate_api(conn) == [1, 2, 3]
         acl = conn.execute("SELECT relacl::text FROM pg_class WHERE oid = 'smart.api_webhooks'::regclass").fetchone()[0]  # type: ignore[index]
         events = conn.execute("SELECT relacl::text FROM pg_class WHERE oid = 'smart.api_events'::regclass").fetchone()[0]  # type: ignore[index]
     assert READER_ROLE in events, "the default privilege reaches the API's new tables"
