@@ -241,6 +241,17 @@ def test_grafana_logs_in_as_the_read_only_role_db_init_makes() -> None:
     assert option == "/run/secrets/db-smart-reader-password" and secret_mounts("db-init")[option.rsplit("/", 1)[1]] == "db-smart-reader-password"
 
 
+def test_grafana_dashboard_provider_reads_where_compose_mounts_the_dashboards() -> None:
+    """The file provider's path must be the mount target (it once named a subfolder nothing mounted)."""
+    targets = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["grafana"]["volumes"] if v.startswith("./")}
+    provisioning = REPO_ROOT / targets["/etc/grafana/provisioning"].removeprefix("./")
+    for provider in yaml.safe_load((provisioning / "dashboards" / "sonopolis.yaml").read_text())["providers"]:
+        path = provider["options"]["path"]
+        assert path in targets, f"provider {provider['name']}: {path} is not a mounted folder ({sorted(targets)})"
+        source = REPO_ROOT / targets[path].removeprefix("./")
+        assert list(source.glob("*.json")), f"provider {provider['name']}: no dashboard in {source}"
+
+
 # ---------------------------------------------------------------- secrets
 
 
