@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import typer
 import yaml
@@ -300,6 +301,32 @@ def test_edge_agents_use_their_own_account_on_each_broker() -> None:
     assert len(client_ids) == len(set(client_ids)), "a shared client id would make sessions kick each other out"
 
 
+def test_edge_stand_ins_run_the_agent_on_synthetic_audio(tmp_path: Path) -> None:
+    """The stand-ins' shell pipeline, run here (generator bounded, no broker): the agent measures what it reads."""
+    import subprocess
+    import sys
+
+    from sonopolis.embedded import free_port
+
+    cmd = SERVICES[EDGES[0]]["command"]
+    assert cmd[:2] == ["sh", "-c"] and SERVICES[EDGES[0]]["entrypoint"][:2] == ["/usr/bin/tini", "-g"]
+    bindir = Path(sys.executable).parent
+    script = " ".join(cmd[2:])
+    assert "python -m simulators.live_street" in script and "exec sonopolis edge - " in script
+    script = script.replace("python -m simulators.live_street", f"{sys.executable} -m simulators.live_street --seconds 3 --fast")
+    script = script.replace("exec sonopolis ", f"exec {bindir / 'sonopolis'} ")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONOPOLIS_")} | {
+        "SONOPOLIS_EDGE_SENSOR_ID": "ste-01-01",
+        "SONOPOLIS_EDGE_QUEUE_DIR": str(tmp_path / "queue"),
+        "SONOPOLIS_EDGE_SMART_MQTT__PORT": str(free_port()),  # nothing listens: frames stay queued
+        "SONOPOLIS_EDGE_SMART_MQTT__CLIENT_ID": "edge-test-smart",
+        "SONOPOLIS_EDGE_DRAIN_TIMEOUT_S": "0",
+    }
+    proc = subprocess.run(["sh", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "edge: frames=3 " in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
 def _settings_class(side: str) -> type:
     if side == "smart":
         return importlib.import_module("smart.settings").SmartSettings
@@ -360,7 +387,7 @@ def test_settings_read_the_environment_and_secrets_compose_gives(service: str, t
 
 
 @pytest.mark.parametrize("service", sorted([*SETTINGS_OF, "db-init"]))
-def test_commands_are_registered_and_their_options_exist(service: str) -> None:
+def test_commands_are_registered_and_their_options_exist(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = sonopolis_argv(service)
     assert argv[0] in COMMANDS, f"{service}: 'sonopolis {argv[0]}' is not a registered command"
     module_name, func_name = COMMANDS[argv[0]].split(":")
@@ -372,6 +399,20 @@ def test_commands_are_registered_and_their_options_exist(service: str) -> None:
     known = {opt for p in command.params for opt in getattr(p, "opts", [])}
     used = {a for a in argv[1:] if a.startswith("--")}
     assert used <= known, f"{service}: unknown options {sorted(used - known)} for 'sonopolis {argv[0]}'"
+    # The whole argv parses: required arguments are there (the edge agents once ran a bare
+    # `sonopolis edge`, which exits 2 on its missing SOURCE, restarted for ever).
+    cmd = SERVICES[service]["command"]
+    if cmd[:2] == ["sh", "-c"]:  # variables the script sets for the command (db-init: SONOPOLIS_ADMIN_DSN)
+        for name in re.findall(r"(?:^|\s)([A-Z_][A-Z0-9_]*)=", " ".join(cmd[2:]).split("sonopolis ", 1)[0]):
+            monkeypatch.setenv(name, "set-by-the-script")
+    try:
+        command.make_context(f"sonopolis {argv[0]}", argv[1:])
+    except click.ClickException as exc:
+        pytest.fail(f"{service}: 'sonopolis {' '.join(argv)}' does not parse: {exc.format_message()}")
+    if SERVICES[service]["command"][:2] == ["sh", "-c"]:
+        # A shell command must not be handed to the image's `sonopolis` entrypoint as arguments.
+        entrypoint = SERVICES[service].get("entrypoint")
+        assert entrypoint is not None and "sonopolis" not in entrypoint, f"{service}: sh -c needs its own entrypoint"
 
 
 def _single(func: Any) -> typer.Typer:
