@@ -301,6 +301,17 @@ def test_edge_agents_use_their_own_account_on_each_broker() -> None:
     assert len(client_ids) == len(set(client_ids)), "a shared client id would make sessions kick each other out"
 
 
+def test_compose_environment_does_not_shadow_the_safe_config_file() -> None:
+    """Environment beats TOML: a key compose sets can never be changed in safe.toml (retention once was)."""
+    import tomllib
+
+    env = SERVICES["bridge"]["environment"]
+    assert env["SONOPOLIS_SAFE_CONFIG_FILE"] == "/run/secrets/safe.toml"
+    example = tomllib.loads((DEPLOY / "config" / "safe.example.toml").read_text(encoding="utf-8"))
+    shadowed = sorted(k for k in example if f"SONOPOLIS_SAFE_{k.upper()}" in env)
+    assert not shadowed, f"compose sets {shadowed} in the environment, so safe.toml cannot change them"
+
+
 def test_edge_stand_ins_run_the_agent_on_synthetic_audio(tmp_path: Path) -> None:
     """The stand-ins' shell pipeline, run here (generator bounded, no broker): the agent measures what it reads."""
     import subprocess
