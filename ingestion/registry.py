@@ -2,7 +2,7 @@
 
 Only sensors in the registry are ingested (frames of an unknown sensor are
 quarantined), so registering the city's sensors is the first step of a deployment:
-``sonopolis sensors load sensors.geojson``. The registry holds public facts about
+``sonopolis sensors --load sensors.geojson``. The registry holds public facts about
 measuring instruments (position, street, class, calibration); it holds no camera,
 no alert and no security classification.
 

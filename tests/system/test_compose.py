@@ -631,3 +631,36 @@ def test_caddy_adapter_routes_public_requests(method: str, path: str, expected: 
     assert proc.returncode == 0, proc.stderr
     (server,) = json.loads(proc.stdout)["apps"]["http"]["servers"].values()
     assert _route_target(server["routes"], method, path) == expected
+
+
+def _documented_compose_runs() -> list[tuple[str, list[str]]]:
+    """(service, argv) of each `docker compose run ...` in docs/deployment.md."""
+    import shlex
+
+    text = (REPO_ROOT / "docs" / "deployment.md").read_text().replace("\\\n", " ")
+    runs = []
+    for match in re.finditer(r"docker compose run ([^\n`#]*)", text):
+        words = shlex.split(match.group(1))
+        while words and words[0].startswith("-"):
+            option = words.pop(0)
+            if option in {"-v", "--volume", "-e", "--env", "-u", "--user", "-w", "--workdir", "--name", "--entrypoint"}:
+                words.pop(0)
+        assert words, f"no service in {match.group(0)!r}"
+        runs.append((words[0], words[1:]))
+    return runs
+
+
+def test_documented_compose_runs_are_valid_sonopolis_commands() -> None:
+    """`docker compose run ... <service> <args>` in docs/deployment.md: a Sonopolis service, and args that parse."""
+    runs = _documented_compose_runs()
+    assert any(service == "ingest" and argv[:2] == ["sensors", "--load"] for service, argv in runs), "the sensor registration step"
+    for service, argv in runs:
+        assert service in SETTINGS_OF or service == "db-init", f"docker compose run {service}: not a Sonopolis service"
+        if not argv:  # the service's own command
+            continue
+        assert argv[0] in COMMANDS, f"docker compose run {service} {argv[0]}: not a sonopolis command"
+        module_name, func_name = COMMANDS[argv[0]].split(":")
+        command = typer.main.get_command(_single(getattr(importlib.import_module(module_name), func_name)))
+        command.make_context(f"sonopolis {argv[0]}", argv[1:])
+        if argv[0] == "sensors":  # it connects as the smart role, with the service's DSN secret
+            assert "sonopolis_smart_db__dsn" in secret_mounts(service)
