@@ -8,7 +8,8 @@
 # /run/secrets/<name> only in the containers that need it (see docs/deployment.md).
 #
 # Idempotent: existing secrets are kept (rotating a database password needs an
-# ALTER ROLE too: re-run `sonopolis db-init`), unless --force. The Mosquitto
+# ALTER ROLE too: re-run `sonopolis db-init`), unless --force (which also changes the
+# superuser's password: set it in the server first, docs/deployment.md "Rotation"). The Mosquitto
 # password files are always rebuilt from the plain password files, so adding a
 # sensor to --sensors and re-running is how a sensor is enrolled.
 #
