@@ -224,13 +224,38 @@ def test_grafana_is_provisioned_from_dashboards() -> None:
     assert "./dashboards/grafana/dashboards:/var/lib/grafana/dashboards:ro" in mounts
 
 
+def _go_expand_env(value: str, env: dict[str, str]) -> str:
+    """Go's os.ExpandEnv, which Grafana applies to provisioning values: $VAR and ${VAR}, no defaults."""
+
+    def name(m: re.Match[str]) -> str:
+        return env.get(m.group(1) if m.group(1) is not None else m.group(2), "")
+
+    return re.sub(r"\$\{([^}]*)\}|\$([A-Za-z0-9_]+)", name, value)
+
+
+def test_grafana_datasource_resolves_with_the_compose_environment() -> None:
+    """Each ${...} in the datasource must be a variable compose sets (${VAR:-x} once made host, user and database empty)."""
+    env = {k: str(v) for k, v in SERVICES["grafana"]["environment"].items()}
+    raw = (REPO_ROOT / "dashboards" / "grafana" / "provisioning" / "datasources" / "sonopolis.yaml").read_text()
+    values = "\n".join(line for line in raw.splitlines() if not line.lstrip().startswith("#"))
+    for ref in re.findall(r"\$\{([^}]*)\}", values):
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ref), f"${{{ref}}}: Grafana has no shell defaults"
+        assert ref in env, f"${{{ref}}} is not set in the grafana service"
+    ds = yaml.safe_load(raw)["datasources"][0]
+    assert _go_expand_env(ds["url"], env) == "db:5432"
+    assert _go_expand_env(ds["user"], env) == READER_ROLE
+    assert _go_expand_env(ds["jsonData"]["database"], env) == "sonopolis"
+    assert _go_expand_env(ds["jsonData"]["sslmode"], env) in {"disable", "require", "verify-full"}
+    # The role the datasource logs in as may connect from the network Grafana is on (pg_hba).
+    assert "db_smart" in networks_of("grafana")
+
+
 def test_grafana_logs_in_as_the_read_only_role_db_init_makes() -> None:
     """Any viewer can send SQL through the datasource: Grafana gets the reader's password only."""
     ds_file = REPO_ROOT / "dashboards" / "grafana" / "provisioning" / "datasources" / "sonopolis.yaml"
     (ds,) = yaml.safe_load(ds_file.read_text(encoding="utf-8"))["datasources"]
-    env = SERVICES["grafana"]["environment"]
-    user_var = INTERPOLATION.fullmatch(ds["user"])
-    assert user_var and user_var.group(1) not in env and user_var.group(2) == READER_ROLE, ds["user"]
+    env = {k: str(v) for k, v in SERVICES["grafana"]["environment"].items()}
+    assert _go_expand_env(ds["user"], env) == READER_ROLE, ds["user"]
     password_file = re.fullmatch(r"\$__file\{/run/secrets/([^}]+)\}", ds["secureJsonData"]["password"])
     assert password_file, "the datasource password comes from a mounted secret file"
     mounts = secret_mounts("grafana")
