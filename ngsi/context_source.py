@@ -363,7 +363,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                     continue
                 sel = Selection([period], mine, keys, None, q, time)
                 # instances in binary (a day of 1-minute spectra is 43,200 reals, ~20 ms to parse from
-                # text; ngsi.mapping.round_decimals rounds an exact float4 as its text would), as
+                # text; ngsi.mapping.round_decimals rounds an exact float4 as its text, by one rule), as
                 # tuples: the rows become columns at once
                 async with conn.cursor(binary=True) as tuples:
                     await tuples.execute(*temporal_instances_sql(ident, period, sel, per_entity + (0 if last_n else 1), newest=bool(last_n)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -48,28 +49,45 @@ AGGREGATE_COLUMNS = ("sensor_id", "bucket", "laeq", "lamax", "lamin", "la10", "l
 LDEN_COLUMNS = ("lden", "lday", "levening", "lnight")
 
 
-def round_decimals(values: np.ndarray, ndigits: int) -> np.ndarray:
-    """``round(x, ndigits)`` of every element as the text protocol would give it (NaN stays NaN).
+PUBLISHED_ROUNDING = "round(({})::numeric, {})::float8"
+"""SQL of :func:`published_round` on a ``real`` expression (``ngsi.selection``'s ``q`` columns)."""
 
-    The reference is the per-entity path: PostgreSQL prints a ``real`` in its shortest
-    decimal spelling, Python parses that into a float and ``round`` rounds it correctly.
-    Vectorised, numpy rounds ``x * 10**n``, and both that product and a ``real`` read in
-    binary (its exact float4 value, not the decimal) can land on the other side of a tie
-    (``55.45`` read as text is a hair above 55.45 -> 55.5; as float4 a hair below -> 55.4).
-    So the few elements within 1e-3 of a tie after scaling are redone one by one on the
-    spelling PostgreSQL would have printed: the shortest decimal of the float4 when the
-    value is one, else the value itself. Everything published equals the text path's.
+_DECIMAL = Context(prec=60, rounding=ROUND_HALF_UP)
+
+
+def published_round(x: float, ndigits: int) -> float:
+    """The one rounding of published values, and of what ``q`` compares: ``round(x::numeric, ndigits)``.
+
+    The values are ``real`` columns, so ``x`` is taken as the float4 nearest to it (exact
+    whether it was read in binary or parsed from its text). PostgreSQL casts a ``real`` to
+    numeric through its decimal to 6 significant digits (``%.6g``, FLT_DIG; *not* the
+    shortest spelling its text output uses: 72.12789 casts to 72.1279), and numeric
+    ``round`` goes half away from zero. Both done here: ``60.25`` -> 60.3, ``59.05`` (float4
+    59.0499992...) -> 59.1, ``-0.04`` -> 0.0 (numeric has no negative zero), exactly what
+    ``ngsi.selection`` compares in SQL (:data:`PUBLISHED_ROUNDING`).
     """
-    out = np.round(values, ndigits)
+    spelled = Decimal(format(float(np.float32(x)), ".6g"))
+    return float(spelled.quantize(Decimal(1).scaleb(-ndigits), context=_DECIMAL)) + 0.0
+
+
+def round_decimals(values: np.ndarray, ndigits: int) -> np.ndarray:
+    """:func:`published_round` of every element, vectorised (NaN stays NaN).
+
+    numpy's ``round`` gives the same for every element whose scaled value is clearly off a
+    tie: the 6-digit decimal of the float4 differs from the value by at most half a unit
+    of its 6th significant digit (plus the float4 conversion of a value read as text), so
+    it cannot be on the other side of a tie that is farther than that. The elements
+    within that distance (+1e-3 for numpy's own scaling) of a tie are redone one by one.
+    """
+    out = np.round(values, ndigits) + 0.0  # no -0.0 (PostgreSQL's numeric has none)
     scaled = values * 10.0**ndigits
-    with np.errstate(invalid="ignore"):
-        near = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sixth_digit = 10.0 ** (np.floor(np.log10(np.abs(values))) + ndigits - 5)  # 0 for 0, NaN for NaN
+        near = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3 + sixth_digit
     if near.any():
         flat_out, flat_in = out.reshape(-1), values.reshape(-1)
         for i in np.flatnonzero(near.reshape(-1)).tolist():
-            x = float(flat_in[i])
-            single = np.float32(x)
-            flat_out[i] = round(float(str(single)) if float(single) == x else x, ndigits)
+            flat_out[i] = published_round(float(flat_in[i]), ndigits)
     return out
 
 
@@ -165,7 +183,10 @@ def observation_from_row(
 
 
 def _coverages(values: Iterable[Any]) -> list[float | None]:
-    """Share of the period measured, 0..1 to 4 decimals (column form, as :func:`_levels`)."""
+    """Share of the period measured, clamped to 0..1, to 4 decimals (column form, as :func:`_levels`).
+
+    ``q`` compares the same (``ngsi.selection``): keep the two together.
+    """
     return [None if v != v else v for v in round_decimals(np.clip(_column(values), 0.0, 1.0), 4).tolist()]
 
 

@@ -1,7 +1,8 @@
 """The SELECT behind both NGSI-LD views: one aggregation period's rows with every filter.
 
 ``smart.levels_1min/15min/1h/1d`` joined to ``smart.sensors`` (and, for daily rows, to
-``smart.lden_daily``); ``q`` compiles against :func:`_columns`, rounded as published.
+``smart.lden_daily``); ``q`` compiles against :func:`_columns`, rounded as published
+(:func:`ngsi.mapping.published_round`: PostgreSQL's ``round(x::numeric, n)`` of the ``real``).
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ from typing import Any
 
 from psycopg import sql
 
-from ngsi.mapping import PeriodSpec
+from ngsi.mapping import PUBLISHED_ROUNDING, PeriodSpec
 from ngsi.query import Column, TimeRange, compile_q
 
 
 def _columns(period: PeriodSpec) -> dict[str, Column]:
     """Queryable attributes of ``period``'s rows, rounded as published."""
 
+    def rounded(expr: str, ndigits: int) -> Column:
+        # exactly ngsi.mapping.published_round, which rounds what is published
+        return Column(sql.SQL(PUBLISHED_ROUNDING).format(sql.SQL(expr), sql.Literal(ndigits)), "number")
+
     def lvl(expr: str) -> Column:
-        return Column(sql.SQL("round(({})::numeric, 1)::float8").format(sql.SQL(expr)), "number")
+        return rounded(expr, 1)
 
     daily = period.length is None
     cols = {
         "LAeq": lvl("a.laeq"), "LAmax": lvl("a.lamax"), "LAmin": lvl("a.lamin"),
         "LA10": lvl("a.la10"), "LA50": lvl("a.la50"), "LA90": lvl("a.la90"),
-        "coverage": Column(sql.SQL("a.coverage::float8"), "number"),
+        "coverage": rounded("least(greatest(a.coverage, 0::real), 1::real)", 4),  # as ngsi.mapping._coverages
         "carHornCount": Column(sql.SQL("a.car_horn::float8"), "number"),
         "sirenCount": Column(sql.SQL("a.siren::float8"), "number"),
         "sonometerClass": Column(sql.SQL("s.sonometer_class::text"), "text"),

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ngsi.context import parse_link_header
 from ngsi.context_source import build_router
+from ngsi.mapping import published_round
 from ngsi.settings import NgsiSettings
 from sonopolis.bootstrap import RoleDsns
 from tests.ngsi import seed
@@ -92,6 +93,68 @@ async def test_q_comparisons_match_the_published_values(api: httpx.AsyncClient) 
         assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", q
 
 
+TIE_LEVELS = {"LAeq": 60.25, "LAmax": 70.15, "LAmin": 40.45, "LA10": 63.35, "LA50": 59.05, "LA90": 45.65}
+"""0.05 dB ties stored as real: 60.25 exact in binary, the others a hair below or above as float4."""
+
+
+@pytest.fixture
+async def tie_api(db: RoleDsns) -> AsyncIterator[httpx.AsyncClient]:
+    seed.migrate(db.smart)
+    with psycopg.connect(db.smart) as conn:
+        seed.add_sensors(conn, seed.SENSORS[:1])
+        conn.execute(
+            "INSERT INTO smart.levels_1h (sensor_id, bucket, laeq, lamax, lamin, la10, la50, la90, bands, coverage, n_seconds,"
+            " car_horn, siren) VALUES ('se-jacquard', %s, %s, %s, %s, %s, %s, %s, NULL, 0.95835, 3450, 0, 0)",
+            (T0, *TIE_LEVELS.values()),
+        )
+        conn.execute("INSERT INTO smart.lden_daily (sensor_id, day, lden, lday, levening, lnight, coverage)"
+                     " VALUES ('se-jacquard', '2024-06-10', 64.45, 62.25, 59.05, 50.15, 0.99)")
+        conn.execute("INSERT INTO smart.levels_1d (sensor_id, bucket, laeq, lamax, lamin, la10, la50, la90, bands, coverage,"
+                     " n_seconds, car_horn, siren) VALUES ('se-jacquard', '2024-06-09T22:00:00Z', 60, 70, 40, 63, 59, 45, NULL,"
+                     " 1, 86400, 0, 0)")
+    async with AsyncConnectionPool(db.smart, min_size=1, max_size=2, open=False) as pool:
+        app = FastAPI()
+        app.include_router(build_router(pool, settings=NgsiSettings(max_page=100, max_instances=100)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonopolis.test",
+                                     timeout=httpx.Timeout(10.0)) as client:
+            yield client
+
+
+async def test_q_compares_ties_exactly_as_published(tie_api: httpx.AsyncClient) -> None:
+    """A 0.05 dB tie is published and compared by one rule (half up on the real's decimal)."""
+    hourly = 'aggregationPeriod=="PT1H"'
+    (ent,) = (await get(tie_api, "/ngsi-ld/v1/entities", type=NOISE, q=hourly, options="keyValues")).json()
+    published = {k: ent[k] for k in TIE_LEVELS}
+    for attr, value in [*published.items(), ("coverage", ent["coverage"])]:
+        step = 0.0001 if attr == "coverage" else 0.1
+        below, above = round(value - step, 4), round(value + step, 4)
+        for q, n in ((f"{attr}=={value}", 1), (f"{attr}=={below}", 0), (f"{attr}=={above}", 0),
+                     (f"{attr}>={value}", 1), (f"{attr}>{value}", 0), (f"{attr}<={value}", 1), (f"{attr}<{value}", 0),
+                     (f"{attr}!={value}", 0), (f"{attr}=={below}..{value}", 1), (f"{attr}=={above},{value}", 1)):
+            got = (await get(tie_api, "/ngsi-ld/v1/entities", type=NOISE, q=f"{q};{hourly}")).json()
+            assert len(got) == n, (q, got)
+        # the temporal view publishes the same values and filters its instances by the same rule
+        r = await get(tie_api, "/ngsi-ld/v1/temporal/entities", id="urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H",
+                      timerel="after", timeAt="2024-06-01T00:00:00Z", q=f"{attr}=={value}", attrs=attr)
+        (series,) = r.json()
+        assert [i["value"] for i in series[attr]] == [value]
+        r = await get(tie_api, "/ngsi-ld/v1/temporal/entities", id="urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H",
+                      timerel="after", timeAt="2024-06-01T00:00:00Z", q=f"{attr}=={below}", attrs=attr)
+        assert r.json() == []
+    # the rule itself: half up on the decimal PostgreSQL's numeric cast gives (not half-even on the binary)
+    assert published == {"LAeq": 60.3, "LAmax": 70.2, "LAmin": 40.5, "LA10": 63.4, "LA50": 59.1, "LA90": 45.7}
+    assert ent["coverage"] == 0.9584
+    one = (await get(tie_api, "/ngsi-ld/v1/entities/urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T00:00:00Z")).json()
+    assert {k: one[k]["value"] for k in TIE_LEVELS} == published
+    # daily Lden attributes: 64.45 -> 64.5, 62.25 -> 62.3, 59.05 -> 59.1, 50.15 -> 50.2
+    (day,) = (await get(tie_api, "/ngsi-ld/v1/entities", type=NOISE, q='aggregationPeriod=="P1D"', options="keyValues")).json()
+    assert (day["Lden"], day["LAeq_d"], day["Levening"], day["LANight"]) == (64.5, 62.3, 59.1, 50.2)
+    for q in ("Lden==64.5", "LAeq_d==62.3", "Levening==59.1", "LANight==50.2"):
+        assert len((await get(tie_api, "/ngsi-ld/v1/entities", type=NOISE, q=q)).json()) == 1, q
+    for q in ("Lden==64.4", "LAeq_d==62.2", "Levening==59.0", "LANight==50.1"):
+        assert (await get(tie_api, "/ngsi-ld/v1/entities", type=NOISE, q=q)).json() == [], q
+
+
 async def test_georel_near_and_within(api: httpx.AsyncClient) -> None:
     # 1.5 km around Place Jacquard, Saint-Étienne: Jacquard and Chavanelle (~600 m), not Lyon
     r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="near;maxDistance==1500", geometry="Point",
@@ -112,7 +175,7 @@ async def test_id_idpattern_attrs_keyvalues_and_retrieve(api: httpx.AsyncClient)
     eid = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
     r = await get(api, "/ngsi-ld/v1/entities", id=eid, attrs="LAeq,LA90")
     (ent,) = r.json()
-    assert set(ent) == {"id", "type", "LAeq", "LA90"} and ent["LAeq"]["value"] == round(seed.level(0, 5), 1)
+    assert set(ent) == {"id", "type", "LAeq", "LA90"} and ent["LAeq"]["value"] == published_round(seed.level(0, 5), 1)
     r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, idPattern=r".*:lyon-bellecour:P1D:.*", options="keyValues")
     days = {e["id"].rsplit("P1D:", 1)[1]: e for e in r.json()}
     assert set(days) == {"2024-06-09T22:00:00Z", "2024-06-10T22:00:00Z"}
@@ -136,13 +199,13 @@ async def test_temporal_between_one_series(api: httpx.AsyncClient) -> None:
     assert ent["id"] == sid and ent["location"]["type"] == "GeoProperty"
     times = [i["observedAt"] for i in ent["LAeq"]]
     assert len(times) == 30 and times[0] == "2024-06-10T00:30:00Z" and times[-1] == "2024-06-10T00:59:00Z"
-    assert [i["value"] for i in ent["LAeq"]] == [round(seed.level(1, k), 1) for k in range(30, 60)]
+    assert [i["value"] for i in ent["LAeq"]] == [published_round(seed.level(1, k), 1) for k in range(30, 60)]
     assert ent["LAeq"][0]["unitCode"] == "2N"
     r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, timerel="before", timeAt="2024-06-10T00:03:00Z",
                   attrs="LAeq", options="temporalValues")
     (ent,) = r.json()
     assert set(ent) == {"id", "type", "LAeq"}
-    assert ent["LAeq"]["values"] == [[round(seed.level(1, k), 1), f"2024-06-10T00:0{k}:00Z"] for k in range(3)]
+    assert ent["LAeq"]["values"] == [[published_round(seed.level(1, k), 1), f"2024-06-10T00:0{k}:00Z"] for k in range(3)]
     r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, timerel="after", timeAt="2024-06-10T01:58:00Z", attrs="LAeq")
     assert [i["observedAt"] for i in r.json()[0]["LAeq"]] == ["2024-06-10T01:59:00Z"]
 

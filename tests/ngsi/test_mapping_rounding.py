@@ -1,50 +1,64 @@
-"""The column-form conversions publish what the per-value text path publishes, bit for bit.
+"""Published values are rounded by one rule, the one ``q`` compares with, bit for bit.
 
-The temporal view reads aggregates in binary (a ``real`` arrives as its exact float4
-value) and rounds whole columns with numpy; the per-entity path (sync, entity routes)
-rounds one value at a time with Python's ``round`` on the text PostgreSQL prints. A
-0.05 dB tie is where the two could part (55.35 as float4 is 55.3499...), so these
-tests check every kind of input against that reference, on a real server too.
+The rule (``ngsi.mapping.published_round``) is PostgreSQL's ``round(x::numeric, n)`` of
+the ``real``: its 6-significant-digit decimal, half away from zero. The temporal view
+reads aggregates in binary (a ``real`` arrives as its exact float4 value) and rounds
+whole columns with numpy; the per-entity path (sync, entity routes) reads text; ``q``
+rounds in SQL. A 0.05 dB tie is where they could part (55.35 as float4 is 55.3499...,
+60.25 is exact), so these tests check every kind of input against that rule, and the
+rule against a real server.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import psycopg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ngsi.mapping import _bands_objects, _coverages, _levels, bands_object
+from ngsi.mapping import PUBLISHED_ROUNDING, _bands_objects, _coverages, _levels, bands_object, published_round
 from ngsi.models import iso_z, iso_z_column
 from sonopolis.bootstrap import RoleDsns
 
 FLOAT4 = st.floats(min_value=-20.0, max_value=160.0, width=32, allow_nan=False)
-TIES = st.integers(min_value=0, max_value=1600).map(lambda k: float(np.float32(k / 10 + 0.05)))
+TIES = st.integers(min_value=-200, max_value=1600).map(lambda k: float(np.float32(k / 10 + 0.05)))
+COVERAGE_TIES = st.integers(min_value=0, max_value=9999).map(lambda k: float(np.float32(k / 10_000 + 0.00005)))
 
 
-def _text_reference(x: float, ndigits: int) -> float:
-    """What the text protocol gives: the float4's shortest decimal, parsed, then round()."""
-    return round(float(str(np.float32(x))), ndigits)
+def _reference(x: float, ndigits: int) -> float:
+    """The rule spelled out: the float4's decimal to 6 significant digits, half away from zero."""
+    d = Decimal(f"{float(np.float32(x)):.6g}").quantize(Decimal(1).scaleb(-ndigits), rounding=ROUND_HALF_UP)
+    return float(d) + 0.0
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(FLOAT4, TIES), min_size=1, max_size=60))
-def test_binary_float4_rounds_like_its_text(values: list[float]) -> None:
-    expected = [_text_reference(v, 1) for v in values]
+def test_binary_and_text_float4_round_by_the_one_rule(values: list[float]) -> None:
+    expected = [_reference(v, 1) for v in values]
     assert _levels(values) == expected  # exact float4 values, as a binary cursor returns them
     assert _levels([float(str(np.float32(v))) for v in values]) == expected  # their text, parsed
+    assert [published_round(v, 1) for v in values] == expected
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=-0.5, max_value=1.5, width=32), min_size=1, max_size=40))
-def test_coverage_is_clamped_and_rounded_like_its_text(values: list[float]) -> None:
-    assert _coverages(values) == [_text_reference(min(1.0, max(0.0, v)), 4) for v in values]
+@given(st.lists(st.one_of(st.floats(min_value=-0.5, max_value=1.5, width=32), COVERAGE_TIES), min_size=1, max_size=40))
+def test_coverage_is_clamped_and_rounded_by_the_one_rule(values: list[float]) -> None:
+    assert _coverages(values) == [_reference(min(1.0, max(0.0, v)), 4) for v in values]
+
+
+def test_ties_go_half_up_on_the_decimal() -> None:
+    # 60.25 is exact in binary (half-even would give 60.2); 59.05 and 45.65 are a hair
+    # below as float4 (the binary value would give 59.0 and 45.6): all as PostgreSQL rounds them
+    assert _levels([60.25, 59.05, 45.65, 70.15, 40.45, 63.35]) == [60.3, 59.1, 45.7, 70.2, 40.5, 63.4]
+    assert _levels([-0.04, -0.05]) == [0.0, -0.1]  # no negative zero, half away from zero
+    assert str(_levels([-0.04])[0]) == "0.0"
 
 
 def test_missing_values_and_spectra() -> None:
-    assert _levels([None, float("nan"), 55.25, 55.35]) == [None, None, 55.2, 55.4]
+    assert _levels([None, float("nan"), 55.25, 55.35]) == [None, None, 55.3, 55.4]
     spectra = [[50.04] * 30, None, [], [None] * 30, [41.26, None, float("nan")], [60.0] * 32]
     out = _bands_objects(spectra)
     assert out[0] == {k: 50.0 for k in out[0]} and len(out[0]) == 30
@@ -59,13 +73,28 @@ def test_a_column_of_stamps_is_spelled_like_one_stamp() -> None:
     assert iso_z_column(stamps) == [iso_z(s) for s in stamps] == ["2024-03-31T00:59:59Z", "1999-12-31T23:00:00Z"]
 
 
-def test_real_server_binary_and_text_reads_publish_the_same(db: RoleDsns) -> None:
-    """Every 0.05 tie from 0 to 160 dB, stored as real, read both ways."""
-    ties = [k / 10 + 0.05 for k in range(1600)]
+def test_real_server_rounds_as_published(db: RoleDsns) -> None:
+    """Every 0.05 tie from -20 to 160 dB and random reals, stored as real, read both ways,
+    and rounded by the server with the expression ``q`` compares (``ngsi.selection``)."""
+    rng = np.random.default_rng(7)
+    ties = [k / 10 + 0.05 for k in range(-200, 1600)] + [60.249998, 60.250004, 59.049999]
+    values = ties + [float(v) for v in rng.uniform(-20, 160, 20_000).astype(np.float32)]
+    coverages = [k / 10_000 + 0.00005 for k in range(10_000)] + [-0.1, 1.2]
+    rounding = PUBLISHED_ROUNDING.format("v", 1)
     with psycopg.connect(db.smart) as conn:
-        query = "SELECT unnest(%s::real[]) AS v, %s::real[] AS spectrum"
-        text = conn.cursor().execute(query, (ties, ties[:30])).fetchall()
-        binary = conn.cursor(binary=True).execute(query, (ties, ties[:30])).fetchall()
+        query = f"SELECT v, {rounding} AS rounded FROM unnest(%s::real[]) WITH ORDINALITY AS t(v, i) ORDER BY i"  # noqa: S608
+        text = conn.cursor().execute(query, (values,)).fetchall()
+        binary = conn.cursor(binary=True).execute(query, (values,)).fetchall()
+        spectra = conn.cursor(binary=True).execute("SELECT %s::real[]", (ties[:30],)).fetchall()
+        spectra_text = conn.cursor().execute("SELECT %s::real[]", (ties[:30],)).fetchall()
+        cov_sql = "least(greatest(v, 0::real), 1::real)"
+        cov = conn.execute(
+            f"SELECT v, {PUBLISHED_ROUNDING.format(cov_sql, 4)} FROM unnest(%s::real[]) WITH ORDINALITY AS t(v, i) ORDER BY i",  # noqa: S608
+            (coverages,)).fetchall()
     assert [type(r[0]) for r in text[:1]] == [float]
-    assert _levels([r[0] for r in binary]) == _levels([r[0] for r in text]) == [round(r[0], 1) for r in text]
-    assert _bands_objects([binary[0][1]]) == _bands_objects([text[0][1]])
+    server = [r[1] for r in text]
+    assert [r[1] for r in binary] == server
+    assert _levels([r[0] for r in binary]) == _levels([r[0] for r in text]) == server
+    assert _bands_objects(spectra[0]) == _bands_objects(spectra_text[0])
+    assert list(_bands_objects(spectra[0])[0].values()) == server[:30]  # type: ignore[union-attr]
+    assert _coverages([r[0] for r in cov]) == [r[1] for r in cov]

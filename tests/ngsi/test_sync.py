@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from ngsi.client import BrokerClient, BrokerRefused, BrokerUnavailable
-from ngsi.mapping import PERIODS, observation_from_row
+from ngsi.mapping import PERIODS, observation_from_row, published_round
 from ngsi.settings import NgsiSettings
 from ngsi.sync import Syncer
 from simulators.ngsi_broker import BrokerTransport, NgsiBrokerDouble
@@ -76,7 +76,7 @@ async def test_pushes_everything_in_chunks_then_nothing_more(conn: psycopg.Async
         # the stored entity is exactly the mapping of the row, with our @context in the body
         stored = broker.store()["urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T03:00:00Z"]
         assert stored.context == [CTX]
-        assert stored.body["LAeq"]["value"] == round(seed.level(0, 3), 1)
+        assert stored.body["LAeq"]["value"] == published_round(seed.level(0, 3), 1)
         assert stored.body["refDevice"]["object"] == "urn:ngsi-ld:Device:se-jacquard"
         daily = broker.store()["urn:ngsi-ld:NoiseLevelObserved:se-chavanelle:P1D:2024-06-09T22:00:00Z"]
         assert daily.body["Lden"]["value"] == 66.0 and daily.body["LANight"]["value"] == 55.0

@@ -106,10 +106,10 @@ async def test_awkward_rows_come_out_as_the_models_publish_them(api: httpx.Async
     (entity,) = r.json()
     laeq = {i["observedAt"][11:16]: i["value"] for i in entity["LAeq"]}
     assert "00:03" not in laeq and "00:04" not in laeq  # NULL and NaN: no instance
-    # rounding as the models publish it: Python's round of the real's decimal text
-    # (55.25 -> 55.2, half-even on an exact binary value; 55.35 -> 55.4 where the exact
-    # float4, 55.3499..., read in binary, would naively give 55.3: see round_decimals)
-    assert laeq["00:07"] == 55.2
+    # rounding as the models publish it (ngsi.mapping.published_round): the real's 6-digit
+    # decimal, half away from zero, as q compares it (55.25 -> 55.3; 55.35 -> 55.4 where the
+    # exact float4, 55.3499..., read in binary, would naively give 55.3)
+    assert laeq["00:07"] == 55.3
     assert {i["observedAt"][11:16]: i["value"] for i in entity["LA50"]}["00:07"] == 55.4
     bands = {i["observedAt"][11:16]: i["value"] for i in entity["thirdOctaveBands"]}
     assert set(bands) == {"00:03", "00:04", "00:06", "00:07"}  # wholly missing spectra (00:05, 00:08): no instance
