@@ -74,7 +74,11 @@ def sensor_detail() -> dict[str, Any]:
                                   "FROM smart.levels_1min WHERE sensor_id = '$sensor' AND $__timeFilter(bucket) ORDER BY 1", fmt="time_series")],
               "fieldConfig": {"defaults": {"unit": "dB", "custom": {"lineWidth": 1}}, "overrides": []}}
     values = ", ".join(f"('{k}', {i + 1})" for i, k in enumerate(BAND_KEYS))
-    spectrum_sql = ("SELECT b.hz AS \"band (Hz)\", 10 * log(avg(power(10, l.bands[b.pos] / 10.0))) AS \"level (dB)\"\n"
+    # energetic mean of the hours, each weighted by its measured duration (coverage: seconds
+    # measured / 3600, every hourly bucket being 3600 s): an hour with 36 s of data weighs 1 %
+    # of a full one
+    spectrum_sql = ("SELECT b.hz AS \"band (Hz)\",\n"
+                    "  10 * log(sum(l.coverage * power(10, l.bands[b.pos] / 10.0)) / nullif(sum(l.coverage), 0)) AS \"level (dB)\"\n"
                     f"FROM smart.levels_1h l CROSS JOIN (VALUES {values}) AS b(hz, pos)\n"
                     "WHERE l.sensor_id = '$sensor' AND $__timeFilter(l.bucket) AND l.bands[b.pos] IS NOT NULL\n"
                     "GROUP BY b.hz, b.pos ORDER BY b.pos")

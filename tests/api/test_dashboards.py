@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from pathlib import Path
 
@@ -68,3 +69,21 @@ def test_every_panel_query_runs_and_returns_rows(name: str, recent_dsn: str, db:
         bands = conn.execute(_expand(spectrum, start, end, "se-jacquard")).fetchall()  # type: ignore[arg-type]
     if name == "sensor_detail.json":
         assert len(bands) == 30 and bands[0][0] == "25" and bands[-1][0] == "20000"
+
+
+def test_spectrum_weights_each_hour_by_its_measured_duration(smart_dsn: str) -> None:
+    """1 h at 60 dB and, the next hour, 36 s at 80 dB: 63.0 dB over the 3,636 s measured, not 77.0."""
+    spectrum = next(t["rawSql"] for p in build.sensor_detail()["panels"] for t in p["targets"] if "bands[" in t["rawSql"])
+    start = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
+    with psycopg.connect(smart_dsn) as conn:
+        for hour, level, coverage, seconds in ((0, 60.0, 1.0, 3600), (1, 80.0, 0.01, 36)):
+            conn.execute(
+                "INSERT INTO smart.levels_1h (sensor_id, bucket, laeq, lamax, lamin, la10, la50, la90, bands, coverage, n_seconds,"
+                " car_horn, siren) VALUES ('se-jacquard', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0)",
+                (start + dt.timedelta(hours=hour), level, level, level, level, level, level, [level] * 30, coverage, seconds),
+            )
+        rows = conn.execute(_expand(spectrum, start, start + dt.timedelta(hours=2), "se-jacquard")).fetchall()  # type: ignore[arg-type]
+    expected = 10 * math.log10((3600 * 10**6 + 36 * 10**8) / 3636)
+    assert len(rows) == 30
+    assert all(abs(level - expected) < 1e-6 for _hz, level in rows), rows[:3]
+    assert round(dict(rows)["1000"], 1) == 63.0

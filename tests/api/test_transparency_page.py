@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 import shutil
 import struct
@@ -10,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from api.settings import ApiSettings
@@ -108,3 +111,28 @@ def test_builtin_page_renders_map_and_charts_in_chromium(recent_dsn: str, settin
     assert re.search(r'id="bars"[^>]*data-bars="3"', html)
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert _png_is_not_blank(shot) > 8, "the screenshot is blank"
+
+
+def test_builtin_page_bars_weight_each_hour_by_its_measured_duration(smart_dsn: str, settings: ApiSettings, tmp_path: Path) -> None:
+    """1 h at 60 dB and, the next hour, 36 s at 80 dB: the 24 h bar is 63.0 dB (3,636 s measured), not 77.0."""
+    exe = _chromium()
+    hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    with psycopg.connect(smart_dsn) as conn:
+        for start, level, coverage, seconds in ((hour - dt.timedelta(hours=3), 60.0, 1.0, 3600), (hour - dt.timedelta(hours=2), 80.0, 0.01, 36)):
+            conn.execute(
+                "INSERT INTO smart.levels_1h (sensor_id, bucket, laeq, lamax, lamin, la10, la50, la90, bands, coverage, n_seconds,"
+                " car_horn, siren) VALUES ('se-jacquard', %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, 0, 0)",
+                (start, level, level, level, level, level, level, coverage, seconds),
+            )
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=15000", "--window-size=1280,900"]
+    with running_api(settings, smart_dsn) as base:
+        dom = subprocess.run([exe, *flags, "--dump-dom", base + "/"], capture_output=True, text=True, timeout=120)
+    html = dom.stdout
+    assert 'data-rendered="ok"' in html, dom.stderr[-2000:]
+    bars = re.findall(r'<rect[^>]*class="bar"[^>]*>', html)
+    assert len(bars) == 1 and 'data-sensor="se-jacquard"' in bars[0]
+    assert re.findall(r"se-jacquard: [\d.]+ dB\(A\)", html) == ["se-jacquard: 63.0 dB(A)"]  # the bar's tooltip
+    expected = 10 * math.log10((3600 * 10**6 + 36 * 10**8) / 3636)  # 62.97
+    assert re.search(r'data-laeq="([\d.]+)"', bars[0]).group(1) == f"{expected:.2f}"  # type: ignore[union-attr]
