@@ -23,8 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from ingestion.zones import check_lden_zone
 from messages.topics import SENSOR_ID_PATTERN
 
 FIELDS: tuple[str, ...] = (
@@ -51,16 +52,23 @@ class Sensor(BaseModel):
     sonometer_class: int = Field(2, ge=1, le=2, description="IEC 61672 class 1 or 2")
     installed_on: date | None = None
     calibration_offset_db: float = Field(0.0, ge=-30, le=30, description="Offset applied on the sensor; recorded here for audit")
-    timezone: str = Field("Europe/Paris", description="IANA zone of the local day (daily aggregates, Lden)")
+    timezone: str = Field(
+        "Europe/Paris",
+        description="IANA zone of the local day (daily aggregates, Lden); its UTC offset must be whole hours (ingestion.zones)",
+    )
     active: bool = True
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, v: str) -> str:
+    def _known_zone(cls, v: str, info: ValidationInfo) -> str:
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        if not (info.context or {}).get("stored"):
+            # Lden periods come from UTC-aligned hours: refused at registration. A row
+            # already stored is still read back (listing the registry must not fail).
+            check_lden_zone(v)
         return v
 
 
@@ -88,7 +96,7 @@ def list_sensors(conn: psycopg.Connection, *, active_only: bool = False, schema:
         sql.SQL(", ").join(map(sql.Identifier, FIELDS)), sql.Identifier(schema, "sensors"), where
     )
     with conn.cursor(row_factory=dict_row) as cur:
-        return [Sensor(**row) for row in cur.execute(stmt)]
+        return [Sensor.model_validate(row, context={"stored": True}) for row in cur.execute(stmt)]
 
 
 def active_ids(conn: psycopg.Connection, *, schema: str = "smart") -> frozenset[str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.config import MqttSettings, with_mqtt_defaults
+from ingestion.zones import check_lden_zone
 
 
 INGEST_MQTT_DEFAULTS = {"client_id": "sonopolis-ingest"}
@@ -29,7 +31,10 @@ class IngestSettings(BaseModel):
     future_tolerance_s: float = Field(120, ge=0, le=86_400, description="Frames further in the future are quarantined")
     quarantine_payload_max_bytes: int = Field(16_384, ge=256, le=1_048_576, description="Raw payload kept in quarantine is cut here")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
-    local_timezone: str = Field("Europe/Paris", description="Zone for day/evening/night (Lden) and daily aggregates")
+    local_timezone: str = Field(
+        "Europe/Paris",
+        description="Zone for day/evening/night (Lden) and daily aggregates of sensors without one; UTC offset in whole hours",
+    )
     session_expiry_s: int = Field(
         7 * 86_400, ge=60, le=4_294_967_295,
         description="How long the broker keeps our session (subscription + unacked messages) while ingest is down",
@@ -40,3 +45,12 @@ class IngestSettings(BaseModel):
     raw_retention_days: int = Field(0, ge=0, le=36_500, description="Drop raw 1 s partitions older than this (plain path; 0 = keep)")
     quarantine_retention_days: int = Field(30, ge=1, le=3650, description="Quarantined payloads are purged after this")
     registry_refresh_s: float = Field(30.0, gt=0, le=3600, description="Re-read the sensor registry this often (and on an unknown sensor, at most every 2 s)")
+
+    @field_validator("local_timezone")
+    @classmethod
+    def _lden_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        return check_lden_zone(v)  # the Lden periods come from UTC-aligned hours (ingestion.zones)

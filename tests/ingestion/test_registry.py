@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from ingestion import registry
 from ingestion.schema import migrate
+from ingestion.settings import IngestSettings
 from sonopolis.cli import app
 
 GEOJSON = {
@@ -77,3 +78,43 @@ def test_sensors_cli_loads_and_lists(db, tmp_path, monkeypatch):
     assert "se-marengo" in result.output and "(inactive)" in result.output
     bad = runner.invoke(app, ["sensors", "--deactivate", "ghost"])
     assert bad.exit_code == 1
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "UTC", "America/New_York", "Asia/Tokyo", "Africa/Monrovia"])
+def test_zones_with_whole_hour_offsets_are_accepted(zone):
+    # Monrovia was at -00:44:30 until 1972: before 2000, no aggregate ever meets it
+    assert registry.Sensor(sensor_id="s1", name="A", latitude=45.0, longitude=4.0, timezone=zone).timezone == zone
+
+
+@pytest.mark.parametrize(("zone", "offset"), [
+    ("Asia/Kolkata", "UTC+05:30"), ("Asia/Kathmandu", "UTC+05:45"), ("Australia/Adelaide", "UTC+10:30"),
+    ("America/St_Johns", "UTC-03:30"),  # Adelaide above: +10:30 is its summer time on 2000-01-01 (+09:30 in winter)
+    ("Australia/Lord_Howe", "UTC+10:30"),  # +10:30 standard time, +11 in summer (a 30 min DST shift)
+    ("America/Caracas", "UTC-04:30"),  # -04:30 from 2007 to 2016 only
+])
+def test_zones_with_off_hour_offsets_are_refused_with_the_reason(zone, offset):
+    """Lden periods come from UTC-aligned hourly buckets: in such a zone they would be shifted by 30 or 45 min."""
+    with pytest.raises(ValueError, match="Lden") as err:
+        registry.Sensor(sensor_id="s1", name="A", latitude=45.0, longitude=4.0, timezone=zone)
+    text = str(err.value)
+    assert repr(zone) in text and offset in text and "not a whole number of hours" in text
+
+
+def test_a_sensor_file_with_an_off_hour_zone_is_refused_and_stored_rows_still_list(db, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[[sensors]]\nsensor_id = "kol"\nname = "Kolkata"\nlatitude = 22.57\nlongitude = 88.36\ntimezone = "Asia/Kolkata"\n')
+    with pytest.raises(registry.RegistryError) as err:
+        registry.load_file(path)
+    assert "sensors[0] (kol): timezone:" in str(err.value) and "'Asia/Kolkata' is not supported" in str(err.value)
+    with psycopg.connect(db.smart) as conn:
+        migrate(conn)
+        # a row registered before the check (or by hand) is still listed, not an error
+        conn.execute("INSERT INTO smart.sensors (sensor_id, name, latitude, longitude, timezone) VALUES ('kol', 'K', 22.57, 88.36, 'Asia/Kolkata')")
+        assert [(s.sensor_id, s.timezone) for s in registry.list_sensors(conn)] == [("kol", "Asia/Kolkata")]
+
+
+def test_the_default_zone_of_the_ingestion_is_checked_too():
+    assert IngestSettings(local_timezone="America/New_York").local_timezone == "America/New_York"
+    for zone in ("Asia/Kathmandu", "Mars/Olympus"):
+        with pytest.raises(ValueError, match=zone):
+            IngestSettings(local_timezone=zone)
