@@ -44,7 +44,10 @@ FIELDS: dict[str, list[tuple[str, str, str, str | None]]] = {
     "lden_daily": [
         ("sensor_id", "string", "Sensor identifier (see sensors.csv)", None),
         ("day", "date", "Local day (Europe/Paris)", None),
-        ("lden", "number", "Day-evening-night level (Directive 2002/49/EC)", "dB(A)"),
+        # period hours: France's (arrêté du 4 avril 2006), set in ingestion/aggregates.py and ingestion/aggsql.py
+        ("lden", "number", "Day-evening-night level (Directive 2002/49/EC, periods of its French transposition, arrêté du"
+                           " 4 avril 2006: day 06:00-18:00, evening 18:00-22:00, night 22:00-06:00 local; not the Directive's"
+                           " default 07-19/19-23/23-07)", "dB(A)"),
         ("lday", "number", "Day level 06:00-18:00", "dB(A)"),
         ("levening", "number", "Evening level 18:00-22:00", "dB(A)"),
         ("lnight", "number", "Night level 22:00-06:00", "dB(A)"),

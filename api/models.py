@@ -89,8 +89,12 @@ class LevelRow(BaseModel):
     bands: dict[str, float] | None = Field(None, description="Third-octave band levels keyed by nominal centre (Hz), dB")
 
 
+# The period hours are set in ingestion/aggregates.py (_lden_statement, plain PostgreSQL) and
+# ingestion/aggsql.py (lden_daily view, TimescaleDB).
 class LdenRow(BaseModel):
-    """Daily noise indicators of Directive 2002/49/EC (day 6-18 h, evening 18-22 h, night 22-6 h local)."""
+    """Daily noise indicators of Directive 2002/49/EC with the periods of its French transposition
+    (arrêté du 4 avril 2006): day 06-18 h, evening 18-22 h, night 22-06 h local, not the
+    Directive's default 07-19 h / 19-23 h / 23-07 h."""
 
     sensor_id: str
     day: dt.date

@@ -33,7 +33,10 @@ SONOPOLIS_TERMS: dict[str, str] = {
     "LA50": "A-weighted median level in the period (from 1 s LAeq values), dB",
     "LA90": "A-weighted level exceeded 90 % of the time (background noise), dB",
     "LAmin": "Lowest 1 s A-weighted level in the period, dB",
-    "Lden": "Day-evening-night level (Directive 2002/49/EC, 12/4/8 h, +5/+10 dB penalties), dB",
+    # period hours set in ingestion/aggregates.py (_lden_statement) and ingestion/aggsql.py (TimescaleDB)
+    "Lden": "Day-evening-night level (Directive 2002/49/EC, +5/+10 dB penalties) with the periods of its French transposition"
+            " (arrêté du 4 avril 2006): day 06:00-18:00, evening 18:00-22:00, night 22:00-06:00 local, not the Directive's"
+            " default 07-19/19-23/23-07, dB",
     "Levening": "LAeq over the evening period 18:00-22:00 local, dB",
     "thirdOctaveBands": "Energetic mean level per IEC 61260-1 third-octave band, object keyed by nominal centre in Hz, dB",
     "coverage": "Seconds of data present / seconds in the period (0..1)",

@@ -14,6 +14,11 @@ two can never disagree. Attribute names follow the models exactly:
   ``Lden``, ``Levening``, ``thirdOctaveBands``, ``coverage``, ``carHornCount``,
   ``sirenCount``, ``aggregationPeriod``.
 
+The Lden periods (day 06-18 h, evening 18-22 h, night 22-06 h local) are those of France's
+transposition of Directive 2002/49/EC (arrêté du 4 avril 2006), not the Directive's default
+07-19 / 19-23 / 23-07 h; they are set in ``ingestion/aggregates.py`` (``_lden_statement``) and
+``ingestion/aggsql.py`` (TimescaleDB ``lden_daily`` view), not here.
+
 Every level carries ``unitCode`` "2N" (UN/CEFACT decibel). The measured properties
 carry ``observedAt`` = start of the period (the bucket key), the interval itself is
 in ``dateObservedFrom``/``dateObservedTo``.
