@@ -29,10 +29,11 @@ def test_provisioning_files_point_at_the_dashboards_datasource() -> None:
     assert ds["type"] == "grafana-postgresql-datasource" and ds["jsonData"]["timescaledb"] is True
     # The read-only role (any viewer can send SQL through the datasource), its password
     # from the Compose secret file, never inline (it was an environment variable nothing set).
-    assert ds["user"] == "${SONOPOLIS_GRAFANA_DB_USER:-" + READER_ROLE + "}"
+    assert ds["user"] == "${SONOPOLIS_GRAFANA_DB_USER}"  # Grafana has no ${VAR:-default}: compose sets it
     assert "password" not in ds and ds["secureJsonData"]["password"] == "$__file{/run/secrets/db-smart-reader-password}"
     compose = yaml.safe_load((GRAFANA.parents[1] / "docker-compose.yml").read_text())["services"]["grafana"]
     assert "db-smart-reader-password" in compose["secrets"]
+    assert compose["environment"]["SONOPOLIS_GRAFANA_DB_USER"] == READER_ROLE
     assert not {"db-smart-password", "db-smart-dsn"} & set(compose["secrets"]), "Grafana never holds the read-write role's password"
     for name in build.DASHBOARDS:
         board = json.loads((build.OUT / name).read_text())
