@@ -56,6 +56,10 @@ class DeclarationMissing(RuntimeError):
     """No complete legal declaration: the bridge does not steer cameras nor deliver alerts."""
 
 
+SideWrite = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+"""A write after the alert (journal, camera outcomes), run by the side writer."""
+
+
 class Steerer(Protocol):
     """Turns cameras toward an incident; never raises, one outcome dict per camera tried.
 
@@ -125,7 +129,7 @@ class BridgeService:
         self.webhooks = WebhookSender(self.http_client, queue_size=self.settings.webhook_queue_size, on_failure=self._webhook_failed)
         self.camera_status = {cid: {"camera_id": cid, "status": "unknown", "reason": None, "at": None} for cid in self.steerer.camera_ids()}
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
-        self._side: asyncio.Queue[Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]] = asyncio.Queue()
+        self._side: asyncio.Queue[tuple[str, SideWrite]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hot: psycopg.AsyncConnection[Any] | None = None
         self._recovered: set[uuid.UUID] = set()
@@ -318,8 +322,9 @@ class BridgeService:
         if plan.is_new or plan.reaim:
             self._submit_webhooks(inc)
         details: dict[str, Any] = {"feed_clients": n, "kind": kind, **({"recovered": True} if recovered else {})}
-        self._side.put_nowait(lambda c: store.alert_delivered(c, self.schema, at=self.clock(), incident_id=plan.incident.incident_id,
-                                                              event_ids=event_ids, details=details))
+        self.side_write(f"alert_delivered of incident {plan.incident.incident_id}",
+                        lambda c: store.alert_delivered(c, self.schema, at=self.clock(), incident_id=plan.incident.incident_id,
+                                                        event_ids=event_ids, details=details))
 
     async def _steer(self, inc: IncidentState) -> None:
         started = time.monotonic()
@@ -332,7 +337,8 @@ class BridgeService:
         self.hub.publish("cameras", {"incident_id": str(inc.incident_id), "cameras": summary,
                                      "message": "no camera in range" if not outcomes else None,
                                      "elapsed_ms": round((time.monotonic() - started) * 1000, 1)})
-        self._side.put_nowait(lambda c: store.record_camera_outcomes(c, self.schema, inc.incident_id, outcomes, at))
+        self.side_write(f"camera outcomes of incident {inc.incident_id}",
+                        lambda c: store.record_camera_outcomes(c, self.schema, inc.incident_id, outcomes, at))
 
     def _submit_webhooks(self, inc: dict[str, Any]) -> None:
         for target in self.settings.webhooks:
@@ -343,14 +349,19 @@ class BridgeService:
             self.webhooks.submit(Delivery(target, body, ctype, inc["incident_id"]))
 
     async def _webhook_failed(self, d: Delivery, why: str) -> None:
-        self._side.put_nowait(lambda c: journal.append(c, self.schema, at=self.clock(), actor=SYSTEM, action=Action.WEBHOOK_FAILED,
-                                                       incident_id=uuid.UUID(d.incident_id), details={"target": d.target.name, "delivery_id": d.delivery_id, "error": why}))
+        self.side_write(f"webhook_failed of incident {d.incident_id} to {d.target.name}",
+                        lambda c: journal.append(c, self.schema, at=self.clock(), actor=SYSTEM, action=Action.WEBHOOK_FAILED,
+                                                 incident_id=uuid.UUID(d.incident_id), details={"target": d.target.name, "delivery_id": d.delivery_id, "error": why}))
+
+    def side_write(self, what: str, op: SideWrite) -> None:
+        """Queue ``op`` for the side writer; ``what`` names it in the log should the database refuse it."""
+        self._side.put_nowait((what, op))
 
     async def _side_writer(self) -> None:
         conn: psycopg.AsyncConnection[Any] | None = None
         backoff = Backoff(initial=0.1, maximum=5.0)
         while True:
-            op = await self._side.get()
+            what, op = await self._side.get()
             while True:
                 try:
                     if conn is None or conn.closed:
@@ -365,7 +376,7 @@ class BridgeService:
                 except psycopg.Error:
                     # A write the database refuses would be refused again: dropped with its
                     # error in the log, so the writes queued behind it still happen.
-                    log.exception("side writer: a journal or camera-outcome write was refused; skipped")
+                    log.exception("side writer: %s was refused; skipped", what)
                     break
             self._side.task_done()
 

@@ -191,11 +191,12 @@ def test_a_side_write_the_database_refuses_is_skipped_and_the_writes_behind_it_s
     outcome = {"camera_id": "cam-1", "outcome": "moved_preset", "preset": "p1", "reason": None, "latency_ms": 12.0}
 
     async def queue_writes() -> None:  # all three queued before the writer runs any of them
-        service._side.put_nowait(lambda c: store.record_camera_outcomes(c, service.schema, ghost, [outcome], at))
-        service._side.put_nowait(lambda c: journal.append(c, service.schema, at=at, actor=SYSTEM, action=Action.WEBHOOK_FAILED,
-                                                          incident_id=ghost, details={"error": "reply with a \x00 in it"}))
-        service._side.put_nowait(lambda c: journal.append(c, service.schema, at=at, actor=SYSTEM, action=Action.ALERT_DELIVERED,
-                                                          details={"marker": marker}))
+        service.side_write(f"camera outcomes of incident {ghost}", lambda c: store.record_camera_outcomes(c, service.schema, ghost, [outcome], at))
+        service.side_write(f"webhook_failed of incident {ghost}",
+                           lambda c: journal.append(c, service.schema, at=at, actor=SYSTEM, action=Action.WEBHOOK_FAILED,
+                                                    incident_id=ghost, details={"error": "reply with a \x00 in it"}))
+        service.side_write("the marker", lambda c: journal.append(c, service.schema, at=at, actor=SYSTEM, action=Action.ALERT_DELIVERED,
+                                                                  details={"marker": marker}))
 
     def landed() -> bool:
         with psycopg.connect(db.safe) as conn:
@@ -212,6 +213,9 @@ def test_a_side_write_the_database_refuses_is_skipped_and_the_writes_behind_it_s
         assert conn.execute("SELECT count(*) FROM safe.journal WHERE incident_id = %s", (ghost,)).fetchone()[0] == 0
     refused = [r for r in caplog.records if r.name == "safecity_bridge.service" and "refused; skipped" in r.getMessage()]
     assert [r.levelname for r in refused] == ["ERROR", "ERROR"], [r.getMessage() for r in caplog.records]
+    # Each refusal names the write it dropped (the database error alone may name no table nor incident).
+    assert [r.getMessage() for r in refused] == [f"side writer: camera outcomes of incident {ghost} was refused; skipped",
+                                                 f"side writer: webhook_failed of incident {ghost} was refused; skipped"]
     fk, nul = (r.exc_info[1] if r.exc_info else None for r in refused)
     assert isinstance(fk, errors.ForeignKeyViolation) and 'table "camera_moves"' in str(fk) and "camera_moves_incident_id_fkey" in str(fk)
     assert isinstance(nul, errors.UntranslatableCharacter)  # jsonb cannot hold \u0000
