@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 
+import httpx
 import psycopg
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
 
 from ingestion.schema import migrate as migrate_ingestion
 from messages.bands import N_BANDS
+from ngsi.context_source import build_router
 from ngsi.schema import migrate as migrate_ngsi
+from ngsi.settings import NgsiSettings
 
 SENSORS = [
     # id, name, lat, lon, class
@@ -62,3 +69,14 @@ def add_lden(conn: psycopg.Connection, day: date, sensors: list[tuple] = SENSORS
             "INSERT INTO smart.lden_daily (sensor_id, day, lden, lday, levening, lnight, coverage) VALUES (%s, %s, %s, %s, %s, %s, 0.99)",
             (sid, day, 65.0 + si, 62.0 + si, 60.0 + si, 54.0 + si),
         )
+
+
+@asynccontextmanager
+async def context_source(dsn: str, *, max_page: int = 100) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the context-source routes served over ``dsn`` (in process, real database)."""
+    async with AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) as pool:
+        app = FastAPI()
+        app.include_router(build_router(pool, settings=NgsiSettings(max_page=max_page, max_instances=max_page)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonopolis.test",
+                                     timeout=httpx.Timeout(10.0)) as client:
+            yield client

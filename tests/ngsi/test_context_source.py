@@ -8,13 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 import httpx
 import psycopg
 import pytest
-from fastapi import FastAPI
-from psycopg_pool import AsyncConnectionPool
 
 from ngsi.context import parse_link_header
-from ngsi.context_source import build_router
 from ngsi.mapping import published_round
-from ngsi.settings import NgsiSettings
 from sonopolis.bootstrap import RoleDsns
 from tests.ngsi import seed
 
@@ -34,12 +30,8 @@ async def api(db: RoleDsns) -> AsyncIterator[httpx.AsyncClient]:
         seed.add_aggregates(conn, "levels_1h", T0, timedelta(hours=1), 24)
         seed.add_aggregates(conn, "levels_1d", datetime(2024, 6, 9, 22, tzinfo=timezone.utc), timedelta(days=1), 2)
         seed.add_lden(conn, date(2024, 6, 10))
-    async with AsyncConnectionPool(db.smart, min_size=1, max_size=2, open=False) as pool:
-        app = FastAPI()
-        app.include_router(build_router(pool, settings=NgsiSettings(max_page=100, max_instances=100)))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonopolis.test",
-                                     timeout=httpx.Timeout(10.0)) as client:
-            yield client
+    async with seed.context_source(db.smart) as client:
+        yield client
 
 
 async def get(api: httpx.AsyncClient, path: str, **params: object) -> httpx.Response:
@@ -112,12 +104,8 @@ async def tie_api(db: RoleDsns) -> AsyncIterator[httpx.AsyncClient]:
         conn.execute("INSERT INTO smart.levels_1d (sensor_id, bucket, laeq, lamax, lamin, la10, la50, la90, bands, coverage,"
                      " n_seconds, car_horn, siren) VALUES ('se-jacquard', '2024-06-09T22:00:00Z', 60, 70, 40, 63, 59, 45, NULL,"
                      " 1, 86400, 0, 0)")
-    async with AsyncConnectionPool(db.smart, min_size=1, max_size=2, open=False) as pool:
-        app = FastAPI()
-        app.include_router(build_router(pool, settings=NgsiSettings(max_page=100, max_instances=100)))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonopolis.test",
-                                     timeout=httpx.Timeout(10.0)) as client:
-            yield client
+    async with seed.context_source(db.smart) as client:
+        yield client
 
 
 async def test_q_compares_ties_exactly_as_published(tie_api: httpx.AsyncClient) -> None:

@@ -15,16 +15,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from fastapi import FastAPI
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 
-from ngsi.context_source import build_router
 from ngsi.mapping import PERIODS
 from ngsi.models import MEASURED_ATTRS
 from ngsi.query import TimeRange
 from ngsi.selection import Selection
-from ngsi.settings import NgsiSettings
 from ngsi.temporal import temporal_instances_sql, temporal_presence_sql
 from sonopolis.bootstrap import RoleDsns
 from tests.ngsi import seed
@@ -54,12 +50,8 @@ async def api(db: RoleDsns) -> AsyncIterator[httpx.AsyncClient]:
         ):
             conn.execute(f"UPDATE smart.levels_1min SET {setting} WHERE sensor_id = 'se-jacquard' AND bucket = %s",
                          (T0 + timedelta(minutes=minute),))
-    async with AsyncConnectionPool(db.smart, min_size=1, max_size=2, open=False) as pool:
-        app = FastAPI()
-        app.include_router(build_router(pool, settings=NgsiSettings(max_page=200, max_instances=200)))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonopolis.test",
-                                     timeout=httpx.Timeout(10.0)) as client:
-            yield client
+    async with seed.context_source(db.smart, max_page=200) as client:
+        yield client
 
 
 def _from_buckets(series_id: str, buckets: list[dict[str, Any]], temporal_values: bool) -> dict[str, Any]:
