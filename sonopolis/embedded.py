@@ -28,10 +28,23 @@ class ServiceError(RuntimeError):
     """A local service could not be started or stopped; the message says which and why."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and never handed out before by this process.
+
+    The port is only chosen here, bound later by the service it is for; the kernel may
+    give the same free port twice in the meantime (the demo's NGSI-LD broker once got
+    the safe broker's port, and could not start).
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_port(host: str, port: int, timeout: float, what: str) -> None:
