@@ -18,14 +18,13 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from ingestion.zones import check_lden_zone
+from ingestion.zones import check_lden_zone, known_zone
 from messages.topics import SENSOR_ID_PATTERN
 
 FIELDS: tuple[str, ...] = (
@@ -61,10 +60,7 @@ class Sensor(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str, info: ValidationInfo) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        known_zone(v)
         if not (info.context or {}).get("stored"):
             # Lden periods come from UTC-aligned hours: refused at registration. A row
             # already stored is still read back (listing the registry must not fail).

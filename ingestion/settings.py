@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.config import MqttSettings, with_mqtt_defaults
-from ingestion.zones import check_lden_zone
+from ingestion.zones import check_lden_zone, known_zone
 
 
 INGEST_MQTT_DEFAULTS = {"client_id": "sonopolis-ingest"}
@@ -49,8 +48,4 @@ class IngestSettings(BaseModel):
     @field_validator("local_timezone")
     @classmethod
     def _lden_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {v!r}") from exc
-        return check_lden_zone(v)  # the Lden periods come from UTC-aligned hours (ingestion.zones)
+        return check_lden_zone(known_zone(v))  # the Lden periods come from UTC-aligned hours (ingestion.zones)

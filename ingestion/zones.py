@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from messages.times import EARLIEST
 
@@ -63,6 +63,15 @@ def _spell(offset: timedelta) -> str:
     return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def known_zone(name: str) -> str:
+    """``name`` if it is an IANA zone of this machine, else a ``ValueError`` naming it."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {name!r}") from exc
+    return name
+
+
 def check_lden_zone(name: str) -> str:
     """``name`` if the Lden periods can be computed in it, else a ``ValueError`` naming the zone and why."""
     found = off_hour_offset(name)
@@ -75,4 +84,4 @@ def check_lden_zone(name: str) -> str:
     return name
 
 
-__all__ = ["LATEST", "check_lden_zone", "off_hour_offset"]
+__all__ = ["LATEST", "check_lden_zone", "known_zone", "off_hour_offset"]
