@@ -132,7 +132,6 @@ class BridgeService:
         self._side: asyncio.Queue[tuple[str, SideWrite]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hot: psycopg.AsyncConnection[Any] | None = None
-        self._recovered: set[uuid.UUID] = set()
         self.consumer: SafeConsumer | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -183,24 +182,23 @@ class BridgeService:
         Runs before the first message is consumed, batch by batch: each batch's marks are
         written before the next is read, so nothing is alerted twice by this loop.
         """
-        total = 0
+        alerted: set[uuid.UUID] = set()  # a write the database refuses leaves its incident unmarked: once is enough
         while True:
             owed = await self._db(lambda c: store.unalerted(c, self.schema, limit=RECOVERY_BATCH))
-            fresh = [(row, evs) for row, evs in owed if row["incident_id"] not in self._recovered]
+            fresh = [(row, evs) for row, evs in owed if row["incident_id"] not in alerted]
             if not fresh:
                 break
             now, mono = self.clock(), self.correlator.monotonic()
             for row, events in fresh:
                 plan = recovery.owed_plan(row, events, self.correlator.sensors, now=now, now_mono=mono)
                 self.correlator.commit(plan)
-                self._recovered.add(row["incident_id"])
+                alerted.add(row["incident_id"])
                 age_s = (now - recovery.newest_onset(events)).total_seconds()
                 self._alert(plan, recovery.owed_event_ids(events), late_s=age_s if age_s > self.settings.steer_max_age_s else None, recovered=True)
-            total += len(fresh)
             await self._side.join()
         self.correlator.prune()
-        if total:
-            log.warning("%d incident(s) were committed by a bridge that stopped before alerting them: alerted now, as recovered", total)
+        if alerted:
+            log.warning("%d incident(s) were committed by a bridge that stopped before alerting them: alerted now, as recovered", len(alerted))
 
     # ------------------------------------------------------------------ hot path
     async def _worker(self) -> None:

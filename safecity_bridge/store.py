@@ -161,21 +161,17 @@ async def unalerted(conn: psycopg.AsyncConnection[Any], schema: str, limit: int 
     ids = [r[0] for r in await cur.fetchall()]
     if not ids:
         return []
-    cur = await conn.execute(
-        sql.SQL("SELECT incident_id, opened_at, first_onset, event_class, sensor_ids, n_events, confidence, latitude, longitude, uncertainty_m,"
-                " locate_method FROM {} WHERE incident_id = ANY(%s)").format(_t(schema, "incidents")),
-        (ids,),
-    )
+    cur = await conn.execute(sql.SQL("SELECT " + _INCIDENT_COLS + " FROM {} WHERE incident_id = ANY(%s)").format(_t(schema, "incidents")), (ids,))
     cols = [d.name for d in cur.description or []]
     incidents = {r[0]: dict(zip(cols, r)) for r in await cur.fetchall()}
     cur = await conn.execute(
-        sql.SQL("SELECT incident_id, event_id, sensor_id, onset, received_at, alerted_at FROM {} WHERE incident_id = ANY(%s) ORDER BY onset, event_id").format(
+        sql.SQL("SELECT incident_id, event_id, sensor_id, onset, alerted_at FROM {} WHERE incident_id = ANY(%s) ORDER BY onset, event_id").format(
             _t(schema, "events")),
         (ids,),
     )
     events: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    for iid, eid, sid, onset, received_at, alerted_at in await cur.fetchall():
-        events.setdefault(iid, []).append({"event_id": eid, "sensor_id": sid, "onset": onset, "received_at": received_at, "alerted_at": alerted_at})
+    for iid, eid, sid, onset, alerted_at in await cur.fetchall():
+        events.setdefault(iid, []).append({"event_id": eid, "sensor_id": sid, "onset": onset, "alerted_at": alerted_at})
     return [(incidents[i], events[i]) for i in ids if i in incidents]
 
 
