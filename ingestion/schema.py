@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from common.migrations import apply
+from ingestion import aggregates
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,6 @@ def _recompute_plain_aggregates(conn: psycopg.Connection, schema: str) -> None:
     The TimescaleDB migration rebuilds its continuous aggregates itself; the plain
     path's tables are filled by the service, so the upgrade recomputes them here.
     """
-    from ingestion import aggregates
-
     span = conn.execute(sql.SQL("SELECT min(time), max(time) FROM {}").format(sql.Identifier(schema, "levels"))).fetchone()
     if span is None or span[0] is None:
         return
