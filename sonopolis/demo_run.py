@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from rich.table import Table
 from messages.level_frame import BATCH_SCHEMA_ID, TOPIC_PREFIX
 from messages.security_event import SECURITY_CLASSES
 from simulators import onvif_camera
+from simulators.neighbourhood import SimSensor
 from simulators.neighbourhood import frames as sim_frames
 from simulators.scene import SCENE_OFFSET_DB, street_scene
 from simulators.street_acoustics import add_sounds
@@ -88,14 +90,21 @@ class DemoRun:
     def execute(self, history_minutes: int, scene_seconds: int) -> DemoReport:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=self.console) as progress:
             self.start_services(progress)
-            now = datetime.now(timezone.utc).replace(microsecond=0)
-            scene_start = now - timedelta(seconds=scene_seconds + 5)
+            history_end = self._scene_start(scene_seconds)
             task = progress.add_task(f"history: {history_minutes} min of 1 s frames from {len(self.world.sensors)} sensors", total=len(self.world.sensors))
-            self._publish_history(scene_start - timedelta(minutes=history_minutes), history_minutes * 60, scene_start, scene_seconds + 5, progress, task)
+            self._publish_span(history_end - timedelta(minutes=history_minutes), history_minutes * 60, self.world.sensors, self.seed, progress, task)
+            # The scene is anchored after the history is in, however long that took: anchored
+            # before, a slow machine made the agents' sounds minutes old on arrival, and the bridge
+            # (rightly) alerted them as late without turning a camera.
+            scene_start = max(history_end, self._scene_start(scene_seconds))
+            gap_seconds = int((scene_start - history_end).total_seconds())
+            others = [s for s in self.world.sensors if s.sensor_id not in self.world.edge_ids]
+            self._publish_span(history_end, gap_seconds, self.world.sensors, self.seed + 2)
+            self._publish_span(scene_start, scene_seconds + 5, others, self.seed + 1)
             task = progress.add_task(f"live scene: {len(self.world.edge_ids)} edge agents hear a gunshot and a breaking window", total=len(self.world.edge_ids) * scene_seconds)
             self._run_edge_agents(scene_start, scene_seconds, progress, task)
             task = progress.add_task("waiting for both paths to settle", total=1)
-            report = self._observe(history_minutes, scene_seconds)
+            report = self._observe(history_minutes * 60 + gap_seconds, scene_seconds)
             progress.update(task, completed=1)
         return report
 
@@ -233,14 +242,19 @@ class DemoRun:
         client.loop_stop()
         client.disconnect()
 
-    def _publish_history(self, start: datetime, seconds: int, live_start: datetime, live_seconds: int, progress: Progress, task: int) -> None:
-        """Past frames of every sensor, and live-period frames of sensors without an edge agent."""
-        for s in self.world.sensors:
-            frames = sim_frames(s, start, seconds, seed=self.seed)
-            if s.sensor_id not in self.world.edge_ids:
-                frames += sim_frames(s, live_start, live_seconds, seed=self.seed + 1)
-            self.publish_frames(s.sensor_id, frames)
-            progress.advance(task)
+    @staticmethod
+    def _scene_start(scene_seconds: int) -> datetime:
+        """Start of a live scene that ends 5 s before now, to the second."""
+        return datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=scene_seconds + 5)
+
+    def _publish_span(self, start: datetime, seconds: int, sensors: Sequence[SimSensor], seed: int,
+                      progress: Progress | None = None, task: int | None = None) -> None:
+        """Simulated 1 s frames of these sensors over one span of time."""
+        for s in sensors:
+            if seconds > 0:
+                self.publish_frames(s.sensor_id, sim_frames(s, start, seconds, seed=seed))
+            if progress is not None and task is not None:
+                progress.advance(task)
 
     def _edge_env(self, sensor_id: str) -> dict[str, str]:
         smart, safe = self.brokers["smart"], self.brokers["safe"]
@@ -294,11 +308,11 @@ class DemoRun:
 
     # ------------------------------------------------------------------ observation
 
-    def _observe(self, history_minutes: int, scene_seconds: int) -> DemoReport:
+    def _observe(self, history_seconds: int, scene_seconds: int) -> DemoReport:
         report = DemoReport()
         # History of every sensor, the simulated live period of the others, one frame a second from each agent.
         n_edge = len(self.world.edge_ids)
-        expected = len(self.world.sensors) * history_minutes * 60 + (len(self.world.sensors) - n_edge) * (scene_seconds + 5) + n_edge * scene_seconds
+        expected = len(self.world.sensors) * history_seconds + (len(self.world.sensors) - n_edge) * (scene_seconds + 5) + n_edge * scene_seconds
         deadline = time.monotonic() + 120
         rows = 0
         while time.monotonic() < deadline:
