@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import page, routes_data, routes_events, routes_exports, transparency
 from api.errors import ProblemDetails, install_handlers
 from api.events import EventStore, evaluator_loop
+from api.proxy import trust_proxy_headers
 from api.queries import Queries
 from api.security import TokenBuckets, rate_limit_factory, require_admin_factory
 from api.settings import ApiSettings
@@ -98,10 +99,11 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
     app.state.webhooks = WebhookStore(schema)
     app.state.schema = schema
     install_handlers(app)
+    trust_proxy_headers(app, settings)
 
     buckets = TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst)
     app.state.rate_buckets = buckets
-    rate_limit = rate_limit_factory(buckets, settings.trust_forwarded_for)
+    rate_limit = rate_limit_factory(buckets)
     require_admin = require_admin_factory(settings.admin_token)
 
     app.include_router(routes_data.build_router(rate_limit))

@@ -53,8 +53,13 @@ def api(
             # of the collector's generations so the collections a large answer triggers skip them
             gc.collect()
             gc.freeze()
+            # X-Forwarded-* are the app's to apply, from api.trusted_proxies only (api/proxy.py): uvicorn's
+            # own handling would trust FORWARDED_ALLOW_IPS (default loopback) instead. Behind the proxy the
+            # proxy keeps the access log, without client addresses (deploy/caddy/Caddyfile); uvicorn's
+            # would now name each resident's.
             server = uvicorn.Server(uvicorn.Config(app, host=host or api_settings.host, port=port or api_settings.port,
-                                                   log_level="info", proxy_headers=api_settings.trust_forwarded_for))
+                                                   log_level="info", proxy_headers=False,
+                                                   access_log=not api_settings.trust_forwarded_for))
             await server.serve()
 
     asyncio.run(serve())

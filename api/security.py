@@ -67,25 +67,23 @@ class TokenBuckets:
         return wait
 
 
-def client_ip(request: Request, trust_forwarded_for: bool) -> str:
-    """The address the rate limit counts. Behind a trusted proxy: the entry *that proxy* appended.
+def client_ip(request: Request) -> str:
+    """The address the rate limit counts: the connection's peer, as ``api/proxy.py`` left it.
 
-    The right-most ``X-Forwarded-For`` entry is the one the proxy wrote; everything left
-    of it came from the client. Taking the left-most let any client pick a new address
-    per request and never be limited.
+    From a trusted proxy (``ApiSettings.trusted_proxies``) the peer has already been
+    replaced by the right-most ``X-Forwarded-For`` entry that is no trusted proxy, the one
+    the proxy appended; what lies left of it came from the client, and taking it would let
+    any client pick a new address per request and never be limited. Reading the header
+    here again would believe it from any peer, including one that bypasses the proxy.
     """
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[-1].strip()
     return request.client.host if request.client else "unknown"
 
 
-def rate_limit_factory(buckets: TokenBuckets, trust_forwarded_for: bool) -> Callable[[Request], None]:
+def rate_limit_factory(buckets: TokenBuckets) -> Callable[[Request], None]:
     """A dependency for the public read routes: 429 + ``Retry-After`` when the bucket is empty."""
 
     def rate_limit(request: Request) -> None:
-        wait = buckets.take(client_ip(request, trust_forwarded_for))
+        wait = buckets.take(client_ip(request))
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise TooManyRequests(f"rate limit exceeded, retry in {seconds} s", headers={"Retry-After": str(seconds)})

@@ -8,10 +8,11 @@ the process at start-up instead of a default silently standing in.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, model_validator
 
 LICENCES: dict[str, tuple[str, str]] = {
     "etalab-2.0": ("Licence Ouverte / Open Licence version 2.0", "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"),
@@ -109,7 +110,15 @@ class ApiSettings(BaseModel):
     admin_token: SecretStr | None = Field(None, description="Bearer token for write/admin routes (unset: they are refused)")
     rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000, description="Per client IP on the public read API")
     rate_limit_burst: int = Field(60, ge=1, le=100_000, description="Requests a client may make at once")
-    trust_forwarded_for: bool = Field(False, description="Take the client IP from X-Forwarded-For (behind a trusted proxy only)")
+    trust_forwarded_for: bool = Field(
+        False, description="Behind a reverse proxy: believe X-Forwarded-For (client IP) and X-Forwarded-Proto (scheme "
+        "of the URLs the API writes, e.g. the JSON-LD @context) when the connection comes from `trusted_proxies`")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network("127.0.0.1/32"), ip_network("::1/128")],
+        min_length=1,
+        description="Addresses or CIDR networks of the proxies whose X-Forwarded-* headers are believed (with "
+        "trust_forwarded_for); any other peer's are ignored, so a client that reaches the API directly cannot pick "
+        'its address or scheme. Environment: a JSON list, e.g. \'["172.30.20.10"]\'')
     page_max_limit: int = Field(10_000, ge=10, le=1_000_000, description="Largest page a client may ask for")
     exports: ExportSettings = Field(default_factory=ExportSettings)
     events: OpenEventSettings = Field(default_factory=OpenEventSettings)

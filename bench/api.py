@@ -173,7 +173,7 @@ def render_days(dsn: str, days: int) -> None:
     print(f"pre-rendered {n} settled sensor-days of 1-minute instances in {time.perf_counter() - t0:.1f} s ({size[0] if size else '?'})", flush=True)
 
 
-def raw_router(app: Any, settings: Any) -> None:
+def raw_router(app: Any) -> None:
     """Bench-only routes answering (a) and (b) from the raw 1 s rows, rendered like the served routes."""
     from fastapi import APIRouter, Depends, Request
     from fastapi.responses import Response
@@ -196,7 +196,7 @@ def raw_router(app: Any, settings: Any) -> None:
         " CASE WHEN array_remove(bands, NULL) = '{}' THEN NULL ELSE bands END AS bands, coverage, car_horn, siren"
         f" FROM ({raw_bucket_sql('1 minute').replace('ORDER BY 2', 'ORDER BY 2 DESC')}) r ORDER BY bucket"
     )
-    rate_limit = rate_limit_factory(app.state.rate_buckets, settings.trust_forwarded_for)
+    rate_limit = rate_limit_factory(app.state.rate_buckets)
     router = APIRouter(prefix="/bench/raw", dependencies=[Depends(rate_limit)])
 
     @router.get("/v1/sensors/{sensor_id}/levels")
@@ -257,7 +257,7 @@ async def measure(dsn: str, start: dt.datetime, days: int, reps: int, raw_reps: 
     z = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     async with AsyncConnectionPool(dsn, min_size=2, max_size=4, kwargs={"autocommit": True}, open=False) as pool:
         app = create_app(settings, pool)
-        raw_router(app, settings)
+        raw_router(app)
         if freeze:  # as `sonopolis api` does after start-up
             gc.collect()
             gc.freeze()

