@@ -3,8 +3,8 @@
 Two public event types, and only these (the ``api_events`` table has a CHECK on them;
 the smart database holds no security class to begin with):
 
-* ``noise_threshold_exceeded`` — the LAeq over an aligned 5-minute window is above the
-  configured threshold. LAeq,5min is the energetic mean of the window's frames weighted
+* ``noise_threshold_exceeded`` — the LAeq over an aligned 5-minute window, as published
+  (0.1 dB), is above the configured threshold. LAeq,5min is the energetic mean of the window's frames weighted
   by their duration, ``10·log10(Σ period_s·10^(L/10) / Σ period_s)`` (a frame may last up
   to 3600 s: an unweighted mean let ten loud seconds outweigh a quiet 290 s frame);
   only frames that lie wholly inside the window and measure the street count (status
@@ -63,12 +63,19 @@ WITH f AS (
     FROM f
     WHERE time + make_interval(secs => d) <= started_at + interval '5 minutes'
     GROUP BY 1, 2
+), judged AS (
+    -- The value as published: 0.1 dB, stored as the column's real.
+    SELECT sensor_id, started_at, round(laeq5::numeric, 1)::real AS value, round(coverage::numeric, 3) AS coverage
+    FROM w
+    WHERE coverage >= %(min_coverage)s
 )
 INSERT INTO {events} (event_type, sensor_id, started_at, value, threshold, coverage)
-SELECT 'noise_threshold_exceeded', sensor_id, started_at, round(laeq5::numeric, 1), %(threshold)s,
-       round(coverage::numeric, 3)
-FROM w
-WHERE laeq5 > %(threshold)s AND coverage >= %(min_coverage)s
+SELECT 'noise_threshold_exceeded', sensor_id, started_at, value, %(threshold)s, coverage
+FROM judged
+-- What is published must visibly exceed the threshold it is published with: the rounded
+-- value against the threshold as stored. Comparing the unrounded level published 75.04
+-- against 75 as "75.0 exceeded 75.0".
+WHERE value > %(threshold)s::real
 ON CONFLICT (event_type, sensor_id, started_at) DO NOTHING
 RETURNING id
 """

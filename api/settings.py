@@ -49,8 +49,8 @@ class OpenEventSettings(BaseModel):
 
     laeq_5min_threshold_db: float = Field(
         75.0, ge=30, le=140,
-        description="LAeq,5min (energetic, period-weighted mean of the window's measuring frames) above this raises "
-        "`noise_threshold_exceeded`")
+        description="LAeq,5min (energetic, period-weighted mean of the window's measuring frames), rounded to 0.1 dB "
+        "as published, above this raises `noise_threshold_exceeded` (what is published always visibly exceeds it)")
     laeq_5min_min_coverage: float = Field(
         0.9, ge=0.5, le=1,
         description="Share of the 5 min window that measuring frames (status ok or degraded) must cover before its "

@@ -33,7 +33,7 @@ SETTINGS = OpenEventSettings(laeq_5min_threshold_db=75.0, laeq_5min_min_coverage
 SETTLED = W + 5 * MIN + dt.timedelta(seconds=SETTLE_S)  # the first time window W may be judged
 
 SENSORS = [(f"se-{n}", f"Capteur {n}", 45.44, 4.39) for n in
-           ("lone", "long", "loud", "cal", "fault", "maint", "degraded", "late", "replay", "wide")]
+           ("lone", "long", "loud", "cal", "fault", "maint", "degraded", "late", "replay", "wide", "edge", "over")]
 
 
 def laeq(parts: list[tuple[float, float]]) -> float:
@@ -169,6 +169,25 @@ async def test_a_window_completed_by_a_replay_raises_its_event_late(dsn: str) ->
     store(dsn, frames("se-replay", W + 150 * SEC, 150, 70.0))
     ids = await evaluate(dsn, W + 15 * MIN)
     assert loud_events(dsn) == {("se-replay", W): (ids[0], round(laeq([(150, 80.0), (150, 70.0)]), 1), 1.0)}
+
+
+async def test_the_published_value_visibly_exceeds_the_threshold(dsn: str) -> None:
+    # LAeq,5min 75.04 dB is above 75 dB, but published at 0.1 dB it reads "75.0 exceeded 75.0":
+    # no event. 75.05 dB is published as 75.1: an event.
+    assert laeq([(300, 75.04)]) > 75.0
+    store(dsn, frames("se-edge", W, 300, 75.04), frames("se-over", W, 300, 75.05),
+          # with a threshold in tenths: 72.54 dB reads 72.5 (no event), 72.56 dB reads 72.6 (an event)
+          frames("se-edge", W + 5 * MIN, 300, 72.54), frames("se-over", W + 5 * MIN, 300, 72.56))
+    await evaluate(dsn, W + 6 * MIN + dt.timedelta(seconds=SETTLE_S))
+    # (a lookback that no longer reaches the first window, judged against 75 dB above)
+    tenths = SETTINGS.model_copy(update={"laeq_5min_threshold_db": 72.5, "lookback_min": 5.0})
+    await evaluate(dsn, W + 11 * MIN + dt.timedelta(seconds=SETTLE_S), tenths)
+    events = loud_events(dsn)
+    assert {k: v for k, (_, v, _) in events.items()} == {("se-over", W): 75.1, ("se-over", W + 5 * MIN): 72.6}
+    with psycopg.connect(dsn) as conn:
+        published = conn.execute("SELECT value, threshold FROM smart.api_events WHERE event_type = 'noise_threshold_exceeded'"
+                                 " ORDER BY id").fetchall()
+    assert published == [(75.1, 75.0), (72.6, 72.5)]
 
 
 def test_settings_refuse_a_lookback_that_would_let_windows_pass_unjudged() -> None:
