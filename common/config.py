@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -109,6 +109,12 @@ def load_settings(cls: type[S], config_file: Path | str | None = None, **overrid
         settings = bound(**overrides)
     except ValidationError as exc:
         raise ConfigError(str(path) if path else "environment", format_validation_error(exc, prefix)) from exc
+    except SettingsError as exc:
+        # pydantic-settings decodes a list or table variable as JSON before validating it,
+        # and says only which top-level section failed; say how to write it.
+        raise ConfigError("environment", [
+            f"{exc} ({exc.__cause__}): a {prefix}* variable holding a list or a table must be JSON, "
+            'e.g. \'["172.30.20.10"]\' or \'{"key": 1}\'']) from exc
     return settings  # type: ignore[return-value]
 
 

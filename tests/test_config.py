@@ -43,3 +43,13 @@ def test_setting_one_broker_key_keeps_that_sides_other_defaults(monkeypatch):  #
 def test_a_directory_given_as_the_configuration_file_is_named(tmp_path):  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match="cannot read the configuration file: IsADirectoryError"):
         load_settings(SmartSettings, tmp_path)
+
+
+def test_a_list_written_without_json_in_the_environment_says_how_to_write_it(monkeypatch):  # type: ignore[no-untyped-def]
+    """pydantic-settings raised its own SettingsError, a traceback out of every command, naming only `api`."""
+    monkeypatch.setenv("SONOPOLIS_SMART_API__TRUSTED_PROXIES", "172.30.20.10")
+    with pytest.raises(ConfigError) as err:
+        load_settings(SmartSettings)
+    assert '"api"' in str(err.value) and "must be JSON" in str(err.value)
+    monkeypatch.setenv("SONOPOLIS_SMART_API__TRUSTED_PROXIES", '["172.30.20.10"]')
+    assert [str(n) for n in load_settings(SmartSettings).api.trusted_proxies] == ["172.30.20.10/32"]
