@@ -227,6 +227,8 @@ class LocalMosquitto:
     users: dict[str, str] | None = None
     acl_file: Path | None = None
     persistence: bool = True
+    max_inflight_messages: int = 1000
+    """Also the Receive Maximum the broker announces to MQTT v5 clients (tests lower it)."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -245,7 +247,7 @@ class LocalMosquitto:
             "autosave_interval 1",
             f"log_dest file {self.work_dir}/mosquitto.log",
             "max_queued_messages 1000000",
-            "max_inflight_messages 1000",
+            f"max_inflight_messages {self.max_inflight_messages}",
         ]
         if os.geteuid() == 0:
             lines.append("user root")
