@@ -11,6 +11,14 @@ broker's PUBACK arrives; after a disconnect the unacknowledged rows are sent aga
 several frames wait (catching up after an outage) they leave as one ``LevelBatch``.
 paho's network thread only records connection state and acknowledged message ids;
 the outbox is touched from the agent's thread alone.
+
+In-flight window: the link speaks MQTT v5 so that the broker's CONNACK says how many
+unacknowledged QoS>0 messages it accepts (Receive Maximum; mosquitto announces its
+``max_inflight_messages``, 20 by default), and never has more than that in flight.
+mosquitto 2.0 answers a QoS 2 message beyond its quota with a PUBREC that paho cannot
+tell from a success (reason 0x97, ignored by paho; a bare PUBREC in v3.1.1), drops it,
+and completes the flow: with a window of 50 against a limit of 2, 186 of 200 queued
+events were deleted from the outbox as delivered and never reached a subscriber.
 """
 
 from __future__ import annotations
@@ -32,11 +40,36 @@ log = logging.getLogger(__name__)
 CATCHUP_BATCH_FRAMES = 300
 """Frames per ``LevelBatch`` when replaying a backlog (~200 kB per message)."""
 MAX_IN_FLIGHT = 50
+"""Our own cap on unacknowledged messages; a broker announcing less lowers it per connection."""
 MAX_ROWS_PER_PUMP = 2 * CATCHUP_BATCH_FRAMES
 """A pump runs in the agent's audio loop: 600 frames per call (~25 ms of validating and
 encoding) still replays 6 000 frames a second at 10 blocks a second, so an 8-hour
 backlog drains in seconds without stalling the audio (15 000 rows in one call took
 0.4 s)."""
+
+
+def in_flight_window(ours: int, connack_properties: Any) -> int:
+    """How many QoS>0 messages may be unacknowledged at once on this connection.
+
+    A CONNACK without Receive Maximum allows 65 535 (MQTT 5.0, 3.2.2.3.3); zero is a
+    protocol error that would stall the link, so the window never drops below one.
+    """
+    announced = getattr(connack_properties, "ReceiveMaximum", None)
+    if announced is None:
+        return ours
+    return max(1, min(ours, int(announced)))
+
+
+def cap_paho_in_flight(client: mqtt.Client, limit: int) -> None:
+    """Set paho's own in-flight limit on a live connection.
+
+    paho's public setter refuses once a connection is open, but the limit is only
+    known from the CONNACK. Lowering it only makes paho queue more messages; it is never
+    set to 0 (paho's "unlimited"), the one change paho warns may misbehave.
+    """
+    if limit < 1:
+        raise ValueError(f"in-flight limit must be at least 1, not {limit}")
+    client._max_inflight_messages = limit  # noqa: SLF001 - see docstring
 
 
 class BrokerLink:
@@ -51,11 +84,11 @@ class BrokerLink:
         self._connected = False
         self._acked: set[int] = set()
         self._in_flight: dict[int, list[int]] = {}  # mid -> outbox ids
+        self._window = MAX_IN_FLIGHT  # min(ours, the broker's Receive Maximum) of the current connection
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
+            protocol=mqtt.MQTTv5,  # v3.1.1 has no Receive Maximum: the broker's limit would be unknown
         )
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
@@ -74,8 +107,17 @@ class BrokerLink:
         if reason.is_failure:
             log.error("%s broker refused the connection: %s", self.channel, reason)
             return
+        window = in_flight_window(MAX_IN_FLIGHT, properties)
+        # paho sends the unacknowledged messages of a previous connection again after a
+        # reconnect, up to its own limit, besides those the pump hands it: that limit must
+        # follow the broker too. Called before those resends (paho's CONNACK handling).
+        cap_paho_in_flight(client, window)
         with self._lock:
             self._connected = True
+            self._window = window
+        if window < MAX_IN_FLIGHT:
+            log.info("%s broker accepts %d unacknowledged messages (Receive Maximum); in-flight window lowered from %d",
+                     self.channel, window, MAX_IN_FLIGHT)
         log.info("%s broker connected (%s:%d)", self.channel, self.settings.host, self.settings.port)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -94,7 +136,8 @@ class BrokerLink:
             return self._connected
 
     def start(self) -> None:
-        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        # clean start and no session expiry: as v3.1.1 clean_session, the outbox is the only queue.
+        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s, clean_start=True)
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -105,6 +148,7 @@ class BrokerLink:
         """Acknowledge what the broker confirmed, publish what waits; returns rows sent."""
         with self._lock:
             connected = self._connected
+            window = self._window
             acked, self._acked = self._acked, set()
         done = [i for mid in acked for i in self._in_flight.pop(mid, [])]
         self.outbox.ack(self.channel, done)
@@ -112,7 +156,7 @@ class BrokerLink:
             if self._in_flight:
                 self._in_flight.clear()  # re-sent after reconnection
             return 0
-        room = MAX_IN_FLIGHT - len(self._in_flight)
+        room = window - len(self._in_flight)
         if room <= 0:
             return 0
         # Rows leave in id order and new rows get higher ids, so everything up to the
