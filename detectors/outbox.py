@@ -15,6 +15,14 @@ fsync each, ~0.7 ms), the 15 000 rows a broker could confirm at once after an ou
 stalled the agent's audio loop for 12 s. The row counts per channel are kept in memory
 and rows are read through an index on (channel, id), so neither the bound nor a peek
 scans the file.
+
+A message the broker *refused* (its PUBACK carries a failure reason: the ACL denies the
+topic, the payload is invalid...) is not delivered and must not be deleted as if it
+were, nor block the messages behind it: ``refuse`` moves it, with the reason, to the
+``refused`` table of the same file (a dead letter; no other file is ever written), bound
+per channel like the queue. ``requeue_refused`` puts such messages back in the queue in
+their original order; the agent calls it at each start, so fixing the broker account or
+ACL and restarting the agent delivers them.
 """
 
 from __future__ import annotations
@@ -66,7 +74,14 @@ class Outbox:
                 "kind TEXT NOT NULL CHECK (kind IN ('frame','event')), topic TEXT NOT NULL, payload TEXT NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (channel, id)")
+            # Same columns and ids as the queue (ids are never reused: AUTOINCREMENT), plus why and when.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS refused (id INTEGER PRIMARY KEY, channel TEXT NOT NULL, kind TEXT NOT NULL, "
+                "topic TEXT NOT NULL, payload TEXT NOT NULL, reason TEXT NOT NULL, refused_at TEXT NOT NULL)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS refused_by_channel ON refused (channel, id)")
             self._counts = self._read_counts()
+            self._refused = self._read_counts("refused")
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open message queue {self.path}: {exc}") from exc
 
@@ -79,23 +94,25 @@ class Outbox:
                     "INSERT INTO outbox (channel, kind, topic, payload) VALUES (?, ?, ?, ?)", (channel, kind, topic, payload)
                 )
                 self._counts[channel] += 1
-                self._enforce_bound(channel)
+                self._enforce_bound("outbox", channel)
         except sqlite3.Error as exc:
             self._recount()
             raise OutboxError(f"cannot queue a {kind} for {topic}: {exc}") from exc
         return int(cur.lastrowid or 0)
 
-    def _enforce_bound(self, channel: Channel) -> None:
-        excess = self._counts[channel] - self.max_messages
+    def _enforce_bound(self, table: Literal["outbox", "refused"], channel: Channel) -> None:
+        counts = self._counts if table == "outbox" else self._refused
+        excess = counts[channel] - self.max_messages
         if excess <= 0:
             return
         removed = self._db.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE channel = ? ORDER BY id LIMIT ?)",
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE channel = ? ORDER BY id LIMIT ?)",
             (channel, excess),
         ).rowcount
-        self._counts[channel] -= removed
+        counts[channel] -= removed
         self.dropped += removed
-        log.warning("%s message queue full (%d): dropped the %d oldest message(s), %d so far", channel, self.max_messages, removed, self.dropped)
+        what = "message queue" if table == "outbox" else "store of refused messages"
+        log.warning("%s %s full (%d): dropped the %d oldest message(s), %d so far", channel, what, self.max_messages, removed, self.dropped)
 
     def pending(self, channel: Channel, limit: int, after: int = 0) -> list[Pending]:
         """The oldest ``limit`` rows of ``channel`` with an id above ``after``."""
@@ -122,10 +139,59 @@ class Outbox:
             self._recount()
             raise OutboxError(f"cannot remove {len(ids)} delivered {channel} message(s): {exc}") from exc
 
+    def refuse(self, channel: Channel, ids: list[int], reason: str) -> int:
+        """Move rows the broker refused out of the queue, keeping them and ``reason``; returns how many moved."""
+        if not ids:
+            return 0
+        try:
+            with self._transaction():
+                moved = 0
+                for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                    chunk = ids[start : start + _IDS_PER_STATEMENT]
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute(
+                        "INSERT INTO refused (id, channel, kind, topic, payload, reason, refused_at) "
+                        "SELECT id, channel, kind, topic, payload, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                        f"FROM outbox WHERE channel = ? AND id IN ({marks})",
+                        (reason, channel, *chunk),
+                    )
+                    moved += self._db.execute(
+                        f"DELETE FROM outbox WHERE channel = ? AND id IN ({marks})", (channel, *chunk)
+                    ).rowcount
+                self._counts[channel] -= moved
+                self._refused[channel] += moved
+                self._enforce_bound("refused", channel)
+        except sqlite3.Error as exc:
+            self._recount()
+            raise OutboxError(f"cannot set aside {len(ids)} refused {channel} message(s) ({reason}): {exc}") from exc
+        return moved
+
+    def requeue_refused(self) -> int:
+        """Put every refused message back in the queue, in its original place; returns how many."""
+        try:
+            with self._transaction():
+                moved = self._db.execute(
+                    "INSERT INTO outbox (id, channel, kind, topic, payload) SELECT id, channel, kind, topic, payload FROM refused"
+                ).rowcount
+                self._db.execute("DELETE FROM refused")
+                self._counts, self._refused = self._read_counts(), self._read_counts("refused")
+                for channel in ("smart", "safe"):
+                    self._enforce_bound("outbox", channel)
+        except sqlite3.Error as exc:
+            self._recount()
+            raise OutboxError(f"cannot queue the refused messages again: {exc}") from exc
+        return moved
+
     def count(self, channel: Channel | None = None) -> int:
         if channel is None:
             return sum(self._counts.values())
         return self._counts[channel]
+
+    def refused_count(self, channel: Channel | None = None) -> int:
+        """Messages a broker refused, kept aside (see ``refuse``)."""
+        if channel is None:
+            return sum(self._refused.values())
+        return self._refused[channel]
 
     def close(self) -> None:
         self._db.close()
@@ -140,14 +206,14 @@ class Outbox:
             raise
         self._db.execute("COMMIT")
 
-    def _read_counts(self) -> dict[str, int]:
+    def _read_counts(self, table: Literal["outbox", "refused"] = "outbox") -> dict[str, int]:
         counts = {"smart": 0, "safe": 0}
-        counts.update(self._db.execute("SELECT channel, count(*) FROM outbox GROUP BY channel").fetchall())
+        counts.update(self._db.execute(f"SELECT channel, count(*) FROM {table} GROUP BY channel").fetchall())
         return counts
 
     def _recount(self) -> None:
         """After a failed statement, the counts come from the file again (it rolled back)."""
         try:
-            self._counts = self._read_counts()
+            self._counts, self._refused = self._read_counts(), self._read_counts("refused")
         except sqlite3.Error:
             pass

@@ -119,3 +119,33 @@ def test_a_queued_frame_this_version_cannot_read_leaves_alone(tmp_path: Path, mq
         bodies = [json.loads(body) for _, body in rx.messages]
         assert [b.get("laeq") for b in bodies].count("loud") == 1
         assert sum(b.get("schema") == "sonopolis.level-frame/1" for b in bodies) == 6
+
+
+def test_refused_rows_are_set_aside_with_their_reason_and_come_back_in_their_place(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, max_messages=100)
+    ids = [outbox.put("smart", "frame", "t", json.dumps({"i": i})) for i in range(5)]
+    event = outbox.put("safe", "event", "t", "{}")
+    assert outbox.refuse("smart", [ids[1], ids[2], event], "Not authorized (0x87)") == 2  # not the safe row: not smart's
+    assert (outbox.count("smart"), outbox.refused_count("smart"), outbox.count("safe"), outbox.refused_count()) == (3, 2, 1, 2)
+    assert [json.loads(r.payload)["i"] for r in outbox.pending("smart", 10)] == [0, 3, 4]
+    outbox.close()
+
+    again = Outbox(tmp_path, max_messages=100)  # the next start
+    assert (again.count("smart"), again.refused_count("smart")) == (3, 2)
+    with sqlite3.connect(again.path) as check:
+        assert check.execute("SELECT reason FROM refused").fetchall() == [("Not authorized (0x87)",)] * 2
+    assert again.requeue_refused() == 2
+    assert [json.loads(r.payload)["i"] for r in again.pending("smart", 10)] == [0, 1, 2, 3, 4]
+    assert (again.count("smart"), again.refused_count()) == (5, 0)
+    assert again.put("smart", "frame", "t", "{}") > event  # ids are never reused
+
+
+def test_the_refused_rows_have_the_queues_bound_per_channel(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, max_messages=100)
+    ids = [outbox.put("smart", "frame", "t", json.dumps({"i": i})) for i in range(100)]
+    outbox.refuse("smart", ids, "Not authorized (0x87)")
+    more = [outbox.put("smart", "frame", "t", json.dumps({"i": 100 + i})) for i in range(30)]
+    outbox.refuse("smart", more, "Not authorized (0x87)")
+    assert (outbox.refused_count("smart"), outbox.dropped) == (100, 30)  # the oldest refused went first
+    assert outbox.requeue_refused() == 100
+    assert [json.loads(r.payload)["i"] for r in outbox.pending("smart", 1)] == [30]
