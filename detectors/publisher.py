@@ -19,6 +19,14 @@ mosquitto 2.0 answers a QoS 2 message beyond its quota with a PUBREC that paho c
 tell from a success (reason 0x97, ignored by paho; a bare PUBREC in v3.1.1), drops it,
 and completes the flow: with a window of 50 against a limit of 2, 186 of 200 queued
 events were deleted from the outbox as delivered and never reached a subscriber.
+
+Refusals: a v5 PUBACK carries a reason code, and a row is deleted only when it says the
+broker took the message (:mod:`detectors.refusal`). mosquitto 2.0 answers a publish its
+ACL denies with PUBACK 0x87 Not authorized and keeps the connection up. That one, and
+any other permanent refusal, moves the rows to the outbox's refused table (an ERROR names
+channel, topic and reason); a transient one holds the channel back and sends them again.
+Only QoS 1 shows refusals: paho ignores the reason code of a QoS 2 PUBREC and reports the
+flow as a success.
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
 from common.config import MqttSettings, log_connect_failures
+from detectors import refusal
 from detectors.outbox import Channel, Outbox, Pending
 from messages.level_frame import LevelBatch, LevelFrame
 
@@ -46,6 +55,8 @@ MAX_ROWS_PER_PUMP = 2 * CATCHUP_BATCH_FRAMES
 encoding) still replays 6 000 frames a second at 10 blocks a second, so an 8-hour
 backlog drains in seconds without stalling the audio (15 000 rows in one call took
 0.4 s)."""
+REFUSAL_LOG_EVERY_S = 60.0
+"""The same refusal (topic, reason) is logged at most once a minute: a live sensor meets it every second."""
 
 
 def in_flight_window(ours: int, connack_properties: Any) -> int:
@@ -72,18 +83,38 @@ def cap_paho_in_flight(client: mqtt.Client, limit: int) -> None:
     client._max_inflight_messages = limit  # noqa: SLF001 - see docstring
 
 
+class Flight(NamedTuple):
+    """One message handed to paho: its topic (for the logs) and the outbox rows it carries."""
+
+    topic: str
+    ids: list[int]
+
+
 class BrokerLink:
-    """Publishes one outbox channel to one broker; ``pump()`` from the agent's loop."""
+    """Publishes one outbox channel to one broker; ``pump()`` from the agent's loop.
+
+    Counters, in rows: ``sent`` handed to the broker, ``delivered`` confirmed by it (and
+    deleted from the outbox), ``refused`` set aside because it refused them.
+    """
 
     def __init__(self, channel: Channel, settings: MqttSettings, outbox: Outbox):
         self.channel = channel
         self.settings = settings
         self.outbox = outbox
         self.sent = 0
+        self.delivered = 0
+        self.refused = 0
         self._lock = threading.Lock()
         self._connected = False
-        self._acked: set[int] = set()
-        self._in_flight: dict[int, list[int]] = {}  # mid -> outbox ids
+        self._acked: dict[int, Any] = {}  # mid -> the broker's reason code
+        self._in_flight: dict[int, Flight] = {}  # mid -> what it carries
+        self._tries: dict[int, int] = {}  # outbox id -> transient refusals so far
+        self._resume_at = 0.0  # after a transient refusal: monotonic time before which nothing new leaves
+        self._last_logged: tuple[str, str] | None = None
+        self._logged_at = 0.0
+        if settings.qos == 2:
+            log.warning("%s link at QoS 2: a message the broker refuses (ACL, quota) is taken for delivered, "
+                        "as paho ignores the reason code of PUBREC; QoS 1 keeps refused messages", channel)
         self._window = MAX_IN_FLIGHT  # min(ours, the broker's Receive Maximum) of the current connection
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -127,7 +158,7 @@ class BrokerLink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._lock:
-            self._acked.add(mid)
+            self._acked[mid] = reason
 
     # agent thread ---------------------------------------------------------------
     @property
@@ -145,23 +176,23 @@ class BrokerLink:
         self._client.loop_stop()
 
     def pump(self) -> int:
-        """Acknowledge what the broker confirmed, publish what waits; returns rows sent."""
+        """Settle what the broker answered, publish what waits; returns rows sent."""
         with self._lock:
             connected = self._connected
             window = self._window
-            acked, self._acked = self._acked, set()
-        done = [i for mid in acked for i in self._in_flight.pop(mid, [])]
-        self.outbox.ack(self.channel, done)
+            acked, self._acked = self._acked, {}
+        self._settle(acked)
         if not connected:
             if self._in_flight:
                 self._in_flight.clear()  # re-sent after reconnection
             return 0
         room = window - len(self._in_flight)
-        if room <= 0:
+        if room <= 0 or self._held_back():
             return 0
         # Rows leave in id order and new rows get higher ids, so everything up to the
-        # newest row in flight is in flight (or acknowledged and gone).
-        newest_in_flight = max((ids[-1] for ids in self._in_flight.values()), default=0)
+        # newest row in flight is in flight (or acknowledged and gone). A row kept after a
+        # transient refusal breaks that, but then nothing leaves until none is in flight.
+        newest_in_flight = max((f.ids[-1] for f in self._in_flight.values()), default=0)
         rows = self.outbox.pending(self.channel, limit=min(room * CATCHUP_BATCH_FRAMES, MAX_ROWS_PER_PUMP), after=newest_in_flight)
         sent = 0
         for group in self._messages(rows)[:room]:
@@ -172,11 +203,67 @@ class BrokerLink:
                 break
             if self.settings.qos == 0:
                 self.outbox.ack(self.channel, ids)
+                self.delivered += len(ids)
             else:
-                self._in_flight[info.mid] = ids
+                self._in_flight[info.mid] = Flight(topic, ids)
             sent += len(ids)
         self.sent += sent
         return sent
+
+    def _settle(self, acked: dict[int, Any]) -> None:
+        """Delete the rows the broker took; set aside or keep for a retry those it refused."""
+        done: list[int] = []
+        for mid, reason in acked.items():
+            flight = self._in_flight.pop(mid, None)
+            if flight is None:
+                continue  # sent on an earlier connection: its rows are sent again, and settled then
+            tries = max((self._tries.get(i, 0) for i in flight.ids), default=0)
+            verdict = refusal.verdict(reason, tries)
+            if verdict == "delivered":
+                done += flight.ids
+            elif verdict == "retry":
+                self._retry_later(flight, reason, tries + 1)
+            else:
+                self._set_aside(flight, reason)
+        if self._tries:
+            for i in done:
+                self._tries.pop(i, None)
+        self.outbox.ack(self.channel, done)
+        self.delivered += len(done)
+
+    def _retry_later(self, flight: Flight, reason: Any, tries: int) -> None:
+        """A transient refusal: the rows stay queued and the channel pauses (see ``_held_back``)."""
+        for i in flight.ids:
+            self._tries[i] = tries
+        delay = refusal.retry_delay(tries)
+        self._resume_at = max(self._resume_at, time.monotonic() + delay)
+        log.warning("%s broker refused %d message(s) on %s: %s; kept queued, sent again in %.0f s (refusal %d of %d)",
+                    self.channel, len(flight.ids), flight.topic, refusal.describe(reason), delay, tries, refusal.RETRY_ROUNDS)
+
+    def _held_back(self) -> bool:
+        """After a transient refusal nothing new leaves until the pause is over and nothing is
+        in flight: the next pump then starts again from the oldest row, the refused one."""
+        if not self._resume_at:
+            return False
+        if self._in_flight or time.monotonic() < self._resume_at:
+            return True
+        self._resume_at = 0.0
+        return False
+
+    def _set_aside(self, flight: Flight, reason: Any) -> None:
+        """A permanent refusal (or one too many): the rows move to the outbox's refused table."""
+        why = refusal.describe(reason)
+        self.refused += self.outbox.refuse(self.channel, flight.ids, why)
+        for i in flight.ids:
+            self._tries.pop(i, None)
+        now = time.monotonic()
+        if self._last_logged == (flight.topic, why) and now - self._logged_at < REFUSAL_LOG_EVERY_S:
+            return
+        self._last_logged, self._logged_at = (flight.topic, why), now
+        hint = (f"; may broker user {self.settings.username!r} publish there (ACL, sensor id)?"
+                if refusal.code(reason) == refusal.NOT_AUTHORIZED else "")
+        log.error("%s broker refused %d message(s) on %s: %s; %d refused so far, kept in the queue's refused table "
+                  "and offered again at the next start%s", self.channel, len(flight.ids), flight.topic, why, self.refused, hint)
 
     def _messages(self, rows: list[Pending]) -> list[tuple[str, str, list[int]]]:
         """Rows -> wire messages: single rows as they are, runs of frames as batches."""
