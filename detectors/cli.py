@@ -34,7 +34,7 @@ def edge(
         raise typer.Exit(1) from exc
     typer.echo(
         f"edge: frames={stats.frames} events={stats.events} events_withheld={stats.events_withheld} "
-        f"queued={stats.still_queued} dropped={stats.dropped}"
+        f"queued={stats.still_queued} dropped={stats.dropped} refused={stats.refused}"
     )
 
 

@@ -5,6 +5,8 @@ link and, only if configured, the safe link, load the classifier, then feed bloc
 from the source until it ends (file, stdin) or the process is stopped (sound card).
 At the end the held periods are released and the queue is drained for at most
 ``drain_timeout_s``; what is not delivered stays in the outbox for the next start.
+Messages a broker refused in an earlier run (its ACL denied the topic...) are queued
+again at the start: fixing the account or the ACL and restarting the agent delivers them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class RunStats:
     events_withheld: int
     still_queued: int
     dropped: int
+    refused: int
+    """Messages a broker refused, kept in the queue's refused table for the next start."""
 
 
 def load_classifier(settings: EdgeSettings) -> tuple[ClassifierLike | None, str]:
@@ -74,8 +78,11 @@ def run_agent(
     """Feed ``blocks`` through one agent with its own outbox and broker links."""
     try:
         outbox = Outbox(settings.queue_dir, settings.queue_max_messages)
+        again = outbox.requeue_refused()
     except OutboxError as exc:
         raise RunError(str(exc)) from exc
+    if again:
+        log.warning("%d message(s) refused by a broker in an earlier run are queued again", again)
     smart = BrokerLink("smart", settings.smart_mqtt, outbox)
     safe = BrokerLink("safe", settings.safe_mqtt, outbox) if settings.safe_mqtt else None
     if safe is None:
@@ -112,9 +119,13 @@ def run_agent(
         delivered = agent.finish(settings.drain_timeout_s)
         if not delivered:
             log.warning("%d message(s) not yet delivered; they stay queued for the next start", outbox.count())
+        if outbox.refused_count():
+            log.error("%d message(s) refused by the broker(s) (smart %d, safe %d) are kept in %s and queued again at the next start",
+                      outbox.refused_count(), outbox.refused_count("smart"), outbox.refused_count("safe"), outbox.path)
         if failed is not None:
             raise RunError(str(failed)) from failed
-        return RunStats(agent.frames_queued, agent.events_queued, agent.events_withheld, outbox.count(), outbox.dropped)
+        return RunStats(agent.frames_queued, agent.events_queued, agent.events_withheld, outbox.count(), outbox.dropped,
+                        outbox.refused_count())
     finally:
         for link in (smart, safe):
             if link:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -25,9 +29,13 @@ from common.config import MqttSettings
 from detectors import refusal
 from detectors.outbox import Channel, Outbox
 from detectors.publisher import BrokerLink
+from detectors.runner import run_agent
+from detectors.settings import EdgeSettings
+from messages.security_event import SecurityEvent
+from simulators.scene import SCENE_OFFSET_DB, street_scene
 from sonopolis.embedded import LocalMosquitto
 from tests import services
-from tests.detectors.test_agent import Collector
+from tests.detectors.test_agent import SCRIPT, T0, Collector, ScriptedClassifier, _blocks
 from tests.detectors.test_outbox import _frame_json
 from tests.polling import wait_until
 
@@ -192,3 +200,77 @@ def _link_anonymous(outbox: Outbox, port: int) -> Iterator[BrokerLink]:
     finally:
         link.stop()
 
+
+def _edge_settings(tmp: Path, smart_port: int, safe_port: int, safe_user: str) -> EdgeSettings:
+    return EdgeSettings(
+        sensor_id=SENSOR,
+        calibration_offset_db=SCENE_OFFSET_DB,
+        smart_mqtt=MqttSettings(port=smart_port, client_id=f"edge-smart-{uuid.uuid4().hex[:6]}"),
+        safe_mqtt=MqttSettings(port=safe_port, client_id=f"edge-safe-{uuid.uuid4().hex[:6]}", username=safe_user,
+                               password=PASSWORDS[safe_user]),
+        queue_dir=tmp / "queue",
+        drain_timeout_s=10,
+    )
+
+
+def test_security_events_the_safe_acl_denies_are_counted_kept_and_sent_at_the_next_start(
+    tmp_path: Path, mqtt_broker: LocalMosquitto
+) -> None:
+    """The agent's run: frames arrive, refused events are reported (not 'sent'), and a restart with the
+    account fixed delivers them to the safe city bridge's account."""
+    scene = street_scene(6.0, 16000, seed=4)
+    with services.private_mosquitto(tmp_path / "safe", users=PASSWORDS, acl_file=REPO / "deploy/mosquitto/safe/acl") as safe_broker:
+        bridge = Collector(safe_broker.port, username="svc.bridge", password=PASSWORDS["svc.bridge"])
+        try:
+            stats = run_agent(_edge_settings(tmp_path, mqtt_broker.port, safe_broker.port, WRONG_ACCOUNT),
+                              _blocks(scene.audio, 16000), 16000, T0, ScriptedClassifier(SCRIPT), "fake-1")
+            assert (stats.frames, stats.events, stats.still_queued, stats.refused) == (6, 2, 0, 2)
+
+            again = run_agent(_edge_settings(tmp_path, mqtt_broker.port, safe_broker.port, SENSOR), iter([]), 16000, T0, None)
+            assert (again.events, again.still_queued, again.refused) == (0, 0, 0)
+            wait_until(lambda: len(bridge.messages) >= 2, timeout=10, what="both events at the bridge")
+        finally:
+            bridge.close()
+    labels = {SecurityEvent.model_validate_json(p).event_class.value for _, p in bridge.messages}
+    assert labels == {"gunshot", "glass_break"} and len(bridge.messages) == 2
+
+
+def test_the_edge_command_reports_refused_messages_and_delivers_them_after_the_fix(
+    tmp_path: Path, smart_acl_broker: LocalMosquitto
+) -> None:
+    wav = tmp_path / "street.wav"
+    sf.write(wav, street_scene(3.0, 48000, seed=2).audio, 48000, subtype="FLOAT")
+    ingest = Collector(smart_acl_broker.port, username="svc.ingest", password=PASSWORDS["svc.ingest"])
+
+    def edge(user: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),
+            "PYTHONPATH": str(REPO),
+            "SONOPOLIS_EDGE_SENSOR_ID": SENSOR,
+            "SONOPOLIS_EDGE_CALIBRATION_OFFSET_DB": str(SCENE_OFFSET_DB),
+            "SONOPOLIS_EDGE_QUEUE_DIR": str(tmp_path / "queue"),
+            "SONOPOLIS_EDGE_CLASSIFIER_ENABLED": "false",
+            "SONOPOLIS_EDGE_SMART_MQTT__PORT": str(smart_acl_broker.port),
+            "SONOPOLIS_EDGE_SMART_MQTT__CLIENT_ID": f"edge-{uuid.uuid4().hex[:6]}",
+            "SONOPOLIS_EDGE_SMART_MQTT__USERNAME": user,
+            "SONOPOLIS_EDGE_SMART_MQTT__PASSWORD": PASSWORDS[user],
+        }
+        command = [sys.executable, "-c", "from sonopolis.cli import app; app()", "edge", str(wav), "--fast",
+                   "--start", "2026-11-23T23:00:00Z"]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    try:
+        wrong = edge(WRONG_ACCOUNT)
+        assert wrong.returncode == 0, wrong.stderr[-3000:]
+        assert "edge: frames=3 events=0 events_withheld=0 queued=0 dropped=0 refused=3" in wrong.stdout, wrong.stdout
+        assert "Not authorized (0x87)" in wrong.stderr and "sensor-7" in wrong.stderr
+
+        fixed = edge(SENSOR)
+        assert fixed.returncode == 0, fixed.stderr[-3000:]
+        assert "edge: frames=3 events=0 events_withheld=0 queued=0 dropped=0 refused=0" in fixed.stdout, fixed.stdout
+        wait_until(lambda: len(ingest.frames()) >= 6, timeout=10, what="both runs' frames at ingestion")
+    finally:
+        ingest.close()
+    # The refused run's frames and the fixed run's: same three seconds, each arrives (ingestion stores it once).
+    assert sorted(f.time.isoformat() for f in ingest.frames()) == sorted(2 * [f"2026-11-23T23:00:0{i}+00:00" for i in range(3)])
