@@ -66,6 +66,23 @@ def open_source(source: str, *, realtime: bool, rate: int, pcm_format: str, chan
         raise RunError(str(exc)) from exc
 
 
+def account_mismatches(settings: EdgeSettings) -> list[str]:
+    """Broker accounts that the shipped ACLs will refuse on this sensor's topics, one line each.
+
+    ``deploy/mosquitto/*/acl`` let account X publish on ``.../X`` only (``%u``), and the
+    agent publishes on ``.../<sensor_id>``: a mismatch is the likeliest cause of 0x87 Not
+    authorized, which otherwise shows only after the first message is refused. A warning,
+    not an error: a city may run its own ACLs.
+    """
+    out = []
+    for channel, mqtt_settings in (("smart", settings.smart_mqtt), ("safe", settings.safe_mqtt)):
+        user = mqtt_settings.username if mqtt_settings else None
+        if user and user != settings.sensor_id:
+            out.append(f"{channel} broker account {user!r} is not the sensor id {settings.sensor_id!r}: the shipped "
+                       f"ACL (deploy/mosquitto/{channel}/acl) refuses its messages (0x87 Not authorized)")
+    return out
+
+
 def run_agent(
     settings: EdgeSettings,
     blocks: Iterator[Block],
@@ -83,6 +100,8 @@ def run_agent(
         raise RunError(str(exc)) from exc
     if again:
         log.warning("%d message(s) refused by a broker in an earlier run are queued again", again)
+    for problem in account_mismatches(settings):
+        log.warning("%s", problem)
     smart = BrokerLink("smart", settings.smart_mqtt, outbox)
     safe = BrokerLink("safe", settings.safe_mqtt, outbox) if settings.safe_mqtt else None
     if safe is None:

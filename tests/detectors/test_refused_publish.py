@@ -29,7 +29,7 @@ from common.config import MqttSettings
 from detectors import refusal
 from detectors.outbox import Channel, Outbox
 from detectors.publisher import BrokerLink
-from detectors.runner import run_agent
+from detectors.runner import account_mismatches, run_agent
 from detectors.settings import EdgeSettings
 from messages.security_event import SecurityEvent
 from simulators.scene import SCENE_OFFSET_DB, street_scene
@@ -114,6 +114,19 @@ def test_frames_the_acl_denies_are_kept_and_delivered_once_the_account_is_fixed(
 def test_the_reason_code_decides(code: int, expected: str) -> None:
     """0x10 No matching subscribers is a success; permanent refusals are set aside at once."""
     assert refusal.verdict(ReasonCode(PacketTypes.PUBACK, identifier=code), tries=0) == expected
+
+
+def test_an_account_the_shipped_acl_refuses_is_named_at_start(tmp_path: Path) -> None:
+    """Caught before the first message is refused: the ACL grants account X the topic .../X only."""
+    ok = EdgeSettings(sensor_id="sensor-07", queue_dir=tmp_path, smart_mqtt={"username": "sensor-07"},
+                      safe_mqtt={"client_id": "s-07-safe", "username": "sensor-07"})
+    assert account_mismatches(ok) == []
+    wrong = EdgeSettings(sensor_id="sensor-07", queue_dir=tmp_path, smart_mqtt={"username": "sensor-7"},
+                         safe_mqtt={"client_id": "s-07-safe", "username": "sensor-07"})
+    (line,) = account_mismatches(wrong)
+    assert "'sensor-7'" in line and "deploy/mosquitto/smart/acl" in line and "0x87" in line
+    acl = (Path(__file__).parents[2] / "deploy/mosquitto/smart/acl").read_text()
+    assert "pattern write sonopolis/v1/levels/%u" in acl  # the rule the warning speaks of
 
 
 def test_a_transient_refusal_is_retried_only_a_bounded_number_of_times() -> None:
