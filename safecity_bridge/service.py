@@ -128,6 +128,8 @@ class BridgeService:
         self.recent = RecentIds(self.settings.dedup_memory)
         self.webhooks = WebhookSender(self.http_client, queue_size=self.settings.webhook_queue_size, on_failure=self._webhook_failed)
         self.camera_status = {cid: {"camera_id": cid, "status": "unknown", "reason": None, "at": None} for cid in self.steerer.camera_ids()}
+        # Unbounded as a queue, bounded by the consumer: it hands over a message only while it
+        # holds fewer than buffer_max_messages unfinished ones (safecity_bridge.inflight).
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         self._side: asyncio.Queue[tuple[str, SideWrite]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -155,7 +157,8 @@ class BridgeService:
         self._spawn(self._side_writer(), "side-writer")
         await self._recover()
         self._spawn(self._worker(), "intake")
-        self.consumer = SafeConsumer(self.settings.mqtt, asyncio.get_running_loop(), self._inbox.put_nowait)
+        self.consumer = SafeConsumer(self.settings.mqtt, asyncio.get_running_loop(), self._inbox.put_nowait,
+                                     buffer_max=self.settings.buffer_max_messages)
         self.consumer.start()
 
     async def stop(self) -> None:

@@ -161,6 +161,11 @@ class SafeSettings(SideSettings):
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     feed_queue_size: int = Field(1000, ge=10, le=100_000, description="Per live-feed subscriber; a slow one is dropped, never waited for")
+    buffer_max_messages: int = Field(
+        100, ge=1, le=65_535,
+        description="Security events held in memory between the safe broker and their commit; also the MQTT Receive Maximum "
+                    "(hence at most 65 535). When full, the bridge stops reading and the broker keeps the rest queued",
+    )
     webhook_queue_size: int = Field(10_000, ge=10, le=1_000_000)
     dedup_memory: int = Field(100_000, ge=100, le=10_000_000, description="Recent event ids kept in memory (the DB key is the truth)")
     steer_max_age_s: float = Field(
