@@ -342,7 +342,6 @@ def test_compose_environment_does_not_shadow_the_safe_config_file() -> None:
 def test_edge_stand_ins_run_the_agent_on_synthetic_audio(tmp_path: Path) -> None:
     """The stand-ins' shell pipeline, run here (generator bounded, no broker): the agent measures what it reads."""
     import subprocess
-    import sys
 
     from sonopolis.embedded import free_port
 
