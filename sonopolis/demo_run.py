@@ -40,7 +40,7 @@ from simulators.street_acoustics import add_sounds
 from sonopolis import demo_world
 from sonopolis.bootstrap import bootstrap
 from sonopolis.demo import DEPLOY, DemoReport
-from sonopolis.embedded import LocalMosquitto, LocalPostgres, PythonBroker, ServiceError, free_port
+from sonopolis.embedded import LocalMosquitto, LocalPostgres, ServiceError, free_port
 from sonopolis.supervisor import ManagedProcess, Supervisor, side_env
 
 EDGE_RATE = 16_000
@@ -56,8 +56,7 @@ class DemoRun:
         self.supervisor = Supervisor()
         self.helpers: list[ManagedProcess] = []
         self.pg: LocalPostgres | None = None
-        self.brokers: dict[str, LocalMosquitto | PythonBroker] = {}
-        self.acl = LocalMosquitto.available()
+        self.brokers: dict[str, LocalMosquitto] = {}
         self.ports = {name: free_port() for name in ("api", "bridge", "metrics", "ngsi")}
         self.camera_ports: dict[str, int] = {}
         self.admin_token = uuid.uuid4().hex
@@ -116,13 +115,13 @@ class DemoRun:
         self.dsns = bootstrap(admin, "sonopolis")
 
     def _brokers(self) -> None:
-        if self.acl:
-            self.brokers["smart"] = LocalMosquitto(self.workdir / "mqtt-smart", users=self.world.smart_passwords, acl_file=DEPLOY / "smart" / "acl").start()
-            self.brokers["safe"] = LocalMosquitto(self.workdir / "mqtt-safe", users=self.world.safe_passwords, acl_file=DEPLOY / "safe" / "acl").start()
-        else:
-            self.console.print("[yellow]mosquitto not installed: using the amqtt fallback broker, WITHOUT ACLs (demo only)[/]")
-            self.brokers["smart"] = PythonBroker(self.workdir / "mqtt-smart").start()
-            self.brokers["safe"] = PythonBroker(self.workdir / "mqtt-safe").start()
+        # Two private mosquitto instances with the production ACLs. There is no Python
+        # stand-in: amqtt, the one there was, speaks only MQTT 3.1.1, and ingestion, the
+        # bridge and the edge agents need v5 (Receive Maximum, PUBACK reason codes).
+        if not LocalMosquitto.available():
+            raise ServiceError("mosquitto is not installed (apt-get install mosquitto): the demo runs two private brokers with it")
+        self.brokers["smart"] = LocalMosquitto(self.workdir / "mqtt-smart", users=self.world.smart_passwords, acl_file=DEPLOY / "smart" / "acl").start()
+        self.brokers["safe"] = LocalMosquitto(self.workdir / "mqtt-safe", users=self.world.safe_passwords, acl_file=DEPLOY / "safe" / "acl").start()
 
     def set_ngsi_outage(self, on: bool) -> None:
         """Make the simulated NGSI-LD broker answer 503 to everything (or recover)."""
@@ -172,9 +171,8 @@ class DemoRun:
             "SONOPOLIS_SMART_NGSI__SETTLE_S": "0",
             "SONOPOLIS_SMART_NGSI__BACKFILL_DAYS": "1",
         }
-        if self.acl:
-            env["SONOPOLIS_SMART_INGEST__MQTT__USERNAME"] = "svc.ingest"
-            env["SONOPOLIS_SMART_INGEST__MQTT__PASSWORD"] = self.world.smart_passwords["svc.ingest"]
+        env["SONOPOLIS_SMART_INGEST__MQTT__USERNAME"] = "svc.ingest"
+        env["SONOPOLIS_SMART_INGEST__MQTT__PASSWORD"] = self.world.smart_passwords["svc.ingest"]
         env |= self.smart_overrides | self._contained()
         return side_env("SONOPOLIS_SMART_", env)
 
@@ -188,9 +186,8 @@ class DemoRun:
             "SONOPOLIS_SAFE_MQTT__CLIENT_ID": "svc.bridge",
             "SONOPOLIS_DEMO_CAMERA_PASSWORD": self.world.camera_password,
         }
-        if self.acl:
-            env["SONOPOLIS_SAFE_MQTT__USERNAME"] = "svc.bridge"
-            env["SONOPOLIS_SAFE_MQTT__PASSWORD"] = self.world.safe_passwords["svc.bridge"]
+        env["SONOPOLIS_SAFE_MQTT__USERNAME"] = "svc.bridge"
+        env["SONOPOLIS_SAFE_MQTT__PASSWORD"] = self.world.safe_passwords["svc.bridge"]
         return side_env("SONOPOLIS_SAFE_", env | self._contained())
 
     def _registries(self) -> None:
@@ -223,9 +220,8 @@ class DemoRun:
     def _client(self, side: str, user: str) -> mqtt.Client:
         broker = self.brokers[side]
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-{user}-{uuid.uuid4().hex[:6]}")
-        if self.acl:
-            passwords = self.world.smart_passwords if side == "smart" else self.world.safe_passwords
-            client.username_pw_set(user, passwords[user])
+        passwords = self.world.smart_passwords if side == "smart" else self.world.safe_passwords
+        client.username_pw_set(user, passwords[user])
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
         return client
@@ -269,13 +265,12 @@ class DemoRun:
             "SONOPOLIS_EDGE_SAFE_MQTT__PORT": str(safe.port),
             "SONOPOLIS_EDGE_SAFE_MQTT__CLIENT_ID": sensor_id,
         }
-        if self.acl:
-            env |= {
-                "SONOPOLIS_EDGE_SMART_MQTT__USERNAME": sensor_id,
-                "SONOPOLIS_EDGE_SMART_MQTT__PASSWORD": self.world.smart_passwords[sensor_id],
-                "SONOPOLIS_EDGE_SAFE_MQTT__USERNAME": sensor_id,
-                "SONOPOLIS_EDGE_SAFE_MQTT__PASSWORD": self.world.safe_passwords[sensor_id],
-            }
+        env |= {
+            "SONOPOLIS_EDGE_SMART_MQTT__USERNAME": sensor_id,
+            "SONOPOLIS_EDGE_SMART_MQTT__PASSWORD": self.world.smart_passwords[sensor_id],
+            "SONOPOLIS_EDGE_SAFE_MQTT__USERNAME": sensor_id,
+            "SONOPOLIS_EDGE_SAFE_MQTT__PASSWORD": self.world.safe_passwords[sensor_id],
+        }
         return side_env("SONOPOLIS_EDGE_", env | self._contained())
 
     def _run_edge_agents(self, start: datetime, seconds: int, progress: Progress, task: int) -> None:

