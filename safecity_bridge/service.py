@@ -281,10 +281,15 @@ class BridgeService:
         if not stored:
             self.stats.duplicates += 1
             return
-        self.correlator.commit(plan)
-        self.correlator.prune()
         late_s = (received_at - ev.onset).total_seconds()
-        self._alert(plan, [ev.event_id], late_s=late_s if late_s > self.settings.steer_max_age_s else None)
+        try:
+            self.correlator.commit(plan)
+            self.correlator.prune()
+            self._alert(plan, [ev.event_id], late_s=late_s if late_s > self.settings.steer_max_age_s else None)
+        except Exception:  # noqa: BLE001 - the event is stored and acked: the worker's quarantine is not for it
+            # Left to the worker, the stored event would also be quarantined as an
+            # internal_error. Its alert mark stays unset, so the next start's sweep alerts it.
+            log.exception("event %s is stored but its alert failed; the bridge's next start alerts it", ev.event_id)
 
     def _ack(self, item: Inbound) -> None:
         if self.consumer is not None:

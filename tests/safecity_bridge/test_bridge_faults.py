@@ -219,3 +219,33 @@ def test_a_side_write_the_database_refuses_is_skipped_and_the_writes_behind_it_s
     fk, nul = (r.exc_info[1] if r.exc_info else None for r in refused)
     assert isinstance(fk, errors.ForeignKeyViolation) and 'table "camera_moves"' in str(fk) and "camera_moves_incident_id_fkey" in str(fk)
     assert isinstance(nul, errors.UntranslatableCharacter)  # jsonb cannot hold \u0000
+
+
+def test_an_alert_that_fails_after_the_commit_does_not_quarantine_the_stored_event(bridge, feed, pub, db, caplog, monkeypatch):
+    """The worker quarantines a message whose handling raised; an event already stored and
+    acked was quarantined as well (a stray internal_error row beside a stored event)."""
+    hub = bridge.service.hub
+    real_publish = hub.publish
+
+    def broken(kind, body):  # noqa: ANN001, ANN202
+        raise RuntimeError("feed hub down")
+
+    monkeypatch.setattr(hub, "publish", broken)
+    first = event("s-north", "gunshot")
+    pub.publish(first)
+    wait_until(lambda: _count(db.safe, "events") == 1, what="the event stored")
+    wait_until(lambda: any("alert failed" in r.getMessage() for r in caplog.records), what="the failed alert logged")
+    monkeypatch.setattr(hub, "publish", real_publish)
+    second = event("s-east", "glass_break")
+    pub.publish(second)
+    assert feed.wait_for(lambda m: m["type"] == "incident")["event_id"] == second["event_id"]  # the intake goes on
+    assert _count(db.safe, "quarantine") == 0
+    with psycopg.connect(db.safe) as conn:
+        marks = dict(conn.execute("SELECT event_id::text, alerted_at IS NOT NULL FROM safe.events").fetchall())
+    assert marks[first["event_id"]] is False  # owed: the next start's sweep alerts it
+    wait_until(lambda: _marked(db.safe, second["event_id"]), what="the second event's alert mark")
+
+
+def _marked(dsn: str, event_id: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT alerted_at IS NOT NULL FROM safe.events WHERE event_id = %s", (event_id,)).fetchone()[0]
