@@ -43,6 +43,9 @@ def _with_db(dsn: str, dbname: str, user: str | None = None, password: str | Non
     return psycopg.conninfo.make_conninfo(**info)
 
 
+BOOTSTRAP_LOCK_KEY = 0x50_4E_4F_53  # "SONP": an advisory lock key of the admin database
+
+
 def bootstrap(
     admin_dsn: str,
     dbname: str = "sonopolis",
@@ -56,34 +59,38 @@ def bootstrap(
 
     ``timescale``: None = create the extension when the server has it.
     """
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        # Roles are the cluster's: two bootstraps at once (two test runs, db-init run twice)
+        # failed with "tuple concurrently updated" on ALTER ROLE. One holds this lock at a time;
+        # it is the session's, released when ``admin`` closes.
+        admin.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK_KEY,))
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         for role, password in ((SMART_ROLE, smart_password), (SAFE_ROLE, safe_password), (READER_ROLE, reader_password)):
-            has = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            has = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             verb = "ALTER" if has else "CREATE"
             if password:
-                conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+                admin.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
             else:
-                conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(sql.Identifier(role)))
+                admin.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(sql.Identifier(role)))
 
-    with psycopg.connect(_with_db(admin_dsn, dbname), autocommit=True) as conn:
-        db = sql.Identifier(dbname)
-        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
-        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        if timescale is not False:
-            available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-            if available:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            elif timescale:
-                raise RuntimeError("timescale=on but the timescaledb extension is not available on this server")
-        for role, schema in ((SMART_ROLE, "smart"), (SAFE_ROLE, "safe")):
-            conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(role)))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema), sql.Identifier(role)))
-            conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema)))
-            conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}, public").format(sql.Identifier(role), db, sql.Identifier(schema)))
-        grant_smart_reader(conn, dbname, SMART_ROLE)
+        with psycopg.connect(_with_db(admin_dsn, dbname), autocommit=True) as conn:
+            db = sql.Identifier(dbname)
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+            conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            if timescale is not False:
+                available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+                if available:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                elif timescale:
+                    raise RuntimeError("timescale=on but the timescaledb extension is not available on this server")
+            for role, schema in ((SMART_ROLE, "smart"), (SAFE_ROLE, "safe")):
+                conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(role)))
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema), sql.Identifier(role)))
+                conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema)))
+                conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}, public").format(sql.Identifier(role), db, sql.Identifier(schema)))
+            grant_smart_reader(conn, dbname, SMART_ROLE)
 
     return RoleDsns(
         smart=_with_db(admin_dsn, dbname, SMART_ROLE, smart_password),
