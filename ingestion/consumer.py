@@ -195,25 +195,30 @@ class MqttConsumer:
     def ack(self, items: list[Inbound]) -> int:
         """PUBACK the committed ``items`` received on the current connection; return how many."""
         n = 0
+        # The check and the queueing of the PUBACKs under the lock the connection callbacks
+        # take: a PUBACK is queued while its connection is up (paho drops what is queued when
+        # it reconnects) or not at all, never sent on a newer connection where its packet id
+        # may name another message. (Checked, then queued unlocked, it needed a reconnect in
+        # between; paho waits at least 1 s before one, so the window was only theoretical.)
         with self._lock:
+            if not self.connected.is_set():
+                return 0
             current = self._generation
-        if not self.connected.is_set():
-            return 0
-        mids = [item.mid for item in items if item.qos == 1 and item.generation == current]
-        # Counted *before* the PUBACKs leave: once the broker has them it may send new
-        # messages at once, and ``received - acked`` (the in-flight figure dashboards and
-        # the outage test read) must never exceed Receive Maximum because of our own
-        # bookkeeping order. A PUBACK lost with the connection changes nothing: the
-        # broker redelivers, and the copy is written idempotently and counted again.
-        self.metrics.acked.inc(len(mids))
-        if mids:
-            self.client.ack_many(mids)
-            n = len(mids)
-        for item in items:  # QoS 2 is not used on the smart path; kept correct anyway
-            if item.qos == 2 and item.generation == current:
-                self.metrics.acked.inc()
-                if self.client.ack(item.mid, item.qos) == mqtt.MQTT_ERR_SUCCESS:
-                    n += 1
+            mids = [item.mid for item in items if item.qos == 1 and item.generation == current]
+            # Counted *before* the PUBACKs leave: once the broker has them it may send new
+            # messages at once, and ``received - acked`` (the in-flight figure dashboards and
+            # the outage test read) must never exceed Receive Maximum because of our own
+            # bookkeeping order. A PUBACK lost with the connection changes nothing: the
+            # broker redelivers, and the copy is written idempotently and counted again.
+            self.metrics.acked.inc(len(mids))
+            if mids:
+                self.client.ack_many(mids)
+                n = len(mids)
+            for item in items:  # QoS 2 is not used on the smart path; kept correct anyway
+                if item.qos == 2 and item.generation == current:
+                    self.metrics.acked.inc()
+                    if self.client.ack(item.mid, item.qos) == mqtt.MQTT_ERR_SUCCESS:
+                        n += 1
         return n
 
     # ---------------------------------------------------------------- callbacks (network thread)
@@ -240,7 +245,8 @@ class MqttConsumer:
         self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self.connected.clear()
+        with self._lock:  # see ack()
+            self.connected.clear()
         self.subscribed.clear()
         self.metrics.connected.set(0)
         if not self._stopping.is_set():
