@@ -71,6 +71,22 @@ def in_flight_window(ours: int, connack_properties: Any) -> int:
     return max(1, min(ours, int(announced)))
 
 
+def drop_paho_resends(client: mqtt.Client) -> None:
+    """Forget the messages paho holds from an earlier connection; the outbox sends them again.
+
+    At a CONNACK paho resends every message it still holds, *ignoring its own in-flight
+    limit* (paho 2.2 does not count them), on top of what the pump sends again from the
+    outbox after a reconnect. Each flap before the broker acknowledged added a window:
+    against Receive Maximum 2, 2, 2, 4 and 6 PUBLISHes on four successive connections, and
+    paho's store grew by 2 each time. The clean-start session keeps nothing on the broker
+    either, so the outbox is the one queue. Called from ``on_connect``, which paho runs
+    before those resends, under the lock paho's own publish takes.
+    """
+    with client._out_message_mutex:  # noqa: SLF001 - see docstring
+        client._out_messages.clear()  # noqa: SLF001
+        client._inflight_messages = 0  # noqa: SLF001
+
+
 def cap_paho_in_flight(client: mqtt.Client, limit: int) -> None:
     """Set paho's own in-flight limit on a live connection.
 
@@ -116,6 +132,8 @@ class BrokerLink:
             log.warning("%s link at QoS 2: a message the broker refuses (ACL, quota) is taken for delivered, "
                         "as paho ignores the reason code of PUBREC; QoS 1 keeps refused messages", channel)
         self._window = MAX_IN_FLIGHT  # min(ours, the broker's Receive Maximum) of the current connection
+        self._connection = 0  # CONNACKs so far (network thread)
+        self._pumped_connection = 0  # the connection the pump's _in_flight belongs to (agent thread)
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -139,13 +157,12 @@ class BrokerLink:
             log.error("%s broker refused the connection: %s", self.channel, reason)
             return
         window = in_flight_window(MAX_IN_FLIGHT, properties)
-        # paho sends the unacknowledged messages of a previous connection again after a
-        # reconnect, up to its own limit, besides those the pump hands it: that limit must
-        # follow the broker too. Called before those resends (paho's CONNACK handling).
+        drop_paho_resends(client)
         cap_paho_in_flight(client, window)
         with self._lock:
             self._connected = True
             self._window = window
+            self._connection += 1  # the pump forgets what it had in flight: it leaves again from the outbox
         if window < MAX_IN_FLIGHT:
             log.info("%s broker accepts %d unacknowledged messages (Receive Maximum); in-flight window lowered from %d",
                      self.channel, window, MAX_IN_FLIGHT)
@@ -180,8 +197,14 @@ class BrokerLink:
         with self._lock:
             connected = self._connected
             window = self._window
+            connection = self._connection
             acked, self._acked = self._acked, {}
         self._settle(acked)
+        if connection != self._pumped_connection:
+            # A reconnect, even one between two pumps: paho dropped what was in flight
+            # (drop_paho_resends), so those rows leave again from the outbox.
+            self._in_flight.clear()
+            self._pumped_connection = connection
         if not connected:
             if self._in_flight:
                 self._in_flight.clear()  # re-sent after reconnection

@@ -125,3 +125,101 @@ def test_a_connack_without_receive_maximum_allows_our_cap_and_zero_never_stalls(
     zero = Props()
     zero.ReceiveMaximum = 0  # type: ignore[attr-defined]
     assert in_flight_window(50, zero) == 1
+
+
+class _SilentBroker:
+    """A v5 broker that announces Receive Maximum 2, never acknowledges, and counts PUBLISHes per connection.
+
+    A stand-in rather than mosquitto: the case needs a broker that never answers, and a
+    connection dropped at a chosen moment, which mosquitto cannot be made to do.
+    """
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.publishes: list[int] = []
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            self.publishes.append(0)
+            threading.Thread(target=self._serve, args=(conn, len(self.publishes) - 1), daemon=True).start()
+
+    @staticmethod
+    def _packet(conn) -> int | None:  # noqa: ANN001
+        first = conn.recv(1)
+        if not first:
+            return None
+        length, mult = 0, 1
+        while True:
+            digit = conn.recv(1)[0]
+            length, mult = length + (digit & 127) * mult, mult * 128
+            if not digit & 128:
+                break
+        while length:
+            chunk = conn.recv(length)
+            if not chunk:
+                return None
+            length -= len(chunk)
+        return first[0] >> 4
+
+    def _serve(self, conn, i: int) -> None:  # noqa: ANN001
+        try:
+            while (kind := self._packet(conn)) is not None:
+                if kind == 1:  # CONNECT -> CONNACK with the property Receive Maximum (0x21) = 2
+                    conn.sendall(bytes([0x20, 6, 0, 0, 3, 0x21, 0, RECEIVE_MAXIMUM]))
+                elif kind == 3:  # PUBLISH, never acknowledged
+                    self.publishes[i] += 1
+                elif kind == 12:  # PINGREQ
+                    conn.sendall(bytes([0xD0, 0]))
+        except OSError:
+            pass
+
+    def drop(self) -> None:
+        import socket
+
+        self.conns[-1].shutdown(socket.SHUT_RDWR)
+        self.conns[-1].close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_reconnects_never_stack_old_messages_above_the_receive_maximum(tmp_path: Path) -> None:
+    """paho resent at every CONNACK all it still held, uncounted, on top of the pump's resends:
+    2, 2, 4, 6 PUBLISHes on four connections, and its store grew by a window per flap."""
+    broker = _SilentBroker()
+    link = BrokerLink("safe", MqttSettings(port=broker.port, client_id=f"edge-{uuid.uuid4().hex[:6]}", qos=1), _backlog(tmp_path))
+    link._client.reconnect_delay_set(0.1, 0.1)  # noqa: SLF001 - the test flaps the link quickly
+    link.start()
+    try:
+        for n in range(4):
+            wait_until(lambda: link.connected, timeout=10, what=f"connection {n}")
+            wait_until(lambda: (link.pump(), broker.publishes[-1] >= RECEIVE_MAXIMUM)[1], timeout=10, what="a full window")
+            for _ in range(5):  # the pump would send more if the window let it
+                link.pump()
+            wait_until(lambda: len(broker.publishes) == n + 1, timeout=5, what="the broker's count")
+            assert broker.publishes[n] == RECEIVE_MAXIMUM, broker.publishes
+            assert len(link._client._out_messages) <= RECEIVE_MAXIMUM  # noqa: SLF001
+            broker.drop()
+            wait_until(lambda: not link.connected, timeout=10, what="the drop seen")
+            if n % 2:  # half the time the pump notices the drop, half the time it does not
+                link.pump()
+        wait_until(lambda: link.connected, timeout=10, what="the last connection")
+        wait_until(lambda: (link.pump(), len(broker.publishes) == 5 and broker.publishes[4] >= RECEIVE_MAXIMUM)[1],
+                   timeout=10, what="the last window")
+        assert broker.publishes == [RECEIVE_MAXIMUM] * 5
+    finally:
+        link.stop()
+        broker.close()
