@@ -43,7 +43,9 @@ def _with_db(dsn: str, dbname: str, user: str | None = None, password: str | Non
     return psycopg.conninfo.make_conninfo(**info)
 
 
-BOOTSTRAP_LOCK_KEY = 0x50_4E_4F_53  # "SONP": an advisory lock key of the admin database
+BOOTSTRAP_LOCK_KEY = 0x50_4E_4F_53
+"""An advisory lock key ('SONP'). Advisory locks are a database's: bootstraps exclude each
+other when their admin DSNs name the same database, as every caller here does (``postgres``)."""
 
 
 def bootstrap(
