@@ -112,8 +112,8 @@ def load_settings(cls: type[S], config_file: Path | str | None = None, **overrid
     except SettingsError as exc:
         # pydantic-settings decodes a list or table variable as JSON before validating it,
         # and says only which top-level section failed; say how to write it.
-        raise ConfigError("environment", [
-            f"{exc} ({exc.__cause__}): a {prefix}* variable holding a list or a table must be JSON, "
+        raise ConfigError("environment or secrets", [
+            f"{exc} ({exc.__cause__}): a {prefix}* variable (or its secret file) holding a list or a table must be JSON, "
             'e.g. \'["172.30.20.10"]\' or \'{"key": 1}\'']) from exc
     return settings  # type: ignore[return-value]
 
