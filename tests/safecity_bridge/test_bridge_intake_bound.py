@@ -64,6 +64,9 @@ class Backlog:
         on_message, ack = SafeConsumer._on_message, SafeConsumer.ack
 
         def counted_on_message(consumer: SafeConsumer, client: Any, userdata: Any, msg: Any) -> None:
+            if consumer._stopping:  # noqa: SLF001 - once stopping, a message is left unacked at once, never held
+                on_message(consumer, client, userdata, msg)
+                return
             with self._lock:
                 key = self._latest = id(consumer)
                 self._entered[key] = self._entered.get(key, 0) + 1
