@@ -37,6 +37,7 @@ from sonopolis.embedded import LocalMosquitto
 from tests import services
 from tests.detectors.test_agent import SCRIPT, T0, Collector, ScriptedClassifier, _blocks
 from tests.detectors.test_outbox import _frame_json
+from tests.detectors.test_receive_maximum import _link as _anonymous_link
 from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,7 +174,7 @@ def test_a_transiently_refused_event_stays_queued_and_is_sent_again_after_a_paus
 
     rx = Collector(mqtt_broker.port)
     try:
-        with caplog.at_level(logging.WARNING, logger="detectors"), _link_anonymous(outbox, mqtt_broker.port) as link:
+        with caplog.at_level(logging.WARNING, logger="detectors"), _anonymous_link(outbox, mqtt_broker.port, qos=1) as link:
             _refuse_when(link, once)
             wait_until(lambda: (link.pump(), link.delivered)[1] == 2, timeout=10, what="the two events not refused")
             assert [json.loads(r.payload)["i"] for r in outbox.pending("safe", 10)] == [0], "the refused event must stay queued"
@@ -194,24 +195,13 @@ def test_an_event_refused_again_and_again_is_set_aside_and_the_queue_moves_on(
     monkeypatch.setattr(refusal, "RETRY_MAX_S", 0.05)
     outbox = Outbox(tmp_path / "queue", max_messages=1000)
     _events(outbox, 3)
-    with _link_anonymous(outbox, mqtt_broker.port) as link:
+    with _anonymous_link(outbox, mqtt_broker.port, qos=1) as link:
         _refuse_when(link, lambda payload: payload["i"] == 0)
         assert link.drain(15), "a message the broker keeps refusing wedged the queue"
         assert (link.delivered, link.refused) == (2, 1)
     assert outbox.refused_count("safe") == 1 and outbox.count() == 0
     with sqlite3.connect(outbox.path) as db:
         assert db.execute("SELECT payload, reason FROM refused").fetchall() == [('{"i": 0}', "Quota exceeded (0x97)")]
-
-
-@contextmanager
-def _link_anonymous(outbox: Outbox, port: int) -> Iterator[BrokerLink]:
-    link = BrokerLink("safe", MqttSettings(port=port, client_id=f"edge-{uuid.uuid4().hex[:6]}"), outbox)
-    link.start()
-    try:
-        wait_until(lambda: link.connected, timeout=10, what="link connected")
-        yield link
-    finally:
-        link.stop()
 
 
 def _edge_settings(tmp: Path, smart_port: int, safe_port: int, safe_user: str) -> EdgeSettings:
