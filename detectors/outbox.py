@@ -80,8 +80,7 @@ class Outbox:
                 "topic TEXT NOT NULL, payload TEXT NOT NULL, reason TEXT NOT NULL, refused_at TEXT NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS refused_by_channel ON refused (channel, id)")
-            self._counts = self._read_counts()
-            self._refused = self._read_counts("refused")
+            self._load_counts()
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open message queue {self.path}: {exc}") from exc
 
@@ -174,7 +173,7 @@ class Outbox:
                     "INSERT INTO outbox (id, channel, kind, topic, payload) SELECT id, channel, kind, topic, payload FROM refused"
                 ).rowcount
                 self._db.execute("DELETE FROM refused")
-                self._counts, self._refused = self._read_counts(), self._read_counts("refused")
+                self._load_counts()
                 for channel in ("smart", "safe"):
                     self._enforce_bound("outbox", channel)
         except sqlite3.Error as exc:
@@ -183,15 +182,11 @@ class Outbox:
         return moved
 
     def count(self, channel: Channel | None = None) -> int:
-        if channel is None:
-            return sum(self._counts.values())
-        return self._counts[channel]
+        return _tally(self._counts, channel)
 
     def refused_count(self, channel: Channel | None = None) -> int:
         """Messages a broker refused, kept aside (see ``refuse``)."""
-        if channel is None:
-            return sum(self._refused.values())
-        return self._refused[channel]
+        return _tally(self._refused, channel)
 
     def close(self) -> None:
         self._db.close()
@@ -211,9 +206,18 @@ class Outbox:
         counts.update(self._db.execute(f"SELECT channel, count(*) FROM {table} GROUP BY channel").fetchall())
         return counts
 
+    def _load_counts(self) -> None:
+        """Both tables' row counts per channel, from the file."""
+        self._counts, self._refused = self._read_counts(), self._read_counts("refused")
+
     def _recount(self) -> None:
         """After a failed statement, the counts come from the file again (it rolled back)."""
         try:
-            self._counts, self._refused = self._read_counts(), self._read_counts("refused")
+            self._load_counts()
         except sqlite3.Error:
             pass
+
+
+def _tally(counts: dict[str, int], channel: Channel | None) -> int:
+    """One channel's count, or all channels' when ``channel`` is None."""
+    return sum(counts.values()) if channel is None else counts[channel]
