@@ -77,7 +77,7 @@ def drop_paho_resends(client: mqtt.Client) -> None:
     At a CONNACK paho resends every message it still holds, *ignoring its own in-flight
     limit* (paho 2.2 does not count them), on top of what the pump sends again from the
     outbox after a reconnect. Each flap before the broker acknowledged added a window:
-    against Receive Maximum 2, 2, 2, 4 and 6 PUBLISHes on four successive connections, and
+    against Receive Maximum 2: 2, 2, 4 and 6 PUBLISHes on four successive connections, and
     paho's store grew by 2 each time. The clean-start session keeps nothing on the broker
     either, so the outbox is the one queue. Called from ``on_connect``, which paho runs
     before those resends, under the lock paho's own publish takes.
@@ -206,9 +206,7 @@ class BrokerLink:
             self._in_flight.clear()
             self._pumped_connection = connection
         if not connected:
-            if self._in_flight:
-                self._in_flight.clear()  # re-sent after reconnection
-            return 0
+            return 0  # what is in flight is forgotten at the next CONNACK (above), and sent again
         room = window - len(self._in_flight)
         if room <= 0 or self._held_back():
             return 0
