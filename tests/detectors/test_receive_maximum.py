@@ -10,6 +10,8 @@ disconnect a client that exceeds its Receive Maximum (0x93), so it is held to it
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -135,9 +137,6 @@ class _SilentBroker:
     """
 
     def __init__(self) -> None:
-        import socket
-        import threading
-
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.publishes: list[int] = []
@@ -145,8 +144,6 @@ class _SilentBroker:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import threading
-
         while True:
             try:
                 conn, _ = self.server.accept()
@@ -157,7 +154,7 @@ class _SilentBroker:
             threading.Thread(target=self._serve, args=(conn, len(self.publishes) - 1), daemon=True).start()
 
     @staticmethod
-    def _packet(conn) -> int | None:  # noqa: ANN001
+    def _packet(conn: socket.socket) -> int | None:
         first = conn.recv(1)
         if not first:
             return None
@@ -174,7 +171,7 @@ class _SilentBroker:
             length -= len(chunk)
         return first[0] >> 4
 
-    def _serve(self, conn, i: int) -> None:  # noqa: ANN001
+    def _serve(self, conn: socket.socket, i: int) -> None:
         try:
             while (kind := self._packet(conn)) is not None:
                 if kind == 1:  # CONNECT -> CONNACK with the property Receive Maximum (0x21) = 2
@@ -187,8 +184,6 @@ class _SilentBroker:
             pass
 
     def drop(self) -> None:
-        import socket
-
         self.conns[-1].shutdown(socket.SHUT_RDWR)
         self.conns[-1].close()
 
