@@ -17,7 +17,12 @@ def edge(
     channels: int = typer.Option(1, "--channels", min=1, max=32, help="Interleaved channels (mixed to mono)"),
     device: str | None = typer.Option(None, "--device", help="Sound card name or index"),
 ) -> None:
-    """Run the edge agent: level frames to the smart broker, security events to the safe broker."""
+    """Run the edge agent: level frames to the smart broker, security events to the safe broker.
+
+    Exit codes: 0 done (messages still queued are kept for the next start); 4 a broker
+    refused messages (its ACL, most often: the account is not the sensor id), kept for the
+    next start; 2 the settings cannot be used; 1 the run failed (the message says why).
+    """
     from common.config import ConfigError, load_settings
     from detectors.runner import RunError, run_edge
     from detectors.settings import EdgeSettings
@@ -36,6 +41,14 @@ def edge(
         f"edge: frames={stats.frames} events={stats.events} events_withheld={stats.events_withheld} "
         f"queued={stats.still_queued} dropped={stats.dropped} refused={stats.refused}"
     )
+    if stats.refused:
+        # Not 0: a supervisor or a replay script must see that a broker turned messages away, which
+        # retrying cannot cure; the messages are kept, and queued again once the account is fixed.
+        raise typer.Exit(REFUSED_EXIT)
+
+
+REFUSED_EXIT = 4
+"""``sonopolis edge``'s exit code when a broker refused messages (kept in the queue; 1 stays "it crashed")."""
 
 
 def check_edge(

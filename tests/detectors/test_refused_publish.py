@@ -27,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from common.config import MqttSettings
 from detectors import refusal
+from detectors.cli import REFUSED_EXIT
 from detectors.outbox import Channel, Outbox
 from detectors.publisher import BrokerLink
 from detectors.runner import account_mismatches, run_agent
@@ -265,7 +266,7 @@ def test_the_edge_command_reports_refused_messages_and_delivers_them_after_the_f
 
     try:
         wrong = edge(WRONG_ACCOUNT)
-        assert wrong.returncode == 0, wrong.stderr[-3000:]
+        assert wrong.returncode == REFUSED_EXIT, wrong.stderr[-3000:]
         assert "edge: frames=3 events=0 events_withheld=0 queued=0 dropped=0 refused=3" in wrong.stdout, wrong.stdout
         assert "Not authorized (0x87)" in wrong.stderr and "sensor-7" in wrong.stderr
 
