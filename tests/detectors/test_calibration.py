@@ -59,3 +59,25 @@ def test_calibrate_command(tmp_path: Path) -> None:
     assert value == pytest.approx(125.0, abs=0.05)
     bad = CliRunner().invoke(app, ["calibrate", str(wav), "--reference-db", "100"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("fs", [16000, 32000, 44100, 48000])
+def test_tone_to_noise_is_the_recordings_not_the_band_filters(fs: int) -> None:
+    """The 1 kHz band filter's own small loss is not noise: a pure tone reads its exact level with
+    no noise, and broadband noise a known number of dB down reads as that many dB.
+
+    Before, the filter's ~0.02 dB loss counted as noise: a perfect tone read 23-25 dB above noise
+    and a recording with white noise 22 dB down was refused as too noisy at 32 and 48 kHz."""
+    t = np.arange(4 * fs) / fs
+    amplitude = 0.1 * np.sqrt(2)  # mean square 0.01: -20 dB re full scale
+    clean = derive_offset(amplitude * np.sin(2 * np.pi * 1000 * t + 0.7), fs)
+    assert clean.tone_level_dbfs == pytest.approx(-20.0, abs=0.005)
+    assert clean.tone_to_noise_db >= 50.0
+    rng = np.random.default_rng(1)
+    for down_db in (30.0, 22.0):
+        noisy = amplitude * np.sin(2 * np.pi * 1000 * t) + rng.normal(0.0, np.sqrt(0.01 * 10 ** (-down_db / 10)), t.size)
+        cal = derive_offset(noisy, fs)
+        assert cal.tone_to_noise_db == pytest.approx(down_db, abs=0.5)
+        assert cal.tone_level_dbfs == pytest.approx(-20.0, abs=0.02)
+    with pytest.raises(CalibrationError, match="too noisy"):
+        derive_offset(amplitude * np.sin(2 * np.pi * 1000 * t) + rng.normal(0.0, np.sqrt(0.01 * 10 ** (-1.8)), t.size), fs)
