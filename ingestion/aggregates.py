@@ -4,7 +4,8 @@ A write marks the (sensor, minute) pairs it touched; a refresh recomputes exactl
 the 1 min / 15 min / 1 h / local-day buckets containing them, from the 1 s rows
 (percentiles cannot be combined from sub-aggregates), and the daily Lden of the
 touched local days from the hourly rows. Upserts make a refresh idempotent and safe
-to repeat after a crash. On the TimescaleDB path the same statistics are continuous
+to repeat after a crash; a touched bucket left without any measured frame loses its
+row (rows computed before migration 4 counted calibration and fault frames). On the TimescaleDB path the same statistics are continuous
 aggregates (see :mod:`ingestion.aggsql`) and nothing here runs.
 
 Public entry points: :func:`refresh` (a time range, for tools, tests and catch-up)
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -36,17 +37,23 @@ class RefreshResult:
     """Distinct (sensor, minute) pairs that were touched."""
     buckets: dict[str, int]
     """Rows upserted per aggregate table (incl. ``lden_daily``)."""
+    removed: dict[str, int] = field(default_factory=dict)
+    """Rows deleted per aggregate table: touched buckets that hold no measured frame."""
+
+
+def _touched_buckets(g: Granularity) -> str:
+    tz = "coalesce(s.timezone, %(default_tz)s)"
+    return f"""touched AS (
+  SELECT DISTINCT t.sensor_id, {g.bucket('t.minute', tz)} AS bucket, {g.bucket_end('t.minute', tz)} AS bucket_end
+  FROM pg_temp.{_TOUCHED} t LEFT JOIN {{sensors}} s ON s.sensor_id = t.sensor_id
+)"""
 
 
 def _bucket_statement(schema: str, g: Granularity) -> sql.Composed:
-    tz = "coalesce(s.timezone, %(default_tz)s)"
     names = [name for name, _ in scalar_columns()]
     exprs = ",\n    ".join(expr for _, expr in scalar_columns())
     text = f"""
-WITH touched AS (
-  SELECT DISTINCT t.sensor_id, {g.bucket('t.minute', tz)} AS bucket, {g.bucket_end('t.minute', tz)} AS bucket_end
-  FROM pg_temp.{_TOUCHED} t LEFT JOIN {{sensors}} s ON s.sensor_id = t.sensor_id
-)
+WITH {_touched_buckets(g)}
 INSERT INTO {{table}} (sensor_id, bucket, {", ".join(names)}, coverage)
 SELECT tb.sensor_id, tb.bucket,
     {exprs},
@@ -61,6 +68,50 @@ ON CONFLICT (sensor_id, bucket) DO UPDATE SET
         sensors=sql.Identifier(schema, "sensors"),
         table=sql.Identifier(schema, g.table),
         levels=sql.Identifier(schema, "levels"),
+    )
+
+
+def _orphan_statement(schema: str, g: Granularity) -> sql.Composed:
+    """Delete the touched buckets' rows when no measured frame is left in them.
+
+    The upsert only reaches buckets with a measured frame. Rows written before
+    migration 4 counted every frame, so a minute of calibration (94 dB) or an hour of
+    a dead microphone (0 dB) kept its row through the upgrade's recompute, and the
+    stale hour went on into the day's Lden and coverage.
+    """
+    text = f"""
+WITH {_touched_buckets(g)}
+DELETE FROM {{table}} a USING touched tb
+WHERE a.sensor_id = tb.sensor_id AND a.bucket = tb.bucket
+  AND NOT EXISTS (SELECT 1 FROM {{levels}} l
+                  WHERE l.sensor_id = tb.sensor_id AND l.time >= tb.bucket AND l.time < tb.bucket_end AND {MEASURED})
+"""
+    return sql.SQL(text).format(
+        sensors=sql.Identifier(schema, "sensors"),
+        table=sql.Identifier(schema, g.table),
+        levels=sql.Identifier(schema, "levels"),
+    )
+
+
+def _lden_orphan_statement(schema: str) -> sql.Composed:
+    """Delete the touched local days' Lden when the day has no hourly row left (see :func:`_orphan_statement`)."""
+    text = f"""
+WITH days AS (
+  SELECT DISTINCT t.sensor_id, coalesce(s.timezone, %(default_tz)s) AS tz,
+         (t.minute AT TIME ZONE coalesce(s.timezone, %(default_tz)s))::date AS day
+  FROM pg_temp.{_TOUCHED} t LEFT JOIN {{sensors}} s ON s.sensor_id = t.sensor_id
+)
+DELETE FROM {{lden}} d USING days
+WHERE d.sensor_id = days.sensor_id AND d.day = days.day
+  AND NOT EXISTS (SELECT 1 FROM {{h1}} x
+                  WHERE x.sensor_id = days.sensor_id
+                    AND x.bucket >= (days.day::timestamp AT TIME ZONE days.tz)
+                    AND x.bucket < ((days.day + 1)::timestamp AT TIME ZONE days.tz))
+"""
+    return sql.SQL(text).format(
+        sensors=sql.Identifier(schema, "sensors"),
+        h1=sql.Identifier(schema, "levels_1h"),
+        lden=sql.Identifier(schema, "lden_daily"),
     )
 
 
@@ -111,13 +162,16 @@ ON CONFLICT (sensor_id, day) DO UPDATE SET lden = EXCLUDED.lden, lday = EXCLUDED
     )
 
 
-_STATEMENTS: dict[str, list[tuple[str, sql.Composed]]] = {}
+_STATEMENTS: dict[str, list[tuple[str, str, sql.Composed]]] = {}
 
 
-def _statements(schema: str) -> list[tuple[str, sql.Composed]]:
+def _statements(schema: str) -> list[tuple[str, str, sql.Composed]]:
+    """(table, ``"delete"`` or ``"upsert"``, statement), in the order they must run."""
     if schema not in _STATEMENTS:
-        stmts = [(g.table, _bucket_statement(schema, g)) for g in GRANULARITIES]
-        stmts.append(("lden_daily", _lden_statement(schema)))
+        stmts = []
+        for g in GRANULARITIES:
+            stmts += [(g.table, "delete", _orphan_statement(schema, g)), (g.table, "upsert", _bucket_statement(schema, g))]
+        stmts += [("lden_daily", "delete", _lden_orphan_statement(schema)), ("lden_daily", "upsert", _lden_statement(schema))]
         _STATEMENTS[schema] = stmts
     return _STATEMENTS[schema]
 
@@ -154,15 +208,17 @@ def _run(conn: psycopg.Connection, schema: str, default_tz: str, tables: Collect
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("pg_temp", _TOUCHED))).fetchone()
     minutes = int(n[0]) if n else 0
     counts: dict[str, int] = {}
+    removed: dict[str, int] = {}
     if minutes:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("pg_temp", _TOUCHED)))
         pin_join_shape(conn)
-        for table, stmt in _statements(schema):
+        for table, action, stmt in _statements(schema):
             if tables is not None and table not in tables:
                 continue
-            counts[table] = conn.execute(stmt, {"default_tz": default_tz}).rowcount
-    log.debug("aggregate refresh: %d touched minutes, upserts %s", minutes, counts)
-    return RefreshResult(minutes, counts)
+            n = conn.execute(stmt, {"default_tz": default_tz}).rowcount
+            (removed if action == "delete" else counts)[table] = n
+    log.debug("aggregate refresh: %d touched minutes, upserts %s, removed %s", minutes, counts, removed)
+    return RefreshResult(minutes, counts, removed)
 
 
 def refresh(conn: psycopg.Connection, start: datetime, end: datetime, *, schema: str = "smart", default_tz: str = DEFAULT_TIMEZONE) -> RefreshResult:

@@ -239,3 +239,55 @@ def test_upgrading_a_plain_schema_recomputes_its_aggregates_over_measured_frames
         laeq, coverage = conn.execute("SELECT laeq, coverage FROM smart.levels_1min WHERE sensor_id = 's1'").fetchone()
         assert abs(laeq - 60.0) < 1e-3 and abs(coverage - 0.5) < 1e-6
         assert conn.execute("SELECT laeq FROM smart.levels_1d WHERE sensor_id = 's1'").fetchone()[0] is not None
+
+
+def test_upgrade_removes_the_old_rows_of_buckets_without_measured_frames(db, tmp_path, monkeypatch):
+    """A whole minute (or hour) of calibration or fault had a row before migration 4; the
+    recompute upserted only buckets with measured frames, so those rows stayed: a 94 dB
+    calibration minute, and a dead microphone's 0 dB hour that went on into the day's Lden
+    (Lnight 49.42 dB instead of 50.00, Lden 61.20 instead of 61.34, coverage counting
+    the fault's 2 s)."""
+    import shutil
+
+    import psycopg
+
+    from common.migrations import apply
+    from ingestion.schema import MEASURED_ONLY, MIGRATIONS_DIR, migrate
+
+    for p in MIGRATIONS_DIR.glob("*.sql"):
+        if int(p.name[:4]) < MEASURED_ONLY and ".timescale." not in p.name:
+            shutil.copy(p, tmp_path / p.name)
+    with psycopg.connect(db.smart, autocommit=True) as conn:
+        assert apply(conn, "smart", tmp_path) == [1, 2, 3]
+    tz = ZoneInfo("Europe/Paris")
+    day = date(2026, 11, 20)
+    start = datetime(2026, 11, 20, tzinfo=tz).astimezone(timezone.utc)
+    with psycopg.connect(db.smart) as conn:
+        registry.upsert(conn, [sensor("s1")])
+        frames, status_of = [], {}
+        for h in range(24):  # two seconds per hour: 50 dB by night, 60 dB by day, hour 03 a dead microphone
+            t = start + timedelta(hours=h)
+            status_of[t] = "fault" if h == 3 else "ok"
+            lvl = 0.0 if h == 3 else (60.0 if 6 <= h < 22 else 50.0)
+            bands = {k: 0.0 for k in BAND_KEYS} if h == 3 else None
+            frames += [frame_dict("s1", t + timedelta(seconds=s), lvl, bands=bands) | {"status": status_of[t]} for s in (0, 1)]
+        calibration = start + timedelta(hours=10, minutes=30)
+        frames += [frame_dict("s1", calibration + timedelta(seconds=i), 94.0) | {"status": "calibrating"} for i in range(60)]
+        write_frames(conn, [LevelFrame.model_validate(f) for f in frames])
+        # What the previous release computed: the same statements, counting every frame.
+        monkeypatch.setattr(aggregates, "MEASURED", "true")
+        monkeypatch.setattr(aggregates, "_STATEMENTS", {})
+        aggregates.refresh(conn, start, start + timedelta(days=1))
+        conn.commit()
+        monkeypatch.undo()
+        assert conn.execute("SELECT laeq FROM smart.levels_1min WHERE bucket = %s", (calibration,)).fetchone()[0] == 94.0
+        assert migrate(conn) == [MEASURED_ONLY]
+        assert conn.execute("SELECT count(*) FROM smart.levels_1min WHERE bucket = %s", (calibration,)).fetchone()[0] == 0
+        fault_hour = start + timedelta(hours=3)
+        assert conn.execute("SELECT count(*) FROM smart.levels_1h WHERE bucket = %s", (fault_hour,)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM smart.levels_15min WHERE bucket = %s", (fault_hour,)).fetchone()[0] == 0
+        lden, lnight, coverage = conn.execute("SELECT lden, lnight, coverage FROM smart.lden_daily WHERE day = %s", (day,)).fetchone()
+        assert abs(lnight - 50.0) < 1e-3
+        hand = 10 * math.log10((12 * 10 ** 6.0 + 4 * 10 ** 6.5 + 8 * 10 ** 6.0) / 24)
+        assert abs(lden - hand) < 1e-3
+        assert abs(coverage - 46 / 86400) < 1e-6

@@ -40,7 +40,7 @@ def test_every_refresh_statement_reads_touched_ranges_by_index(db) -> None:
             conn.execute("ANALYZE pg_temp.sonopolis_touched_minutes")
             aggregates.pin_join_shape(conn)
             checked = 0
-            for table, stmt in aggregates._statements("smart"):
+            for table, _action, stmt in aggregates._statements("smart"):
                 (plan_json,) = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + stmt, {"default_tz": "Europe/Paris"}).fetchone()
                 plan = (plan_json if isinstance(plan_json, list) else json.loads(plan_json))[0]["Plan"]
                 nodes = _nodes(plan)
