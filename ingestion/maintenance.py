@@ -7,6 +7,11 @@ local days and Lden every ``daily_refresh_s``), creates daily partitions ahead a
 applies retention. On the TimescaleDB path the database's own policies do all that
 and only the quarantine purge runs here. A failed refresh puts its pairs back and is
 retried: aggregates are eventually exact, never silently stale.
+
+The short refresh works from marks in memory (cheap, every few seconds); the daily one
+works from the durable marks the pipeline commits with its rows
+(:mod:`ingestion.pending`) and refreshes every table for them, so the minutes of a
+batch acked just before a crash are still refreshed by the next start.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import psycopg
 
 from common.backoff import Backoff
 from common.postgres import UNAVAILABLE
-from ingestion import aggregates, partitions, quarantine
+from ingestion import aggregates, partitions, pending, quarantine
 from ingestion.settings import IngestSettings
 from ingestion.writer import LevelRow
 from smart.db import SmartDbSettings, connect
@@ -39,22 +44,25 @@ class Maintainer:
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._short: set[tuple[str, datetime]] = set()
-        self._daily: set[tuple[str, datetime]] = set()
         self._conn: psycopg.Connection | None = None
         self.refreshes = 0
 
     def touched(self, rows: Iterable[LevelRow]) -> None:
-        """Called by the pipeline after a commit: mark the minutes these rows fall in."""
+        """Called by the pipeline after a commit: mark the minutes these rows fall in for the short refresh.
+
+        The pipeline has already committed the same marks in ``aggregate_pending`` for
+        the daily refresh (:func:`ingestion.pending.mark`).
+        """
         if self.timescale:
             return
-        marks = {(r.sensor_id, r.time.replace(second=0, microsecond=0)) for r in rows}
+        marks = pending.minutes_of(rows)
         with self._lock:
             self._short |= marks
-            self._daily |= marks
 
     def pending(self) -> int:
+        """Marks waiting for the short refresh, in memory (the durable ones: :func:`ingestion.pending.count`)."""
         with self._lock:
-            return len(self._short) + len(self._daily)
+            return len(self._short)
 
     def run(self) -> None:
         next_short = next_daily = next_house = 0.0
@@ -95,18 +103,25 @@ class Maintainer:
         self._refresh("_short", self._take("_short"), aggregates.SHORT_TABLES)
 
     def refresh_daily(self) -> None:
-        # Lden reads levels_1h: the short buckets are brought up to date first. The daily
-        # marks are taken *before* that: rows committed while it runs stay marked for the
-        # next daily refresh, which sees them in levels_1h (taken after, those marks were
-        # spent on hourly buckets that did not hold the rows yet, and the day's Lden
-        # stayed stale until something else touched it).
-        daily = self._take("_daily")
-        try:
-            self.refresh_short()
-        except BaseException:
-            self._give_back("_daily", daily)
-            raise
-        self._refresh("_daily", daily, aggregates.DAILY_TABLES)
+        """Every table, local days and Lden included, for the durable marks, then drop those marks.
+
+        The marks are claimed before the refresh: rows committed while it runs are marked
+        again and wait for the next one (taken after, those marks would be spent on
+        buckets that did not hold the rows yet). All tables run in one pass, levels_1h
+        before lden_daily, which reads it. A refresh that fails leaves its marks in the
+        table; the next claim takes them again.
+        """
+        if self.timescale:
+            return
+        conn = self._connection()
+        token, marks = pending.claim(conn, schema=self.db.schema_name)
+        if not marks:
+            return
+        with conn.transaction():
+            result = aggregates.refresh_touched(conn, marks, schema=self.db.schema_name, default_tz=self.settings.local_timezone)
+            pending.release(conn, token, schema=self.db.schema_name)
+        self.refreshes += 1
+        log.debug("refreshed every aggregate for %d marked minute(s): %s", result.minutes, result.buckets)
 
     def _take(self, attr: str) -> set:  # type: ignore[type-arg]
         with self._lock:

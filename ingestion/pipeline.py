@@ -23,7 +23,7 @@ import psycopg
 
 from common.backoff import Backoff
 from common.postgres import UNAVAILABLE
-from ingestion import quarantine, registry
+from ingestion import pending, quarantine, registry
 from ingestion.consumer import Inbound
 from ingestion.metrics import IngestMetrics
 from ingestion.settings import IngestSettings
@@ -205,6 +205,7 @@ class Pipeline:
         try:
             with conn.transaction():
                 written = self.writer.write(conn, rows)
+                self._mark(conn, rows)
                 quarantine.write(conn, rejected, max_bytes=max_bytes, schema=self.db.schema_name)
             return rows, rejected, written.duplicates
         except UNAVAILABLE:
@@ -225,6 +226,7 @@ class Pipeline:
                 except psycopg.Error as exc:
                     reason = f"database refused the rows: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                     rejected.append(quarantine.QuarantineRecord(item.received_at, item.topic, item_rows[0].sensor_id, "db_rejected", reason, item.payload))
+            self._mark(conn, kept)
             stored: list[quarantine.QuarantineRecord] = []
             for record in rejected:  # one savepoint each: an entry the database refuses cannot take the batch with it
                 try:
@@ -237,3 +239,12 @@ class Pipeline:
                     log.error("quarantine refused an entry (%s: %s); %s message on %r acked without a trace in the table",
                               type(exc).__name__, str(exc).splitlines()[0][:200], record.reason_code, record.topic[:200])
         return kept, stored, duplicates
+
+    def _mark(self, conn: psycopg.Connection, rows: list[LevelRow]) -> None:
+        """Mark the rows' minutes for the aggregate refresh in the commit's own transaction (plain path).
+
+        The messages are acked right after the commit: a mark kept only in memory was lost
+        when the process died before its refresh, and those aggregates were never computed.
+        """
+        if not self.writer.timescale:
+            pending.mark(conn, rows, schema=self.db.schema_name)

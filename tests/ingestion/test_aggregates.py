@@ -125,11 +125,12 @@ def test_daily_bucket_follows_the_sensor_time_zone(db):
         assert rows["paris"] == datetime(2026, 11, 23, tzinfo=ZoneInfo("Europe/Paris"))
 
 
-def test_rows_committed_during_the_short_refresh_still_reach_the_days_lden(db, monkeypatch):
-    """A catch-up batch committed while ``refresh_daily`` brings levels_1h up to date: the day's
-    marks used to be taken after that refresh, so Lden was computed without the batch and the
-    day stayed stale (82.2 dB of night noise reported as 55.1 dB)."""
-    from ingestion import maintenance
+def test_rows_committed_during_the_daily_refresh_still_reach_the_days_lden(db, monkeypatch):
+    """A catch-up batch committed while ``refresh_daily`` runs: the day's marks used to be
+    taken after levels_1h was brought up to date, so Lden was computed without the batch
+    and the day stayed stale (82.2 dB of night noise reported as 55.1 dB). The marks are
+    now claimed first; the batch's own marks wait for the next daily refresh."""
+    from ingestion import maintenance, pending
     from ingestion.maintenance import Maintainer
     from ingestion.settings import IngestSettings
     from ingestion.writer import LevelWriter, row_of
@@ -143,24 +144,27 @@ def test_rows_committed_during_the_short_refresh_still_reach_the_days_lden(db, m
     late_batch = rows(day.replace(hour=1), 360, 80)  # 02:00 local, loud, arriving late
     conn = ready_db(db.smart, ["s1"])
     writer = LevelWriter()
-    with conn.transaction():
-        writer.write(conn, evening_and_night)
     maintainer = Maintainer(SmartDbSettings(dsn=db.smart), IngestSettings(), timescale=False)
-    maintainer.touched(evening_and_night)
+
+    def commit(batch: list) -> None:  # type: ignore[type-arg]
+        with conn.transaction():  # what the pipeline does: rows and their marks in one transaction
+            writer.write(conn, batch)
+            pending.mark(conn, batch)
+        maintainer.touched(batch)
+
+    commit(evening_and_night)
     real = aggregates.refresh_touched
     landed: list[bool] = []
 
     def pipeline_commits_meanwhile(c, marks, **kw):  # noqa: ANN001, ANN202
-        result = real(c, marks, **kw)
-        if kw.get("tables") == aggregates.SHORT_TABLES and not landed:
+        if kw.get("tables") is None and not landed:
             landed.append(True)
-            with conn.transaction():
-                writer.write(conn, late_batch)
-            maintainer.touched(late_batch)
-        return result
+            commit(late_batch)
+        return real(c, marks, **kw)
 
     monkeypatch.setattr(maintenance.aggregates, "refresh_touched", pipeline_commits_meanwhile)
-    maintainer.refresh_daily()  # the batch lands during its short refresh
+    maintainer.refresh_daily()  # the batch lands while it runs
+    assert pending.count(conn) == 60, "the late batch's 60 minutes wait for the next refresh"
     maintainer.refresh_short()
     maintainer.refresh_daily()
     monkeypatch.setattr(maintenance.aggregates, "refresh_touched", real)
@@ -168,7 +172,7 @@ def test_rows_committed_during_the_short_refresh_still_reach_the_days_lden(db, m
     incremental = conn.execute(query).fetchone()
     aggregates.refresh(conn, day - timedelta(hours=2), day + timedelta(days=1))
     conn.commit()
-    assert landed and maintainer.pending() == 0
+    assert landed and maintainer.pending() == 0 and pending.count(conn) == 0
     assert incremental == conn.execute(query).fetchone()
     assert incremental[1] > 76  # the loud late night is in it
     maintainer.close()
@@ -235,7 +239,7 @@ def test_upgrading_a_plain_schema_recomputes_its_aggregates_over_measured_frames
         conn.execute("INSERT INTO smart.levels_1min (sensor_id, bucket, laeq, coverage, n_seconds, car_horn, siren)"
                      " VALUES ('s1', %s, 91.0, 1.0, 60, 0, 0)", (T0,))  # what the previous release computed
         conn.commit()
-        assert migrate(conn) == [MEASURED_ONLY]
+        assert migrate(conn) == [MEASURED_ONLY, 5]
         laeq, coverage = conn.execute("SELECT laeq, coverage FROM smart.levels_1min WHERE sensor_id = 's1'").fetchone()
         assert abs(laeq - 60.0) < 1e-3 and abs(coverage - 0.5) < 1e-6
         assert conn.execute("SELECT laeq FROM smart.levels_1d WHERE sensor_id = 's1'").fetchone()[0] is not None
@@ -281,7 +285,7 @@ def test_upgrade_removes_the_old_rows_of_buckets_without_measured_frames(db, tmp
         conn.commit()
         monkeypatch.undo()
         assert conn.execute("SELECT laeq FROM smart.levels_1min WHERE bucket = %s", (calibration,)).fetchone()[0] == 94.0
-        assert migrate(conn) == [MEASURED_ONLY]
+        assert migrate(conn) == [MEASURED_ONLY, 5]
         assert conn.execute("SELECT count(*) FROM smart.levels_1min WHERE bucket = %s", (calibration,)).fetchone()[0] == 0
         fault_hour = start + timedelta(hours=3)
         assert conn.execute("SELECT count(*) FROM smart.levels_1h WHERE bucket = %s", (fault_hour,)).fetchone()[0] == 0

@@ -29,7 +29,7 @@ def _columns(conn: psycopg.Connection, table: str) -> set[str]:
 def test_plain_migration_creates_the_contract_relations(db):
     with psycopg.connect(db.smart) as conn:
         applied = migrate(conn)
-        assert applied == [1, 2, 3, 4]
+        assert applied == [1, 2, 3, 4, 5]
         assert storage_path(conn) == "plain"
         for table, cols in CONTRACT.items():
             assert cols <= _columns(conn, table), table
