@@ -153,7 +153,12 @@ class Maintainer:
                 today = datetime.now(timezone.utc).date()
                 partitions.ensure_ahead(conn, today, self.settings.partitions_ahead_days, self.db.schema_name)
                 if self.settings.raw_retention_days:
-                    partitions.drop_older_than(conn, today - timedelta(days=self.settings.raw_retention_days), self.db.schema_name)
+                    # One UTC day more than the frames accepted (validation: younger than
+                    # raw_retention_days): the local day of the oldest of them began up to
+                    # 14 h before its UTC day (23:00 UTC the day before in Paris), and a late
+                    # frame recomputes that whole local day; without that UTC day, from 23 h.
+                    cutoff = today - timedelta(days=self.settings.raw_retention_days + 1)
+                    partitions.drop_older_than(conn, cutoff, self.db.schema_name)
             purged = quarantine.purge_older_than(conn, timedelta(days=self.settings.quarantine_retention_days), schema=self.db.schema_name)
         if purged:
             log.info("purged %d quarantine entr(ies) past retention", purged)

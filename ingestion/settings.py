@@ -41,7 +41,7 @@ class IngestSettings(BaseModel):
     aggregate_refresh_s: float = Field(5.0, gt=0, le=3600, description="Refresh of the 1 min / 15 min / 1 h aggregates (plain path)")
     daily_refresh_s: float = Field(300.0, gt=0, le=86_400, description="Refresh of the daily aggregates and Lden (plain path; recomputes whole local days)")
     partitions_ahead_days: int = Field(3, ge=1, le=60, description="Daily partitions created ahead of time (plain path)")
-    raw_retention_days: int = Field(0, ge=0, le=36_500, description="Drop raw 1 s partitions older than this (plain path; 0 = keep)")
+    raw_retention_days: int = Field(0, ge=0, le=36_500, description="Refuse frames older than this and drop raw 1 s partitions a UTC day later (plain path; 0 = keep)")
     quarantine_retention_days: int = Field(30, ge=1, le=3650, description="Quarantined payloads are purged after this")
     registry_refresh_s: float = Field(30.0, gt=0, le=3600, description="Re-read the sensor registry this often (and on an unknown sensor, at most every 2 s)")
 

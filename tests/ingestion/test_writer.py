@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 
@@ -88,3 +88,45 @@ def test_partition_names_are_zero_padded_for_every_year() -> None:
 
     assert partitions.partition_name(date(999, 6, 1)) == "levels_p09990601"
     assert partitions.partition_name(date(2026, 12, 7)) == "levels_p20261207"
+
+
+def test_retention_keeps_the_whole_local_day_of_every_frame_it_still_accepts(db, monkeypatch):
+    """The oldest frames the pipeline accepts (just under ``raw_retention_days`` old) belong to
+    a Paris day that began at 23:00 UTC the day before; retention dropped that UTC day, so a
+    late frame recomputed the day's aggregate from what was left (n_seconds 139 of 145,
+    without the hour 00-01 local) over the complete one."""
+    from datetime import datetime as real_datetime
+
+    from ingestion import aggregates, maintenance
+    from ingestion.maintenance import Maintainer
+    from ingestion.settings import IngestSettings
+    from ingestion.validation import parse
+    from ingestion.writer import LevelWriter
+    from smart.db import SmartDbSettings
+    from tests.ingestion.factories import frame_dict, payload
+
+    now = real_datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+
+    class Clock(real_datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN001, ANN206
+            return now if tz is None else now.astimezone(tz)
+
+    monkeypatch.setattr(maintenance, "datetime", Clock)
+    with ready_db(db.smart) as conn:
+        day_start = datetime(2026, 11, 29, 23, 0, tzinfo=timezone.utc)  # 2026-11-30 00:00 in Paris
+        write_frames(conn, [LevelFrame.model_validate(frame_dict("s1", day_start + timedelta(minutes=10 * i), 55.0)) for i in range(144)])
+        aggregates.refresh(conn, day_start, day_start + timedelta(days=1))
+        conn.commit()
+        maintainer = Maintainer(SmartDbSettings(dsn=db.smart), IngestSettings(raw_retention_days=7), timescale=False)
+        maintainer.housekeeping()
+        maintainer.close()
+        late = datetime(2026, 11, 30, 12, 30, 30, tzinfo=timezone.utc)  # 6 d 23.5 h old: accepted
+        rows = parse("sonopolis/v1/levels/s1", payload(frame_dict("s1", late, 55.0)), is_known=None, now=now,
+                     future_tolerance=timedelta(seconds=120), max_age=timedelta(days=7))
+        assert isinstance(rows, list), rows
+        with conn.transaction():
+            LevelWriter().write(conn, rows)
+        aggregates.refresh_touched(conn, [("s1", late.replace(second=0))])
+        n_seconds, coverage = conn.execute("SELECT n_seconds, coverage FROM smart.levels_1d WHERE bucket = %s", (day_start,)).fetchone()
+        assert n_seconds == 145 and abs(coverage - 145 / 86400) < 1e-7
