@@ -211,6 +211,10 @@ class Pipeline:
         except UNAVAILABLE:
             raise
         except psycopg.Error as exc:
+            # The rollback also undid what the writer created in it (a new day's partition,
+            # its staging table) while it still counts them as there: every message of
+            # that day would then be refused on the slow path for want of a partition.
+            self.writer.reset()
             log.warning("batch refused by the database (%s): isolating the message(s) at fault", type(exc).__name__)
         # Slow path: one message per savepoint; a message the database refuses is quarantined.
         kept: list[LevelRow] = []
@@ -224,6 +228,7 @@ class Pipeline:
                 except UNAVAILABLE:
                     raise
                 except psycopg.Error as exc:
+                    self.writer.reset()  # the savepoint's rollback undid what the writer created in it
                     reason = f"database refused the rows: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                     rejected.append(quarantine.QuarantineRecord(item.received_at, item.topic, item_rows[0].sensor_id, "db_rejected", reason, item.payload))
             self._mark(conn, kept)
