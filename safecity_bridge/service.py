@@ -40,7 +40,7 @@ from safecity_bridge import journal, recovery, store
 from safecity_bridge.consumer import Inbound, SafeConsumer
 from safecity_bridge.correlation import Correlator, IncidentState, Plan
 from safecity_bridge.delivery.feed import FeedHub
-from safecity_bridge.delivery.webhooks import Delivery, WebhookSender
+from safecity_bridge.delivery.webhooks import Delivery, WebhookSender, delivery_id_for
 from safecity_bridge.intake import RateLimiter, RecentIds, Rejected, parse
 from safecity_bridge.journal import SYSTEM, Action
 from safecity_bridge.onvif_events import metadata_stream
@@ -326,7 +326,7 @@ class BridgeService:
             body["recovered"] = True
         n = self.hub.publish(kind, body)
         if plan.is_new or plan.reaim:
-            self._submit_webhooks(inc)
+            self._submit_webhooks(inc, event_ids[-1])
         details: dict[str, Any] = {"feed_clients": n, "kind": kind, **({"recovered": True} if recovered else {})}
         self.side_write(f"alert_delivered of incident {plan.incident.incident_id}",
                         lambda c: store.alert_delivered(c, self.schema, at=self.clock(), incident_id=plan.incident.incident_id,
@@ -346,13 +346,14 @@ class BridgeService:
         self.side_write(f"camera outcomes of incident {inc.incident_id}",
                         lambda c: store.record_camera_outcomes(c, self.schema, inc.incident_id, outcomes, at))
 
-    def _submit_webhooks(self, inc: dict[str, Any]) -> None:
+    def _submit_webhooks(self, inc: dict[str, Any], event_id: uuid.UUID) -> None:
+        """One delivery per target, its id derived from the alert (the same when recovery sends it again)."""
         for target in self.settings.webhooks:
             if target.format == "onvif":
                 body, ctype = metadata_stream([inc]), "application/xml"
             else:
                 body, ctype = json.dumps({"type": "incident", "incident": inc}, separators=(",", ":")).encode(), "application/json"
-            self.webhooks.submit(Delivery(target, body, ctype, inc["incident_id"]))
+            self.webhooks.submit(Delivery(target, body, ctype, inc["incident_id"], delivery_id_for(target.name, inc["incident_id"], str(event_id))))
 
     async def _webhook_failed(self, d: Delivery, why: str) -> None:
         self.side_write(f"webhook_failed of incident {d.incident_id} to {d.target.name}",

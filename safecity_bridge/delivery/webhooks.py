@@ -2,7 +2,9 @@
 
 Each delivery carries three headers::
 
-    X-Sonopolis-Delivery:  <uuid>            same on every retry (receiver de-duplicates)
+    X-Sonopolis-Delivery:  <uuid>            same on every retry and every re-sending of
+                                            the same alert, also after a restart
+                                            (receiver de-duplicates)
     X-Sonopolis-Timestamp: <unix seconds>    fresh on every attempt
     X-Sonopolis-Signature: v1=<hex>          HMAC-SHA256(secret, "<timestamp>." + body)
 
@@ -35,6 +37,17 @@ SIGNATURE_HEADER = "X-Sonopolis-Signature"
 TIMESTAMP_HEADER = "X-Sonopolis-Timestamp"
 DELIVERY_HEADER = "X-Sonopolis-Delivery"
 DEFAULT_TOLERANCE_S = 300
+DELIVERY_NAMESPACE = uuid.UUID("6f1c2b4e-3d5a-4c8e-9b7f-0a2e5d8c1f43")
+
+
+def delivery_id_for(target_name: str, incident_id: str, event_id: str) -> str:
+    """The delivery id of one alert (an incident as of one event) to one target.
+
+    Derived, not random: a restarted bridge re-sends an alert whose mark it never
+    wrote (recovery is at least once), and the receiver can only recognise that copy
+    if it carries the id of the first sending. A random id made it a new delivery.
+    """
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{target_name}/{incident_id}/{event_id}"))
 
 
 class WebhookSignatureError(ValueError):
