@@ -90,6 +90,7 @@ class SimulatedCamera:
     model: str = "Simulated PTZ"
     max_skew_s: float = 300.0
     clock_offset_s: float = 0.0  # the camera's clock error (real cameras drift without NTP)
+    command_delay_s: float = 0.0  # a slow head: GotoPreset/AbsoluteMove answer this late (real ones take 0.1-0.5 s)
 
 
 class OnvifCameraSimulator:
@@ -260,6 +261,8 @@ class OnvifCameraSimulator:
                 except SoapFault:
                     self.auth_failures += 1
                     raise
+            if self.camera.command_delay_s and req.operation in ("GotoPreset", "AbsoluteMove"):
+                await asyncio.sleep(self.camera.command_delay_s)
             result = self._dispatch(request.path, req.operation, req, user, received_mono, received_wall)
         except SoapFault as fault:
             log.info("%s: fault %s for a %s request", self.camera.name, fault.subcode, request.path)

@@ -6,7 +6,8 @@ skipping cameras whose breaker is open), plans each move (preset or absolute, se
 
 - one command at a time (an ``asyncio.Lock``): a camera is a single physical head;
 - a hard timeout per attempt and a total budget per steer (``asyncio.timeout``), so a
-  hung camera costs at most ``total_budget_s``;
+  hung camera costs at most ``total_budget_s``; a call whose budget ran out while it
+  waited for the lock never reached the camera: "busy", not a camera failure;
 - a small retry budget, only for failures a retry can fix (timeouts, connection
   errors), never for refused credentials or a SOAP fault;
 - a circuit breaker: after ``breaker_failures`` consecutive failures the camera is
@@ -175,12 +176,17 @@ class PtzController:
         with its traceback and reported as unavailable, because the alert path must go on.
         """
         breaker = self._breakers[camera_id]
-        if not breaker.allow():
+        if breaker.state == "open":
             return None, f"circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.0f} s", 0
         attempts = 0
+        holding = False
         try:
             async with asyncio.timeout(budget):
                 async with self._locks[camera_id]:
+                    holding = True
+                    # Asked under the lock: a half-open trial is then one that really goes out.
+                    if not breaker.allow():
+                        return None, f"circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.0f} s", 0
                     while True:
                         attempts += 1
                         try:
@@ -199,6 +205,11 @@ class PtzController:
             breaker.record_failure(f.reason)
             return None, f.reason, attempts
         except TimeoutError:
+            if not holding:
+                # Never reached the camera: it was busy with earlier commands (a burst of
+                # incidents). Counted as a failure, this opened the breaker of a camera
+                # answering every command; the command holding the lock counts its own.
+                return None, f"camera busy with earlier commands for the whole {budget * 1000:.0f} ms budget", 0
             reason = f"no answer within the {budget * 1000:.0f} ms budget"
             breaker.record_failure(reason)
             return None, reason, attempts

@@ -298,3 +298,29 @@ async def test_a_camera_that_cannot_aim_does_not_take_the_place_of_one_that_can(
         assert cam_a.commands == []
     finally:
         await ptz.close()
+
+
+@pytest.mark.anyio
+async def test_waiting_behind_earlier_commands_does_not_open_the_breaker_of_a_working_camera():
+    """Several incidents at once queue their commands on one head (one at a time, under
+    its lock). A call whose budget ran out while it waited for the lock never reached
+    the camera: it once counted as a camera failure, so a burst of alerts opened the
+    breaker of a camera answering every command, and the next incident got no camera."""
+    cam = SimulatedCamera(name="cam-slow", users={"operator": "a-secret"}, presets=[Preset("square", "Square", 0.0, 0.3)], command_delay_s=0.2)
+    settings = PtzSettings(command_timeout_s=0.4, total_budget_s=0.5, retries=0, breaker_failures=3, breaker_cooldown_s=30.0)
+    with OnvifCameraSimulator(cam) as sim:
+        cfg = config("cam-slow", sim, 0, 0, env="CAM_A_PASSWORD", presets=[("square", 0, 120)])
+        ptz = PtzController([cfg], settings, ENV)
+        try:
+            assert await ptz.start() == {"cam-slow": None}
+            burst = [o for outcomes in await asyncio.gather(*(ptz.steer(estimate(0, 110, uncertainty=30)) for _ in range(6))) for o in outcomes]
+            moved = [o for o in burst if o.outcome == "moved_preset"]
+            waited = [o for o in burst if o.outcome == "unavailable" and o.attempts == 0]
+            assert moved and waited, [(o.outcome, o.reason) for o in burst]
+            [state] = ptz.camera_states()
+            assert state["breaker"] == "closed", state
+            assert all("busy" in (o.reason or "") for o in waited), [o.reason for o in waited]
+            [after] = await ptz.steer(estimate(0, 110, uncertainty=30))
+            assert after.outcome == "moved_preset", after.reason
+        finally:
+            await ptz.close()
