@@ -2,8 +2,9 @@
 
 A gunshot reaches sensors 300 m apart within a second of each other; each edge agent
 publishes its own event. The correlator groups events of the same class whose onsets
-fall within ``window_s`` of the incident's first onset and whose sensors are close
-enough to have heard the same sound. With ``min_sensors_tdoa`` (3+) distinct sensors it
+fall within ``window_s`` of the incident's first onset, or within the time the sound
+takes from the incident's first sensor to this one (farther sensors), and whose
+sensors are close enough to have heard the same sound. With ``min_sensors_tdoa`` (3+) distinct sensors it
 asks :func:`safecity_bridge.localisation.locate` for a TDOA estimate; otherwise the
 incident sits at the first sensor's position.
 
@@ -24,10 +25,13 @@ from datetime import datetime
 
 from messages.security_event import SecurityEvent
 from safecity_bridge.geo import haversine_m
-from safecity_bridge.localisation import Arrival, SourceEstimate, locate
+from safecity_bridge.localisation import Arrival, SourceEstimate, locate, speed_of_sound
 from safecity_bridge.settings import CorrelationSettings, SensorPosition
 
 log = logging.getLogger(__name__)
+
+TRAVEL_SLACK_S = 0.25
+"""Onset detection and clock error on top of the sound's travel time between two sensors."""
 
 
 class UnknownSensor(LookupError):
@@ -85,13 +89,24 @@ class Correlator:
         if inc.event_class != ev.event_class.value:
             return None
         dt = abs((ev.onset - inc.first_onset).total_seconds())
-        if dt > self.settings.window_s:
+        if dt > self.settings.window_s and dt > self._travel_s(inc, pos) + TRAVEL_SLACK_S:
             return None
         for sid in inc.sensor_ids:
             other = self.sensors[sid]
             if haversine_m(pos.latitude, pos.longitude, other.latitude, other.longitude) > self.settings.max_sensor_distance_m:
                 return None
         return dt
+
+    def _travel_s(self, inc: IncidentState, pos: SensorPosition) -> float:
+        """Seconds the sound takes from the incident's first sensor to this one: the most
+        their onsets of one sound can differ, wherever it came from (triangle inequality).
+
+        The window alone split one sound heard by sensors more than ~700 m apart (2 s of
+        travel) although ``max_sensor_distance_m`` lets them share it.
+        """
+        first = min(inc.arrivals, key=lambda a: a.onset)
+        metres = haversine_m(pos.latitude, pos.longitude, first.position[0], first.position[1])
+        return metres / speed_of_sound(self.settings.temperature_c)
 
     def plan(self, ev: SecurityEvent, received_at: datetime) -> Plan:
         """The incident ``ev`` belongs to (existing or new), without changing any state."""
