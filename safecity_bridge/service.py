@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -84,6 +85,16 @@ def require_declaration(settings: SafeSettings) -> None:
         off_loopback = [c.id for c in settings.cameras if not _is_loopback(c.host)]
         if off_loopback:
             raise DeclarationMissing("the fictitious demo declaration only allows simulated cameras on this machine (127.0.0.1/localhost)")
+        # Cameras are not the only way out: with none configured, the demo declaration read a
+        # city's broker and alerted its VMS and control room. Every way in and out stays here.
+        elsewhere = [f"webhook {w.name} ({urlsplit(w.url).hostname})" for w in settings.webhooks if not _is_loopback(urlsplit(w.url).hostname or "")]
+        if not _is_loopback(settings.mqtt.host):
+            elsewhere.append(f"safe broker ({settings.mqtt.host})")
+        if not _is_loopback(settings.http_host):
+            elsewhere.append(f"console (http_host {settings.http_host})")
+        if elsewhere:
+            raise DeclarationMissing("the fictitious demo declaration delivers alerts on this machine only (127.0.0.1/localhost); "
+                                     "off this machine: " + ", ".join(elsewhere))
 
 
 def _is_loopback(host: str) -> bool:

@@ -83,3 +83,26 @@ def test_hash_password_command_never_echoes_the_password():
     out = subprocess.run([sys.executable, "-m", "sonopolis.cli", "bridge", "--hash-password"], input="a long enough password\n",
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("$argon2id$") and "long enough" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "what"),
+    [
+        ({"webhooks": [{"name": "vms", "url": "https://vms.city.example/hook", "secret": "0123456789abcdef-x"}]}, "webhook vms"),
+        ({"mqtt": {"host": "safe-broker.city.example"}}, "safe broker"),
+        ({"http_host": "0.0.0.0"}, "console"),
+    ],
+)
+def test_demo_declaration_delivers_no_alert_off_this_machine(overrides, what):
+    """The fictitious declaration once checked cameras only: with none configured, it read
+    real events from a city's broker and delivered alerts to its VMS and control room,
+    with no legal basis. Under it, every way in and out stays on this machine."""
+    settings = SafeSettings(declaration=demo_declaration(), db={"dsn": "postgresql://x@127.0.0.1/none"}, **overrides)
+    with pytest.raises(DeclarationMissing, match=what):
+        BridgeService(settings, NoCameras(), httpx.AsyncClient())
+
+
+def test_demo_declaration_on_this_machine_is_accepted():
+    settings = SafeSettings(declaration=demo_declaration(), db={"dsn": "postgresql://x@127.0.0.1/none"}, http_host="127.0.0.1",
+                            mqtt={"host": "localhost"}, webhooks=[{"name": "vms", "url": "http://127.0.0.1:9000/hook", "secret": "0123456789abcdef-x"}])
+    assert BridgeService(settings, NoCameras(), httpx.AsyncClient()).settings.declaration.fictitious
