@@ -133,7 +133,7 @@ class BridgeService:
             raise DeclarationMissing("db.dsn (SONOPOLIS_SAFE_DB__DSN) is required: the journal is mandatory")
         self.schema = self.settings.db.schema_name
         self.dsn = self.settings.db.dsn.get_secret_value()
-        self.hub = FeedHub(queue_size=self.settings.feed_queue_size)
+        self.hub = FeedHub(queue_size=self.settings.feed_queue_size, max_age_s=self.settings.retention_days * 86_400.0)
         self.correlator = Correlator(self.settings.correlation, {s.sensor_id: s for s in self.settings.sensors})
         self.limiter = RateLimiter(self.settings.rate_limit)
         self.recent = RecentIds(self.settings.dedup_memory)

@@ -10,6 +10,10 @@ sends the last one it saw (``Last-Event-ID``) and gets every later message the h
 still holds; when the gap is older than that, or the client was dropped, it gets
 ``resync`` and reloads the incidents. Without this, an alert published while a
 console was reconnecting never reached it until someone reloaded the page.
+
+Held messages older than ``max_age_s`` (the bridge passes its retention) are forgotten:
+the safe path is quiet, its last messages can be weeks old, and they were replayed to
+every new client after the purge had deleted their incidents from the database.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +62,12 @@ class FeedHub:
 
     queue_size: int = 1000
     replay: int = 50
+    max_age_s: float | None = None
+    clock: Callable[[], float] = time.monotonic
     _subs: dict[int, Subscription] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _recent: deque[dict[str, Any]] = field(default_factory=deque)
+    _stamps: deque[float] = field(default_factory=deque)  # clock() at publication, one per _recent
     _next_seq: int = field(default_factory=_first_seq)
     published: int = 0
     dropped_subscribers: int = 0
@@ -69,6 +76,7 @@ class FeedHub:
         """``after``: the last sequence number the client saw (a reconnect); it takes precedence over ``replay``."""
         sub = Subscription(next(self._ids), asyncio.Queue(maxsize=self.queue_size))
         keep = min(self.replay, self.queue_size - 2)
+        self._forget_expired()
         if after is not None:
             missed = [m for m in self._recent if m["seq"] > after]
             oldest_kept = self._recent[0]["seq"] if self._recent else self._next_seq
@@ -84,6 +92,15 @@ class FeedHub:
                 sub.queue.put_nowait(msg)
         self._subs[sub.id] = sub
         return sub
+
+    def _forget_expired(self) -> None:
+        """Drop held messages older than ``max_age_s``: past retention, their incidents are gone."""
+        if self.max_age_s is None:
+            return
+        horizon = self.clock() - self.max_age_s
+        while self._stamps and self._stamps[0] < horizon:
+            self._stamps.popleft()
+            self._recent.popleft()
 
     def _resync(self, reason: str, after: int | None = None) -> dict[str, Any]:
         """Tells a client to reload the incidents: messages it should have had are gone."""
@@ -101,8 +118,11 @@ class FeedHub:
         msg = {"seq": self._next_seq, "type": kind, **data}
         self._next_seq += 1
         self._recent.append(msg)
+        self._stamps.append(self.clock())
         while len(self._recent) > self.replay:
             self._recent.popleft()
+            self._stamps.popleft()
+        self._forget_expired()
         delivered = 0
         for sub in list(self._subs.values()):
             try:
