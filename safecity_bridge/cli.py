@@ -1,7 +1,8 @@
 """``sonopolis bridge``: the safe path's own process.
 
 Refuses to start (exit code 2, with the reason) without a complete legal declaration:
-it then steers no camera and delivers no alert. With one, it journals the declaration
+it then steers no camera and delivers no alert, but still runs one retention purge on
+what an earlier, declared bridge stored. With one, it journals the declaration
 at every start. ``--demo-declaration`` substitutes a clearly FICTITIOUS declaration,
 journaled as such, accepted only with cameras on this machine (simulators).
 """
@@ -9,10 +10,14 @@ journaled as such, accepted only with cameras on this machine (simulators).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 REFUSAL_EXIT = 2
+
+if TYPE_CHECKING:
+    from safecity_bridge.settings import SafeSettings
 
 
 def bridge(
@@ -53,6 +58,8 @@ def bridge(
         raise typer.Exit(1) from None
     except DeclarationMissing as exc:
         typer.echo(f"sonopolis bridge refuses to steer cameras or deliver alerts: {exc}", err=True)
+        if not validate_config:
+            _purge_while_refusing(settings)
         raise typer.Exit(REFUSAL_EXIT) from None
     if settings.declaration.fictitious:
         typer.echo("WARNING: FICTITIOUS legal declaration (demo only): no legal basis exists; simulated cameras only.", err=True)
@@ -85,3 +92,27 @@ def bridge(
     except BrokerUnreachable as exc:
         typer.echo(f"sonopolis bridge: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _purge_while_refusing(settings: "SafeSettings") -> None:
+    """Retention still applies to what an earlier, declared bridge stored (journaled purge).
+
+    Never fatal: the refusal is the message that matters; a database that cannot be
+    reached is reported and the purge happens at the next start.
+    """
+    import asyncio
+
+    import psycopg
+
+    from safecity_bridge import retention
+
+    if settings.db.dsn is None:
+        return
+    try:
+        result = asyncio.run(retention.purge_if_present(settings.db.dsn.get_secret_value(), settings.db.schema_name, settings.retention_days))
+    except (psycopg.Error, OSError) as exc:
+        typer.echo(f"retention purge not done ({type(exc).__name__}: {str(exc)[:200]}); retried at the next start", err=True)
+        return
+    if result is not None:
+        typer.echo(f"retention purge done: {result.incidents} incident(s), {result.journal_entries} journal entr(y/ies), "
+                   f"{result.quarantined} quarantined message(s) older than {result.cutoff.isoformat()}", err=True)

@@ -64,6 +64,21 @@ async def purge(conn: psycopg.AsyncConnection[Any], schema: str, retention_days:
     return result
 
 
+async def purge_if_present(dsn: str, schema: str, retention_days: int, *, clock: Clock = utc_now) -> PurgeResult | None:
+    """One purge on a fresh connection, or None when the safe schema was never created.
+
+    What a bridge that refuses to run (no declaration, e.g. a legal basis that lapsed)
+    still owes: the purge ran only inside a running bridge, so what it had stored was
+    then kept for good. Deleting needs no legal basis; nothing is created here.
+    """
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT to_regprocedure(%s)", (f"{schema}.purge_expired(timestamptz)",))
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        return await purge(conn, schema, retention_days, clock=clock)
+
+
 async def run_periodically(
     connect: Callable[[], Any], schema: str, retention_days: int, interval_s: float, stop: asyncio.Event, *, clock: Clock = utc_now
 ) -> None:

@@ -115,3 +115,45 @@ def test_a_failed_purge_round_does_not_end_the_purge_loop(db):
     assert len(rounds) >= 2
     with psycopg.connect(db.safe) as conn:
         assert conn.execute("SELECT count(*) FROM safe.journal WHERE action = 'purge'").fetchone()[0] >= 1
+
+
+def test_a_bridge_that_refuses_to_run_still_purges_what_is_past_retention(db, monkeypatch):
+    """Withdrawing the declaration (the legal basis lapsed) stops the bridge, and the purge
+    ran only inside a running bridge: the incidents it had stored were then kept for good.
+    The refusal still steers and alerts nothing, but it purges, journaled."""
+    from typer.testing import CliRunner
+
+    from safecity_bridge.cli import REFUSAL_EXIT
+    from sonopolis.cli import app
+
+    now = datetime.now(timezone.utc)
+    corr = Correlator(CorrelationSettings(), {s.sensor_id: s for s in SENSORS})
+
+    async def seed() -> list[uuid.UUID]:
+        store.migrate(db.safe, "safe")
+        ids = []
+        async with await psycopg.AsyncConnection.connect(db.safe, autocommit=True) as conn:
+            for age_days, sid in ((20, "s-north"), (2, "s-east")):
+                at = now - timedelta(days=age_days)
+                ev = SecurityEvent.model_validate(event(sid, onset=at))
+                plan = corr.plan(ev, at)
+                assert await store.record_event(conn, "safe", ev, plan.incident, is_new=True, received_at=at)
+                ids.append(plan.incident.incident_id)
+        return ids
+
+    old, recent = asyncio.run(seed())
+    for k in ("SONOPOLIS_SAFE_DECLARATION__LEGAL_BASIS", "SONOPOLIS_SAFE_DECLARATION__DPIA_REFERENCE", "SONOPOLIS_SAFE_CONFIG_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SONOPOLIS_SAFE_DB__DSN", db.safe)
+    result = CliRunner().invoke(app, ["bridge"])
+    assert result.exit_code == REFUSAL_EXIT and "refuses" in result.output
+    with psycopg.connect(db.safe) as conn:
+        assert {r[0] for r in conn.execute("SELECT incident_id FROM safe.incidents")} == {recent}
+        [(details,)] = conn.execute("SELECT details FROM safe.journal WHERE action = 'purge'").fetchall()
+        assert details["incidents"] == 1 and details["retention_days"] == 15
+    assert old != recent
+
+    # --validate-config only checks: it changes nothing.
+    assert CliRunner().invoke(app, ["bridge", "--validate-config"]).exit_code == REFUSAL_EXIT
+    with psycopg.connect(db.safe) as conn:
+        assert conn.execute("SELECT count(*) FROM safe.journal WHERE action = 'purge'").fetchone()[0] == 1
