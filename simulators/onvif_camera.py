@@ -52,7 +52,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from simulators.onvif_ptz import CameraState, Preset, ptz_operations
+from simulators.onvif_ptz import PT_SPACE, CameraState, Preset, ptz_operations
 from simulators.onvif_soap import SOAP12_CONTENT_TYPE, DigestVerifier, SoapFault, envelope, parse_request, text
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class SimulatedCamera:
     model: str = "Simulated PTZ"
     max_skew_s: float = 300.0
     clock_offset_s: float = 0.0  # the camera's clock error (real cameras drift without NTP)
+    default_pan_tilt_space: str = PT_SPACE  # what an AbsoluteMove naming no space is read in (the PTZ configuration's default)
     command_delay_s: float = 0.0  # a slow head: GotoPreset/AbsoluteMove answer this late (real ones take 0.1-0.5 s)
 
 
@@ -101,7 +102,7 @@ class OnvifCameraSimulator:
         self.host = host
         self.port = port
         self.on_command = on_command
-        self.state = CameraState(camera.presets, camera.speed_per_s)
+        self.state = CameraState(camera.presets, camera.speed_per_s, camera.default_pan_tilt_space)
         self.requests: Counter[str] = Counter()  # operation name -> count (incl. refused ones)
         self.auth_failures = 0
         self.dropped_while_hung = 0

@@ -1,6 +1,9 @@
 """The PTZ head of the simulated camera: presets, motion over time, and the PTZ/media XML.
 
-Pan and tilt are in the ONVIF generic position space (-1..1), zoom in 0..1. A move is
+Pan and tilt are in the ONVIF generic position space (-1..1), zoom in 0..1. A camera
+may declare another default absolute space (degrees, as some configure theirs): an
+``AbsoluteMove`` whose position names no space is then read in degrees, as the
+standard says, and converted to the generic space it records. A move is
 not instantaneous: the head travels at ``speed_per_s`` so GetStatus reports MOVING,
 then IDLE at the target, as a real dome does.
 """
@@ -16,6 +19,7 @@ from simulators.onvif_soap import SoapFault, SoapRequest, attr, fmt, text
 
 PT_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
 ZOOM_SPACE = "http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"
+PT_DEGREES_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/SphericalPositionSpaceDegrees"
 PT_SPEED_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/GenericSpeedSpace"
 ZOOM_SPEED_SPACE = "http://www.onvif.org/ver10/tptz/ZoomSpaces/ZoomGenericSpeedSpace"
 NODE_TOKEN = "ptz_node_1"
@@ -43,8 +47,9 @@ class AcceptedMove:
 class CameraState:
     """Position of the head; thread-safe because the test thread may read it too."""
 
-    def __init__(self, presets: list[Preset], speed_per_s: float):
+    def __init__(self, presets: list[Preset], speed_per_s: float, default_pan_tilt_space: str = PT_SPACE):
         self.presets = {p.token: p for p in presets}
+        self.default_pan_tilt_space = default_pan_tilt_space
         self.speed = speed_per_s
         self._lock = threading.Lock()
         self._from = (0.0, 0.0, 0.0)
@@ -78,14 +83,14 @@ class CameraState:
         return tuple(a + (b - a) * f for a, b in zip(self._from, self._to))  # type: ignore[return-value]
 
     def profile_xml(self, profile_token: str) -> str:
-        return f'<trt:Profiles token={attr(profile_token)} fixed="true"><tt:Name>main</tt:Name>{configuration_xml("tt:PTZConfiguration")}</trt:Profiles>'
+        return f'<trt:Profiles token={attr(profile_token)} fixed="true"><tt:Name>main</tt:Name>{configuration_xml("tt:PTZConfiguration", self.default_pan_tilt_space)}</trt:Profiles>'
 
 
-def configuration_xml(tag: str) -> str:
+def configuration_xml(tag: str, default_pan_tilt_space: str = PT_SPACE) -> str:
     return (
         f'<{tag} token="{CONFIG_TOKEN}"><tt:Name>ptz</tt:Name><tt:UseCount>1</tt:UseCount>'
         f"<tt:NodeToken>{NODE_TOKEN}</tt:NodeToken>"
-        f"<tt:DefaultAbsolutePantTiltPositionSpace>{PT_SPACE}</tt:DefaultAbsolutePantTiltPositionSpace>"
+        f"<tt:DefaultAbsolutePantTiltPositionSpace>{default_pan_tilt_space}</tt:DefaultAbsolutePantTiltPositionSpace>"
         f"<tt:DefaultAbsoluteZoomPositionSpace>{ZOOM_SPACE}</tt:DefaultAbsoluteZoomPositionSpace>"
         f'<tt:DefaultPTZSpeed><tt:PanTilt x="1" y="1" space="{PT_SPEED_SPACE}"/><tt:Zoom x="1" space="{ZOOM_SPEED_SPACE}"/></tt:DefaultPTZSpeed>'
         "<tt:DefaultPTZTimeout>PT5S</tt:DefaultPTZTimeout>"
@@ -132,7 +137,7 @@ def ptz_operations(state: CameraState, profile_token: str, op: str, req: SoapReq
         )
         return f"<tptz:GetNodesResponse>{node}</tptz:GetNodesResponse>", None
     if op == "GetConfigurations":
-        return f"<tptz:GetConfigurationsResponse>{configuration_xml('tptz:PTZConfiguration')}</tptz:GetConfigurationsResponse>", None
+        return f"<tptz:GetConfigurationsResponse>{configuration_xml('tptz:PTZConfiguration', state.default_pan_tilt_space)}</tptz:GetConfigurationsResponse>", None
     if op == "GetPresets":
         _check_profile(req, profile_token)
         items = "".join(
@@ -155,8 +160,16 @@ def ptz_operations(state: CameraState, profile_token: str, op: str, req: SoapReq
         zm = req.find("tptz:Position/tt:Zoom")
         if pt is None and zm is None:
             raise SoapFault("Sender", "InvalidArgVal", "AbsoluteMove without a Position")
-        pan = _float_attr(pt, "x", -1.0, 1.0)
-        tilt = _float_attr(pt, "y", -1.0, 1.0)
+        space = (pt.get("space") if pt is not None else None) or state.default_pan_tilt_space
+        if space == PT_DEGREES_SPACE:
+            pan_deg, tilt_deg = _float_attr(pt, "x", -180.0, 180.0), _float_attr(pt, "y", -90.0, 90.0)
+            pan = None if pan_deg is None else pan_deg / 180.0
+            tilt = None if tilt_deg is None else tilt_deg / 90.0
+        elif space == PT_SPACE:
+            pan = _float_attr(pt, "x", -1.0, 1.0)
+            tilt = _float_attr(pt, "y", -1.0, 1.0)
+        else:
+            raise SoapFault("Sender", "SpaceNotSupported", f"pan/tilt space {space!r} not supported")
         zoom = _float_attr(zm, "x", 0.0, 1.0)
         state.move_to(cur_pan if pan is None else pan, cur_tilt if tilt is None else tilt, cur_zoom if zoom is None else zoom)
         return "<tptz:AbsoluteMoveResponse/>", AcceptedMove(token, None, pan, tilt, zoom)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+GENERIC_PAN_TILT_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
+GENERIC_ZOOM_SPACE = "http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"
+
 
 class CameraError(Exception):
     """The camera answered, but cannot be used as configured (e.g. no PTZ profile)."""
@@ -50,9 +53,11 @@ class CameraSession:
         await self.ptz.GotoPreset(req)
 
     async def absolute_move(self, pan: float, tilt: float, zoom: float) -> None:
+        """Generic-space position, naming the spaces: a position without them is read in the
+        camera's configured default space, which may be degrees (pan 0.45 = half a degree)."""
         req = self.ptz.create_type("AbsoluteMove")
         req.ProfileToken = self.profile_token
-        req.Position = {"PanTilt": {"x": pan, "y": tilt}, "Zoom": {"x": zoom}}
+        req.Position = {"PanTilt": {"x": pan, "y": tilt, "space": GENERIC_PAN_TILT_SPACE}, "Zoom": {"x": zoom, "space": GENERIC_ZOOM_SPACE}}
         await self.ptz.AbsoluteMove(req)
 
     async def get_status(self) -> dict[str, Any]:

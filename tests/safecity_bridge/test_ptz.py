@@ -324,3 +324,26 @@ async def test_waiting_behind_earlier_commands_does_not_open_the_breaker_of_a_wo
             assert after.outcome == "moved_preset", after.reason
         finally:
             await ptz.close()
+
+
+@pytest.mark.anyio
+async def test_absolute_move_names_the_generic_space_whatever_the_cameras_default():
+    """Our pan/tilt/zoom are generic-space values (-1..1). A position that names no space
+    is read in the camera's default space (ONVIF), and some cameras are configured in
+    degrees: pan -0.45 (81° left) then turned the head by less than half a degree."""
+    from simulators.onvif_ptz import PT_DEGREES_SPACE
+
+    cam = SimulatedCamera(name="cam-deg", users={"operator": "a-secret"}, default_pan_tilt_space=PT_DEGREES_SPACE)
+    cal = PanTiltCalibration(calibrated=True, pan_zero_bearing_deg=45.0, tilt_min_deg=-90.0, tilt_max_deg=10.0, view_width_m=20.0)
+    with OnvifCameraSimulator(cam) as sim:
+        cfg = config("cam-deg", sim, 0, 0, env="CAM_A_PASSWORD", calibration=cal, mounting_height_m=8.0)
+        ptz = PtzController([cfg], FAST, ENV)
+        try:
+            await ptz.start()
+            [outcome] = await ptz.steer(estimate(-60, 80, uncertainty=4))
+            assert outcome.outcome == "moved_absolute", outcome.reason
+            cmd = sim.wait_for_command()
+            assert (cmd.pan, cmd.tilt) == pytest.approx((outcome.pan, outcome.tilt), abs=1e-6)
+            assert cmd.pan == pytest.approx(-81.87 / 180.0, abs=1e-3)
+        finally:
+            await ptz.close()
