@@ -7,7 +7,9 @@ skipping cameras whose breaker is open), plans each move (preset or absolute, se
 - one command at a time (an ``asyncio.Lock``): a camera is a single physical head;
 - a hard timeout per attempt and a total budget per steer (``asyncio.timeout``), so a
   hung camera costs at most ``total_budget_s``; a call whose budget ran out while it
-  waited for the lock never reached the camera: "busy", not a camera failure;
+  waited for the lock never reached the camera: "busy", not a camera failure; a
+  queued move that a newer one for the same camera replaces is skipped (the newest
+  target wins, the head's time is not spent on stale ones);
 - a small retry budget, only for failures a retry can fix (timeouts, connection
   errors), never for refused credentials or a SOAP fault;
 - a circuit breaker: after ``breaker_failures`` consecutive failures the camera is
@@ -91,6 +93,7 @@ class PtzController:
         self._passwords: dict[str, SecretStr] = {c.id: resolve_password(c, environ) for c in cameras}
         self._sessions: dict[str, CameraSession] = {}
         self._locks = {c.id: asyncio.Lock() for c in cameras}
+        self._latest = {c.id: 0 for c in cameras}  # number of the newest move asked of each camera
         self._breakers = {c.id: CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s, clock) for c in cameras}
         self._expected: tuple[type[BaseException], ...] = expected_errors()  # imports onvif: at start-up, not import time
 
@@ -158,7 +161,10 @@ class PtzController:
 
     async def _steer_one(self, cand: CameraCandidate, plan: AimPlan, started: float) -> PtzOutcome:
         cam = cand.camera
-        _, reason, attempts = await self._run(cam.id, lambda s: _send(s, plan), self.settings.command_timeout_s, self.settings.total_budget_s, self.settings.retries)
+        self._latest[cam.id] += 1
+        mine = self._latest[cam.id]
+        _, reason, attempts = await self._run(cam.id, lambda s: _send(s, plan), self.settings.command_timeout_s, self.settings.total_budget_s, self.settings.retries,
+                                              replaced=lambda: self._latest[cam.id] != mine)
         latency_ms = (time.perf_counter() - started) * 1000.0
         common = {"camera_id": cam.id, "distance_m": round(cand.distance_m, 1), "latency_ms": round(latency_ms, 2), "attempts": attempts}
         if reason is not None:
@@ -168,8 +174,13 @@ class PtzController:
             return PtzOutcome(outcome="moved_preset", preset=plan.preset_token, **common)
         return PtzOutcome(outcome="moved_absolute", pan=plan.pan, tilt=plan.tilt, zoom=plan.zoom, **common)
 
-    async def _run(self, camera_id: str, op: Callable[[CameraSession], Awaitable[T]], attempt_timeout: float, budget: float, retries: int) -> tuple[T | None, str | None, int]:
+    async def _run(self, camera_id: str, op: Callable[[CameraSession], Awaitable[T]], attempt_timeout: float, budget: float, retries: int,
+                   *, replaced: Callable[[], bool] | None = None) -> tuple[T | None, str | None, int]:
         """Run ``op`` on the camera's session under lock, timeouts, retries and breaker.
+
+        ``replaced``: asked once the lock is held; True when a newer move was asked of this
+        camera meanwhile, which then goes instead (a head can only look one way, and the
+        queue once spent the budget of the newest, most precise move on older ones).
 
         Returns (result, None, attempts) or (None, reason, attempts); never raises for a
         camera failure. An unexpected exception (a bug, not a camera fault) is logged
@@ -184,6 +195,8 @@ class PtzController:
             async with asyncio.timeout(budget):
                 async with self._locks[camera_id]:
                     holding = True
+                    if replaced is not None and replaced():
+                        return None, "replaced by a newer command to this camera before it was sent", 0
                     # Asked under the lock: a half-open trial is then one that really goes out.
                     if not breaker.allow():
                         return None, f"circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.0f} s", 0

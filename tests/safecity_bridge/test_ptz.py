@@ -319,7 +319,7 @@ async def test_waiting_behind_earlier_commands_does_not_open_the_breaker_of_a_wo
             assert moved and waited, [(o.outcome, o.reason) for o in burst]
             [state] = ptz.camera_states()
             assert state["breaker"] == "closed", state
-            assert all("busy" in (o.reason or "") for o in waited), [o.reason for o in waited]
+            assert all("busy" in (o.reason or "") or "replaced by a newer command" in (o.reason or "") for o in waited), [o.reason for o in waited]
             [after] = await ptz.steer(estimate(0, 110, uncertainty=30))
             assert after.outcome == "moved_preset", after.reason
         finally:
@@ -345,5 +345,34 @@ async def test_absolute_move_names_the_generic_space_whatever_the_cameras_defaul
             cmd = sim.wait_for_command()
             assert (cmd.pan, cmd.tilt) == pytest.approx((outcome.pan, outcome.tilt), abs=1e-6)
             assert cmd.pan == pytest.approx(-81.87 / 180.0, abs=1e-3)
+        finally:
+            await ptz.close()
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_commands_to_one_camera_ends_on_the_newest_target():
+    """Commands to one head queue under its lock, oldest first. In a burst (one shot heard
+    by sensor after sensor re-aims the camera at each better estimate), the older ones
+    used the head's time and the newest, most precise one ran out of budget waiting:
+    the camera stayed on a stale target. A queued command that a newer one replaces is
+    now skipped, reported as such, and does not count against the camera."""
+    targets = [(f"p{i}", 0, 60 + 40 * i) for i in range(5)]
+    cam = SimulatedCamera(name="cam-slow", users={"operator": "a-secret"},
+                          presets=[Preset(t, t, 0.0, 0.1 * i) for i, (t, _, _) in enumerate(targets)], command_delay_s=0.2)
+    settings = PtzSettings(command_timeout_s=0.4, total_budget_s=0.5, retries=0, breaker_failures=3)
+    with OnvifCameraSimulator(cam) as sim:
+        cfg = config("cam-slow", sim, 0, 0, env="CAM_A_PASSWORD", presets=targets)
+        ptz = PtzController([cfg], settings, ENV)
+        try:
+            await ptz.start()
+            burst = await asyncio.gather(*(ptz.steer(estimate(e, n, uncertainty=30)) for _, e, n in targets))
+            outcomes = [o for (o,) in burst]
+            assert outcomes[-1].outcome == "moved_preset" and outcomes[-1].preset == "p4", outcomes[-1].reason
+            time.sleep(0.05)
+            assert sim.commands[-1].preset_token == "p4"
+            skipped = [o for o in outcomes[1:-1]]
+            assert all(o.outcome == "unavailable" and "replaced by a newer command" in (o.reason or "") and o.attempts == 0 for o in skipped), \
+                [(o.outcome, o.reason) for o in skipped]
+            assert ptz.camera_states()[0]["consecutive_failures"] == 0
         finally:
             await ptz.close()
