@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from common.config import SAFE_BROKER_PORT, MqttSettings, SideSettings, with_mqtt_defaults
 from safecity_bridge.cameras.config import CameraConfig
 from safecity_bridge.cameras.ptz import PtzSettings
+from safecity_bridge.journal import SYSTEM
 
 FICTITIOUS_MARK = "FICTITIOUS"
 
@@ -79,6 +80,15 @@ class OperatorAccount(BaseModel):
     name: str = Field(..., min_length=2, max_length=100, pattern=r"^[\w .'-]+$", description="Login and name journaled with each action")
     password_hash: SecretStr = Field(..., description="argon2id hash (PHC string), never the password")
     role: Literal["operator", "supervisor"] = Field("operator", description="supervisors may also place/release legal holds")
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_bridge(cls, v: str) -> str:
+        # The journal's actor is the operator's name, and the bridge's own actions are "bridge":
+        # an account of that name made an operator's action read as an automatic one.
+        if v.strip().casefold() == SYSTEM.casefold():
+            raise ValueError(f"{SYSTEM!r} is reserved: it names the bridge's own actions in the journal")
+        return v
 
     @field_validator("password_hash")
     @classmethod

@@ -106,3 +106,15 @@ def test_demo_declaration_on_this_machine_is_accepted():
     settings = SafeSettings(declaration=demo_declaration(), db={"dsn": "postgresql://x@127.0.0.1/none"}, http_host="127.0.0.1",
                             mqtt={"host": "localhost"}, webhooks=[{"name": "vms", "url": "http://127.0.0.1:9000/hook", "secret": "0123456789abcdef-x"}])
     assert BridgeService(settings, NoCameras(), httpx.AsyncClient()).settings.declaration.fictitious
+
+
+@pytest.mark.parametrize("name", ["bridge", "Bridge", " bridge"])
+def test_no_operator_may_act_under_the_bridges_own_journal_name(name):
+    """The journal names the bridge's own actions "bridge" and each operator's by name: an
+    account called "bridge" made an operator's legal hold read as an automatic action."""
+    from pydantic import ValidationError
+
+    from safecity_bridge.console.auth import hash_password
+
+    with pytest.raises(ValidationError, match="reserved"):
+        SafeSettings(operators=[{"name": name, "password_hash": hash_password("correct horse battery")}])
