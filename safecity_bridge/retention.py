@@ -80,9 +80,16 @@ async def purge_if_present(dsn: str, schema: str, retention_days: int, *, clock:
 
 
 async def run_periodically(
-    connect: Callable[[], Any], schema: str, retention_days: int, interval_s: float, stop: asyncio.Event, *, clock: Clock = utc_now
+    connect: Callable[[], Any], schema: str, retention_days: int, interval_s: float, stop: asyncio.Event, *, clock: Clock = utc_now,
+    purged_at_start: bool = False,
 ) -> None:
-    """Purge at start and every ``interval_s`` until ``stop``; a DB outage is retried next round."""
+    """Purge at start (unless ``purged_at_start``: the caller just did) and every ``interval_s``
+    until ``stop``; a DB outage is retried next round."""
+    if purged_at_start:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except asyncio.TimeoutError:
+            pass
     while not stop.is_set():
         try:
             async with await connect() as conn:

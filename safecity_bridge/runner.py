@@ -89,7 +89,8 @@ class Bridge:
 
                 return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 
-            purge = asyncio.create_task(retention.run_periodically(connect, service.schema, s.retention_days, s.purge_interval_s, stop, clock=self.clock), name="retention")
+            purge = asyncio.create_task(retention.run_periodically(connect, service.schema, s.retention_days, s.purge_interval_s, stop, clock=self.clock,
+                                                                   purged_at_start=True), name="retention")
             try:
                 while not server.started and not serve.done():
                     await asyncio.sleep(0.01)

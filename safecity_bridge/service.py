@@ -37,7 +37,7 @@ import psycopg
 
 from common.backoff import Backoff
 from common.postgres import UNAVAILABLE
-from safecity_bridge import journal, recovery, store
+from safecity_bridge import journal, recovery, retention, store
 from safecity_bridge.consumer import Inbound, SafeConsumer
 from safecity_bridge.correlation import Correlator, IncidentState, Plan
 from safecity_bridge.delivery.feed import FeedHub
@@ -152,7 +152,8 @@ class BridgeService:
         return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
 
     async def start(self) -> None:
-        """Migrate, journal the declaration, then start consuming (call inside the loop)."""
+        """Migrate, journal the declaration, purge what is past retention, alert what a stopped
+        bridge owed, then start consuming (call inside the loop)."""
         await asyncio.to_thread(store.migrate, self.dsn, self.schema)
         self._hot = await self.connect()
         decl = self.settings.declaration
@@ -164,6 +165,9 @@ class BridgeService:
         )
         if decl.fictitious:
             log.warning("FICTITIOUS legal declaration (demo): simulated cameras only")
+        # What is past retention goes before anything is alerted again: a bridge stopped for
+        # longer than the retention once delivered what it still owed, then purged it.
+        await retention.purge(self._hot, self.schema, self.settings.retention_days, clock=self.clock)
         self.webhooks.start()
         self._spawn(self._side_writer(), "side-writer")
         await self._recover()

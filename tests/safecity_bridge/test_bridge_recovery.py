@@ -13,7 +13,7 @@ import asyncio
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -142,5 +142,43 @@ def test_a_restarted_bridge_alerts_what_its_predecessor_committed_but_never_aler
         assert len(hook.received) == 2, "a second restart owes nothing"
         assert len(_journal(db.safe, "alert_delivered")) == 3  # two recovered, one for the correlated event
         assert done_id not in {d["incident_id"] for d in _journal(db.safe, "alert_delivered")}
+    finally:
+        hook.close()
+
+
+def test_recovery_delivers_nothing_that_is_past_retention(db, mqtt_broker, operators):
+    """A bridge stopped for longer than the retention still owed the alerts of what it had
+    stored: its next start delivered them to the VMS, and only then purged them. What is
+    past retention is now purged before anything is alerted again."""
+    store.migrate(db.safe, SCHEMA)
+    correlator = Correlator(CorrelationSettings(), {s.sensor_id: s for s in SENSORS})
+    now = datetime.now(timezone.utc)
+
+    async def commit() -> dict[str, uuid.UUID]:
+        ids = {}
+        async with await psycopg.AsyncConnection.connect(db.safe, autocommit=True) as conn:
+            for label, age_s, sid in (("expired", 20 * 86_400, "s-north"), ("fresh", 5, "s-south")):
+                at = now - timedelta(seconds=age_s)
+                ev = SecurityEvent.model_validate(event(sid, "gunshot", onset=at))
+                plan = correlator.plan(ev, at)
+                assert await store.record_event(conn, SCHEMA, ev, plan.incident, is_new=True, received_at=at)
+                correlator.commit(plan)
+                ids[label] = plan.incident.incident_id
+        return ids
+
+    ids = asyncio.run(commit())
+    hook = WebhookReceiver()
+    steerer = RecordingSteerer()
+    settings = make_settings(db.safe, mqtt_broker.port, operators=operators,
+                             webhooks=[WebhookTarget(name="psim", url=hook.url, secret="0123456789abcdef-test")])
+    try:
+        with BridgeThread(settings, lambda: steerer) as bt:
+            wait_until(lambda: len(hook.received) >= 1, timeout=10, what="the owed webhook")
+            bt.call(bt.service.settle())
+            bt.call(bt.service.webhooks.drain())
+        assert hook.incident_ids() == [str(ids["fresh"])]
+        assert {d["incident_id"] for d in _journal(db.safe, "alert_delivered")} == {ids["fresh"]}
+        with psycopg.connect(db.safe) as conn:
+            assert {r[0] for r in conn.execute("SELECT incident_id FROM safe.incidents")} == {ids["fresh"]}
     finally:
         hook.close()
