@@ -4,9 +4,9 @@ A gunshot reaches sensors 300 m apart within a second of each other; each edge a
 publishes its own event. The correlator groups events of the same class whose onsets
 fall within ``window_s`` of the incident's first onset, or within the time the sound
 takes from the incident's first sensor to this one (farther sensors), and whose
-sensors are close enough to have heard the same sound. With ``min_sensors_tdoa`` (3+) distinct sensors it
-asks :func:`safecity_bridge.localisation.locate` for a TDOA estimate; otherwise the
-incident sits at the first sensor's position.
+sensors are close enough to have heard the same sound. With ``min_sensors_tdoa`` (3+)
+distinct sensors it asks :func:`safecity_bridge.localisation.locate` for a TDOA
+estimate; otherwise the incident sits at the first sensor's position.
 
 Planning and committing are separate on purpose: the service plans, writes the event
 and the incident in one database statement, and only when that commit succeeds (and
