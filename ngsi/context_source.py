@@ -152,6 +152,18 @@ def _options(request: Request) -> set[str]:
     return out
 
 
+def _key_values_requested(request: Request) -> bool:
+    """``options=keyValues`` (or its synonym ``simplified``), on Query and on Retrieve Entity alike."""
+    return bool(_options(request) & {"keyValues", "simplified"})
+
+
+def _render(entity: Any, attrs: set[str] | None, key_values: bool) -> dict[str, Any]:
+    """One entity in the representation asked for, restricted to ``attrs`` (id and type always)."""
+    if key_values:
+        return {k: v for k, v in entity.key_values().items() if attrs is None or k in attrs or k in ("id", "type")}
+    return entity.normalized(attrs=attrs)
+
+
 def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: NgsiSettings | None = None) -> APIRouter:
     """The read-only NGSI-LD routes over ``pool`` (smart role); the API mounts this router."""
     settings = settings or NgsiSettings()
@@ -262,15 +274,8 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         has_next = len(rows) > limit
         rows = rows[:limit]
         attrs = _attrs(request)
-        key_values = "keyValues" in _options(request) or "simplified" in _options(request)
-        body = []
-        for row in rows:
-            ent = _entity(row)
-            if key_values:
-                kv = ent.key_values()
-                body.append({k: v for k, v in kv.items() if attrs is None or k in attrs or k in ("id", "type")})
-            else:
-                body.append(ent.normalized(attrs=attrs))
+        key_values = _key_values_requested(request)
+        body = [_render(_entity(row), attrs, key_values) for row in rows]
         headers = {"NGSILD-Results-Count": str(total)} if count else {}
         return neg.respond(body, links=_page_links(request, limit, offset, has_next), headers=headers)
 
@@ -290,7 +295,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             row = await cur.fetchone()
         if row is None:
             raise NgsiProblem(404, "ResourceNotFound", "Entity not found", entity_id)
-        return neg.respond(_entity(row).normalized(attrs=_attrs(request)))
+        return neg.respond(_render(_entity(row), _attrs(request), _key_values_requested(request)))
 
     @router.get("/ngsi-ld/v1/temporal/entities", summary="Temporal evolution of NoiseLevelObserved (NGSI-LD)")
     @guarded

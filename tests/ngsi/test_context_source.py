@@ -226,3 +226,15 @@ async def test_csource_registration_example(api: httpx.AsyncClient) -> None:
     reg = (await api.get("/ngsi-ld/csourceRegistration.json")).json()
     assert reg["type"] == "ContextSourceRegistration" and reg["endpoint"] == "http://sonopolis.test"
     assert reg["information"][0]["entities"] == [{"type": NOISE}] and "LAeq" in reg["information"][0]["propertyNames"]
+
+
+async def test_retrieve_entity_honours_keyvalues(api: httpx.AsyncClient) -> None:
+    """Retrieve Entity takes ``options`` like Query Entities (CIM 009 §6.5.3.1: keyValues / simplified)."""
+    eid = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
+    (queried,) = (await get(api, "/ngsi-ld/v1/entities", id=eid, options="keyValues")).json()
+    for option in ("keyValues", "simplified"):
+        r = await get(api, f"/ngsi-ld/v1/entities/{eid}", options=option)
+        assert r.status_code == 200 and r.json() == queried, option
+    assert queried["LAeq"] == published_round(seed.level(0, 5), 1)
+    r = await get(api, f"/ngsi-ld/v1/entities/{eid}", options="keyValues", attrs="LAeq")
+    assert r.json() == {"id": eid, "type": NOISE, "LAeq": queried["LAeq"]}
