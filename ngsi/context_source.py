@@ -251,10 +251,11 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             periods = [spec for spec in periods if any(x[1] is spec for x in found)]
         sensors = await geo_sensors(geo)
         count = p.get("count") == "true"
+        attrs = _attrs(request)
         rows: list[dict[str, Any]] = []
         total = 0
         if served and periods and (keys is None or keys) and (sensors is None or sensors):
-            sel = Selection(periods, sensors, keys, pattern, p.get("q"), time)
+            sel = Selection(periods, sensors, keys, pattern, p.get("q"), time, attrs)
             parts, params = [], []
             for period in periods:
                 part, pp = select_sql(ident, period, sel, series=False)
@@ -273,7 +274,6 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                     total = (await cur.fetchone())["n"]  # type: ignore[index]
         has_next = len(rows) > limit
         rows = rows[:limit]
-        attrs = _attrs(request)
         key_values = _key_values_requested(request)
         body = [_render(_entity(row), attrs, key_values) for row in rows]
         headers = {"NGSILD-Results-Count": str(total)} if count else {}
@@ -295,7 +295,11 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             row = await cur.fetchone()
         if row is None:
             raise NgsiProblem(404, "ResourceNotFound", "Entity not found", entity_id)
-        return neg.respond(_render(_entity(row), _attrs(request), _key_values_requested(request)))
+        attrs = _attrs(request)
+        body = _render(_entity(row), attrs, _key_values_requested(request))
+        if attrs is not None and set(body) <= {"id", "type"}:  # attrs is matched: none of them -> 404 (CIM 009)
+            raise NgsiProblem(404, "ResourceNotFound", "Entity has none of the requested attributes", f"{entity_id}: {', '.join(sorted(attrs))}")
+        return neg.respond(body)
 
     @router.get("/ngsi-ld/v1/temporal/entities", summary="Temporal evolution of NoiseLevelObserved (NGSI-LD)")
     @guarded
@@ -346,7 +350,8 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 mine = [s for s, per in series if per is period]
                 if not mine:
                     continue
-                sel = Selection([period], mine, keys, None, q, time)
+                # attrs matches series (only those with an instance of one of them), never instances
+                sel = Selection([period], mine, keys, None, q, time, attrs)
                 await cur.execute(*temporal_presence_sql(ident, period, sel))
                 have = {r["sensor_id"] for r in await cur.fetchall()}
                 present += [(s, period) for s in mine if s in have]

@@ -43,6 +43,26 @@ def _columns(period: PeriodSpec) -> dict[str, Column]:
     return cols
 
 
+ALWAYS_PRESENT = frozenset({"dateObserved", "dateObservedFrom", "dateObservedTo", "location", "refDevice", "aggregationPeriod"})
+"""Attributes every published ``NoiseLevelObserved`` has (``ngsi.models.NoiseLevelObserved``)."""
+
+
+def _has_any(period: PeriodSpec, attrs: set[str]) -> sql.Composable:
+    """True for the rows whose published entity has at least one of ``attrs`` (the ``attrs`` match).
+
+    The measured ones exist when their value does, as the bare name of a ``q`` tests it
+    (:func:`_columns`); ``thirdOctaveBands`` when at least one band is there
+    (:func:`ngsi.mapping.bands_object`). Unknown names match nothing.
+    """
+    if attrs & ALWAYS_PRESENT:
+        return sql.SQL("true")
+    columns = _columns(period)
+    tests: list[sql.Composable] = [sql.SQL("({} IS NOT NULL)").format(columns[a].expr) for a in sorted(attrs) if a in columns]
+    if "thirdOctaveBands" in attrs:
+        tests.append(sql.SQL("(array_remove(a.bands, NULL) <> '{}')"))  # not formatted: braces as they are
+    return sql.SQL("(") + sql.SQL(" OR ").join(tests) + sql.SQL(")") if tests else sql.SQL("false")
+
+
 @dataclass
 class Selection:
     """What a request selects, common to both views."""
@@ -53,6 +73,7 @@ class Selection:
     id_pattern: str | None
     q: str | None
     time: TimeRange
+    attrs: set[str] | None = None  # the entity must have one of them (None: no matching)
 
 
 def select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, series: bool,
@@ -95,6 +116,8 @@ def select_sql(schema: sql.Identifier, period: PeriodSpec, sel: Selection, serie
         if value is not None:
             where.append(sql.SQL("a.bucket {} %s").format(sql.SQL(op)))
             params.append(value)
+    if sel.attrs is not None:
+        where.append(_has_any(period, sel.attrs))
     if sel.q:
         expr, qparams = compile_q(sel.q, _columns(period))
         where.append(expr)

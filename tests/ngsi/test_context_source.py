@@ -238,3 +238,33 @@ async def test_retrieve_entity_honours_keyvalues(api: httpx.AsyncClient) -> None
     assert queried["LAeq"] == published_round(seed.level(0, 5), 1)
     r = await get(api, f"/ngsi-ld/v1/entities/{eid}", options="keyValues", attrs="LAeq")
     assert r.json() == {"id": eid, "type": NOISE, "LAeq": queried["LAeq"]}
+
+
+async def test_attrs_selects_entities_that_have_one_of_them(api: httpx.AsyncClient) -> None:
+    """``attrs`` is matched, not only projected (CIM 009 §5.7.2.4 and the Query.attrs parameter): an entity
+    without any of the attributes is not returned by a query, and Retrieve Entity answers 404 ResourceNotFound."""
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, attrs="Lden", count="true", limit=100)
+    body = r.json()
+    # Lden exists only on the daily buckets of the day seeded in lden_daily (one per sensor)
+    assert r.headers["NGSILD-Results-Count"] == "3" and len(body) == 3
+    assert all(set(e) == {"id", "type", "Lden"} and ":P1D:" in e["id"] for e in body)
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, attrs="Lden,LAeq_d", options="keyValues", limit=100)
+    assert len(r.json()) == 3
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, attrs="LAeq,Lden", count="true", limit=1)
+    assert r.headers["NGSILD-Results-Count"] == str(3 * (120 + 24 + 2))
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, attrs="thirdOctaveBands", count="true", limit=1)
+    assert r.headers["NGSILD-Results-Count"] == str(3 * (120 + 24 + 2))
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, attrs="nosuchAttribute", count="true")
+    assert r.json() == [] and r.headers["NGSILD-Results-Count"] == "0"
+    # attrs alone is a selector: every entity having one of them
+    r = await get(api, "/ngsi-ld/v1/entities", attrs="https://sonopolis.eu/ns/noise/v1#Lden", count="true", limit=100)
+    assert r.headers["NGSILD-Results-Count"] == "3"
+    hourly = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
+    missing = await get(api, f"/ngsi-ld/v1/entities/{hourly}", attrs="Lden")
+    assert missing.status_code == 404 and missing.json()["type"] == ERR + "ResourceNotFound"
+    assert set((await get(api, f"/ngsi-ld/v1/entities/{hourly}", attrs="Lden,LAeq")).json()) == {"id", "type", "LAeq"}
+    # the temporal view matches series the same way
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", type=NOISE, attrs="Lden", timerel="after", timeAt="2024-06-01T00:00:00Z",
+                  count="true", limit=100)
+    assert r.headers["NGSILD-Results-Count"] == "3"
+    assert all(e["id"].endswith(":P1D") and set(e) == {"id", "type", "Lden"} for e in r.json())
