@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
@@ -152,6 +154,19 @@ def _options(request: Request) -> set[str]:
     return out
 
 
+@contextmanager
+def _regex_errors(pattern: str | None) -> Iterator[None]:
+    """idPattern runs in PostgreSQL (``~``): what its regex engine refuses is a 400, not a 500.
+
+    ``re.compile`` checks the syntax first, but Python accepts what PostgreSQL's ARE
+    dialect does not (``(?P<name>...)``, ``(?<name>...)``...).
+    """
+    try:
+        yield
+    except psycopg.errors.InvalidRegularExpression as exc:
+        raise bad("Invalid idPattern", f"{pattern!r}: {exc}") from exc
+
+
 def _key_values_requested(request: Request) -> bool:
     """``options=keyValues`` (or its synonym ``simplified``), on Query and on Retrieve Entity alike."""
     return bool(_options(request) & {"keyValues", "simplified"})
@@ -262,16 +277,17 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 parts.append(part)
                 params += pp
             union = sql.SQL(" UNION ALL ").join(parts)
-            async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                if limit > 0:
-                    await cur.execute(
-                        sql.SQL("SELECT * FROM ({}) u ORDER BY bucket DESC, sensor_id, code LIMIT %s OFFSET %s").format(union),
-                        [*params, limit + 1, offset],
-                    )
-                    rows = await cur.fetchall()
-                if count:
-                    await cur.execute(sql.SQL("SELECT count(*) AS n FROM ({}) u").format(union), params)
-                    total = (await cur.fetchone())["n"]  # type: ignore[index]
+            with _regex_errors(pattern):
+                async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                    if limit > 0:
+                        await cur.execute(
+                            sql.SQL("SELECT * FROM ({}) u ORDER BY bucket DESC, sensor_id, code LIMIT %s OFFSET %s").format(union),
+                            [*params, limit + 1, offset],
+                        )
+                        rows = await cur.fetchall()
+                    if count:
+                        await cur.execute(sql.SQL("SELECT count(*) AS n FROM ({}) u").format(union), params)
+                        total = (await cur.fetchone())["n"]  # type: ignore[index]
         has_next = len(rows) > limit
         rows = rows[:limit]
         key_values = _key_values_requested(request)

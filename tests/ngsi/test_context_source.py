@@ -268,3 +268,10 @@ async def test_attrs_selects_entities_that_have_one_of_them(api: httpx.AsyncClie
                   count="true", limit=100)
     assert r.headers["NGSILD-Results-Count"] == "3"
     assert all(e["id"].endswith(":P1D") and set(e) == {"id", "type", "Lden"} for e in r.json())
+
+
+async def test_idpattern_postgresql_cannot_compile_is_bad_request(api: httpx.AsyncClient) -> None:
+    """A pattern Python's ``re`` accepts but PostgreSQL's regex engine does not is the client's error, not a 500."""
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, idPattern=r"(?P<sensor>se-jacquard):PT1H:.*")
+    assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", r.text
+    assert "idPattern" in r.json()["title"]
