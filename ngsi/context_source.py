@@ -121,6 +121,8 @@ def _page(request: Request, settings: NgsiSettings) -> tuple[int, int]:
         raise bad("limit and offset must be integers") from exc
     if limit < 0:
         raise bad("limit must be >= 0")
+    if limit == 0 and p.get("count") != "true":  # CIM 009 §6.3.10: 0 asks for the count alone
+        raise bad("limit=0 needs count=true", "limit 0 returns no entities: it is only allowed to ask for NGSILD-Results-Count")
     if limit > settings.max_page:
         raise NgsiProblem(403, "TooManyResults", "limit too large", f"limit must be at most {settings.max_page}")
     if offset < 0:

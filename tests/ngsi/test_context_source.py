@@ -270,6 +270,15 @@ async def test_attrs_selects_entities_that_have_one_of_them(api: httpx.AsyncClie
     assert all(e["id"].endswith(":P1D") and set(e) == {"id", "type", "Lden"} for e in r.json())
 
 
+async def test_limit_zero_only_with_count(api: httpx.AsyncClient) -> None:
+    """CIM 009 §6.3.10: ``limit=0`` is only allowed with ``count=true`` (the count without the entities)."""
+    for path in ("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"):
+        r = await get(api, path, type=NOISE, limit=0)
+        assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", path
+        r = await get(api, path, type=NOISE, limit=0, count="true")
+        assert r.status_code == 200 and r.json() == [] and int(r.headers["NGSILD-Results-Count"]) > 0, path
+
+
 async def test_idpattern_postgresql_cannot_compile_is_bad_request(api: httpx.AsyncClient) -> None:
     """A pattern Python's ``re`` accepts but PostgreSQL's regex engine does not is the client's error, not a 500."""
     r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, idPattern=r"(?P<sensor>se-jacquard):PT1H:.*")
