@@ -40,10 +40,8 @@ class NgsiProblem(Exception):
         super().__init__(f"{status} {kind}: {title}" + (f" ({detail})" if detail else ""))
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": ERRORS + self.kind, "title": self.title, "status": self.status}
-        if self.detail:
-            out["detail"] = self.detail
-        return out
+        """ProblemDetails; ``detail`` is mandatory in NGSI-LD (CIM 009 §5.5.2), so the title stands in when there is none."""
+        return {"type": ERRORS + self.kind, "title": self.title, "status": self.status, "detail": self.detail or self.title}
 
 
 def bad(title: str, detail: str | None = None) -> NgsiProblem:

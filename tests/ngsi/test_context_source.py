@@ -284,3 +284,20 @@ async def test_idpattern_postgresql_cannot_compile_is_bad_request(api: httpx.Asy
     r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, idPattern=r"(?P<sensor>se-jacquard):PT1H:.*")
     assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", r.text
     assert "idPattern" in r.json()["title"]
+
+
+async def test_problem_details_always_carry_status_and_detail(api: httpx.AsyncClient) -> None:
+    """CIM 009 §5.5.2 / the ProblemDetails schema: ``status`` and ``detail`` are mandatory, even where the title says it all."""
+    cases = [
+        ("/ngsi-ld/v1/entities", {"type": NOISE, "limit": "many"}),
+        ("/ngsi-ld/v1/entities", {"type": NOISE, "offset": "-1"}),
+        ("/ngsi-ld/v1/entities", {"type": NOISE, "timerel": "before"}),
+        ("/ngsi-ld/v1/entities", {"type": NOISE, "georel": "within"}),
+        ("/ngsi-ld/v1/temporal/entities", {"type": NOISE, "lastN": "0"}),
+        ("/ngsi-ld/v1/temporal/entities", {"type": NOISE, "timeAt": "2024-06-10T00:00:00Z"}),
+    ]
+    for path, params in cases:
+        r = await api.get(path, params=params)
+        problem = r.json()
+        assert r.status_code == problem["status"] == 400, (params, problem)
+        assert problem["type"] == ERR + "BadRequestData" and isinstance(problem.get("detail"), str) and problem["detail"], (params, problem)
