@@ -55,6 +55,7 @@ from ngsi.query import (
     parse_geo,
     parse_time,
     parse_timerel,
+    type_selected,
 )
 from ngsi.registration import registration_example
 from ngsi.selection import Selection, select_sql
@@ -218,7 +219,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             if required:
                 raise bad("Too broad query", "give type, id, idPattern, q, attrs or a geo-query")
             return True
-        return any(t.strip() in NOISE_TYPES for t in raw.split(","))
+        return type_selected(raw, NOISE_TYPES)
 
     def require_selector(request: Request) -> None:
         """Both query routes refuse a query that names none of the selectors (NGSI-LD: too broad)."""

@@ -60,6 +60,72 @@ def compact(term: str) -> str:
 
 NOISE_TYPES = frozenset({"NoiseLevelObserved", _ENV_NS + "NoiseLevelObserved"})
 
+# -- type -----------------------------------------------------------------------------------------
+
+_TYPE_TOKEN = re.compile(r"\s*(?:(?P<punct>[(),;|])|(?P<name>[^\s(),;|]+))")
+MAX_TYPE_CHARS = 2000
+
+
+def type_selected(selection: str, types: frozenset[str] = NOISE_TYPES) -> bool:
+    """Whether an entity of ``types`` matches the Entity Type Selection ``selection`` (CIM 009 §4.17).
+
+    ``,`` and ``|`` are or, ``;`` is and (binding tighter, as in ``q``), parentheses group.
+    A plain ``type=A,B`` list is the common case of it; a broker may forward ``A|B`` too.
+    """
+    if len(selection) > MAX_TYPE_CHARS:
+        raise bad("Invalid type selection", f"longer than {MAX_TYPE_CHARS} characters")
+    toks: list[tuple[str, str]] = []
+    pos = 0
+    while selection[pos:].strip():
+        m = _TYPE_TOKEN.match(selection, pos)
+        if not m:  # unreachable: every character is a delimiter, a space or part of a name
+            raise bad("Invalid type selection", f"cannot read {selection[pos:pos + 20]!r}")
+        kind = m.lastgroup or ""
+        toks.append((kind, m.group(kind)))
+        pos = m.end()
+    i = 0
+
+    def peek() -> tuple[str, str] | None:
+        return toks[i] if i < len(toks) else None
+
+    def disjunction(depth: int) -> bool:
+        nonlocal i
+        result = conjunction(depth)
+        while peek() in (("punct", ","), ("punct", "|")):
+            i += 1
+            result = conjunction(depth) or result
+        return result
+
+    def conjunction(depth: int) -> bool:
+        nonlocal i
+        result = term(depth)
+        while peek() == ("punct", ";"):
+            i += 1
+            result = term(depth) and result
+        return result
+
+    def term(depth: int) -> bool:
+        nonlocal i
+        tok = peek()
+        if tok == ("punct", "(") and depth < MAX_Q_DEPTH:
+            i += 1
+            inner = disjunction(depth + 1)
+            if peek() != ("punct", ")"):
+                raise bad("Invalid type selection", f"missing ')' in {selection!r}")
+            i += 1
+            return inner
+        if tok is None or tok[0] != "name":
+            raise bad("Invalid type selection", f"expected a type name in {selection!r}, got {tok[1] if tok else 'end'!r}")
+        i += 1
+        return tok[1] in types
+
+    if not toks:
+        raise bad("Invalid type selection", "empty")
+    matched = disjunction(0)
+    if i != len(toks):
+        raise bad("Invalid type selection", f"unexpected {toks[i][1]!r} in {selection!r}")
+    return matched
+
 # -- q ------------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r'\s*(?:(?P<op>==|!=|>=|<=|>|<)|(?P<punct>[;|()])|(?P<str>"(?:[^"\\]|\\.)*")|(?P<word>[^\s;|()=!<>"]+))')

@@ -301,3 +301,18 @@ async def test_problem_details_always_carry_status_and_detail(api: httpx.AsyncCl
         problem = r.json()
         assert r.status_code == problem["status"] == 400, (params, problem)
         assert problem["type"] == ERR + "BadRequestData" and isinstance(problem.get("detail"), str) and problem["detail"], (params, problem)
+
+
+async def test_type_selection_language(api: httpx.AsyncClient) -> None:
+    """``type`` is an Entity Type Selection (CIM 009 §4.17): ``,`` and ``|`` or, ``;`` and, parentheses."""
+    daily = 'aggregationPeriod=="P1D"'
+    for path in ("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"):
+        for selection in (NOISE, f"Device|{NOISE}", f"Device,{NOISE}", f"(Device|{NOISE})", f"({NOISE};{NOISE})|Device"):
+            r = await get(api, path, type=selection, q=daily, count="true")
+            assert r.status_code == 200 and int(r.headers["NGSILD-Results-Count"]) > 0, (path, selection, r.text)
+        for selection in ("Device|Streetlight", f"{NOISE};Device", f"(Device|{NOISE});Streetlight"):
+            r = await get(api, path, type=selection, q=daily, count="true")
+            assert r.status_code == 200 and r.headers["NGSILD-Results-Count"] == "0", (path, selection)
+        for selection in (f"({NOISE}", f"{NOISE}|", f"|{NOISE}", f"{NOISE};;Device", "()"):
+            r = await get(api, path, type=selection)
+            assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", (path, selection)
