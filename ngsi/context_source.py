@@ -134,7 +134,10 @@ def _page(request: Request, settings: NgsiSettings) -> tuple[int, int]:
 
 
 def _page_links(request: Request, limit: int, offset: int, has_next: bool) -> list[str]:
-    links = []
+    """``rel="prev"``/``rel="next"`` pages; none for ``limit=0`` (the count alone: they would be this same request)."""
+    links: list[str] = []
+    if limit == 0:
+        return links
     base = dict(request.query_params)
     if offset > 0:
         links.append(f'<{request.url.path}?{urlencode({**base, "offset": max(0, offset - limit)})}>; rel="prev"; type="application/json"')
