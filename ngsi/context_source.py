@@ -52,6 +52,8 @@ from ngsi.query import (
     TimeRange,
     bad,
     compact,
+    entity_id,
+    entity_ids,
     parse_geo,
     parse_time,
     parse_timerel,
@@ -266,7 +268,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         periods = list(PERIODS.values())
         keys = None
         if "id" in p:
-            parsed = [parse_observation_id(i.strip()) for i in p["id"].split(",")]
+            parsed = [parse_observation_id(i) for i in entity_ids(p["id"])]
             found = [x for x in parsed if x is not None]
             keys = [(sensor, start) for sensor, _, start in found]
             periods = [spec for spec in periods if any(x[1] is spec for x in found)]
@@ -304,11 +306,11 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
     @router.get("/ngsi-ld/v1/entities/{entity_id:path}", summary="Retrieve one NoiseLevelObserved entity")
     @guarded
     async def retrieve_entity(request: Request) -> Response:
-        entity_id = request.path_params["entity_id"]
         neg = _Negotiated(request, context_url(request))
-        parsed = parse_observation_id(entity_id)
+        eid = entity_id(request.path_params["entity_id"])
+        parsed = parse_observation_id(eid)
         if parsed is None:
-            raise NgsiProblem(404, "ResourceNotFound", "Entity not found", entity_id)
+            raise NgsiProblem(404, "ResourceNotFound", "Entity not found", eid)
         sensor, period, start = parsed
         sel = Selection([period], [sensor], [(sensor, start)], None, None, TimeRange())
         query, params = select_sql(ident, period, sel, series=False)
@@ -316,11 +318,11 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             await cur.execute(query, params)
             row = await cur.fetchone()
         if row is None:
-            raise NgsiProblem(404, "ResourceNotFound", "Entity not found", entity_id)
+            raise NgsiProblem(404, "ResourceNotFound", "Entity not found", eid)
         attrs = _attrs(request)
         body = _render(_entity(row), attrs, _key_values_requested(request))
         if attrs is not None and set(body) <= {"id", "type"}:  # attrs is matched: none of them -> 404 (CIM 009)
-            raise NgsiProblem(404, "ResourceNotFound", "Entity has none of the requested attributes", f"{entity_id}: {', '.join(sorted(attrs))}")
+            raise NgsiProblem(404, "ResourceNotFound", "Entity has none of the requested attributes", f"{eid}: {', '.join(sorted(attrs))}")
         return neg.respond(body)
 
     @router.get("/ngsi-ld/v1/temporal/entities", summary="Temporal evolution of NoiseLevelObserved (NGSI-LD)")
@@ -351,7 +353,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         if "id" in p:
             wanted: set[tuple[str, str]] = set()
             keys = []
-            for raw in (i.strip() for i in p["id"].split(",")):
+            for raw in entity_ids(p["id"]):
                 if m := _SERIES.match(raw):
                     wanted.add((m["sensor"], m["code"]))
                 elif (parsed := parse_observation_id(raw)) is not None:

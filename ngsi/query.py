@@ -48,6 +48,24 @@ def bad(title: str, detail: str | None = None) -> NgsiProblem:
     return NgsiProblem(400, "BadRequestData", title, detail)
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+")
+
+
+def entity_id(eid: str) -> str:
+    """``eid`` when it is a URI (RFC 3986 scheme, no spaces).
+
+    CIM 009: an id that is not a URI is BadRequestData, not an entity that happens not to exist.
+    """
+    if not _URI.fullmatch(eid):
+        raise bad("Invalid entity id", f"{eid!r} is not a URI")
+    return eid
+
+
+def entity_ids(raw: str) -> list[str]:
+    """The ``id`` query parameter: a comma-separated list of URIs (:func:`entity_id`)."""
+    return [entity_id(i.strip()) for i in raw.split(",")]
+
+
 def compact(term: str) -> str:
     """Expanded IRI -> the short term we serve; short terms are returned unchanged."""
     for ns in (_ENV_NS, VOCAB, "https://smartdatamodels.org/"):

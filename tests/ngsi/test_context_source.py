@@ -318,3 +318,17 @@ async def test_type_selection_language(api: httpx.AsyncClient) -> None:
         for selection in (f"({NOISE}", f"{NOISE}|", f"|{NOISE}", f"{NOISE};;Device", "()"):
             r = await get(api, path, type=selection)
             assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", (path, selection)
+
+
+async def test_entity_ids_must_be_uris(api: httpx.AsyncClient) -> None:
+    """An entity id that is not a URI is BadRequestData (CIM 009 §5.7.1.4, §5.7.2.4), not an unknown entity."""
+    for eid in ("se-jacquard", "not a uri", "urn:ngsi-ld:NoiseLevelObserved:se jacquard:PT1H:2024-06-10T05:00:00Z"):
+        r = await api.get(f"/ngsi-ld/v1/entities/{eid}")
+        assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", eid
+        for path in ("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"):
+            r = await get(api, path, id=f"urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H,{eid}")
+            assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData", (path, eid)
+    # a URI that is simply not ours stays an unknown entity
+    r = await api.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:1")
+    assert r.status_code == 404 and r.json()["type"] == ERR + "ResourceNotFound"
+    assert (await get(api, "/ngsi-ld/v1/entities", id="urn:ngsi-ld:Streetlight:1")).json() == []
