@@ -372,6 +372,8 @@ class GeoQuery:
             plon, plat = self.coordinates
             d = haversine_m(lat, lon, plat, plon)
             return (self.max_distance is None or d <= self.max_distance) and (self.min_distance is None or d >= self.min_distance)
+        if self.georel == "equals" and self.geometry != "Point":
+            return False  # the locations are Points: none equals a (Multi)Polygon, whatever it contains
         if self.geometry == "Point":
             same = math.isclose(lon, self.coordinates[0], abs_tol=1e-9) and math.isclose(lat, self.coordinates[1], abs_tol=1e-9)
             hit = same

@@ -332,3 +332,15 @@ async def test_entity_ids_must_be_uris(api: httpx.AsyncClient) -> None:
     r = await api.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:1")
     assert r.status_code == 404 and r.json()["type"] == ERR + "ResourceNotFound"
     assert (await get(api, "/ngsi-ld/v1/entities", id="urn:ngsi-ld:Streetlight:1")).json() == []
+
+
+async def test_georel_equals_a_polygon_never_matches_a_point(api: httpx.AsyncClient) -> None:
+    """``equals`` is geometric equality (CIM 009 §4.10): a sensor's Point is never equal to a Polygon around it."""
+    lyon = "[[[4.80,45.74],[4.86,45.74],[4.86,45.78],[4.80,45.78],[4.80,45.74]]]"
+    for geometry, coordinates in (("Polygon", lyon), ("MultiPolygon", f"[{lyon}]")):
+        r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="equals", geometry=geometry, coordinates=coordinates,
+                      q='aggregationPeriod=="P1D"', limit=100)
+        assert r.status_code == 200 and r.json() == [], geometry
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="equals", geometry="Point", coordinates="[4.832,45.7578]",
+                  q='aggregationPeriod=="P1D"', limit=100)
+    assert {e["refDevice"]["object"] for e in r.json()} == {"urn:ngsi-ld:Device:lyon-bellecour"}
