@@ -175,15 +175,20 @@ def _regex_errors(pattern: str | None) -> Iterator[None]:
         raise bad("Invalid idPattern", f"{pattern!r}: {exc}") from exc
 
 
-def _key_values_requested(request: Request) -> bool:
-    """``options=keyValues`` (or its synonym ``simplified``), on Query and on Retrieve Entity alike."""
-    return bool(_options(request) & {"keyValues", "simplified"})
+def _representation(request: Request) -> str:
+    """``keyValues`` (or its synonym ``simplified``), ``concise`` or ``normalized``; Query and Retrieve Entity alike."""
+    options = _options(request)
+    if options & {"keyValues", "simplified"}:
+        return "keyValues"
+    return "concise" if "concise" in options else "normalized"
 
 
-def _render(entity: Any, attrs: set[str] | None, key_values: bool) -> dict[str, Any]:
+def _render(entity: Any, attrs: set[str] | None, representation: str) -> dict[str, Any]:
     """One entity in the representation asked for, restricted to ``attrs`` (id and type always)."""
-    if key_values:
+    if representation == "keyValues":
         return {k: v for k, v in entity.key_values().items() if attrs is None or k in attrs or k in ("id", "type")}
+    if representation == "concise":
+        return entity.concise(attrs=attrs)
     return entity.normalized(attrs=attrs)
 
 
@@ -298,8 +303,8 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                         total = (await cur.fetchone())["n"]  # type: ignore[index]
         has_next = len(rows) > limit
         rows = rows[:limit]
-        key_values = _key_values_requested(request)
-        body = [_render(_entity(row), attrs, key_values) for row in rows]
+        representation = _representation(request)
+        body = [_render(_entity(row), attrs, representation) for row in rows]
         headers = {"NGSILD-Results-Count": str(total)} if count else {}
         return neg.respond(body, links=_page_links(request, limit, offset, has_next), headers=headers)
 
@@ -320,7 +325,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         if row is None:
             raise NgsiProblem(404, "ResourceNotFound", "Entity not found", eid)
         attrs = _attrs(request)
-        body = _render(_entity(row), attrs, _key_values_requested(request))
+        body = _render(_entity(row), attrs, _representation(request))
         if attrs is not None and set(body) <= {"id", "type"}:  # attrs is matched: none of them -> 404 (CIM 009)
             raise NgsiProblem(404, "ResourceNotFound", "Entity has none of the requested attributes", f"{eid}: {', '.join(sorted(attrs))}")
         return neg.respond(body)

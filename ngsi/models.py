@@ -85,6 +85,22 @@ def measured_property(name: str, value: Any, observed_at: str) -> dict[str, Any]
     return measured_instances(name, (value,), (observed_at,))[0]
 
 
+def concise_attribute(attribute: dict[str, Any]) -> Any:
+    """One normalized attribute in the concise representation (CIM 009 §4.5.1): lossless, ``type`` dropped.
+
+    A Relationship keeps ``object``; a Property or GeoProperty with nothing besides its
+    value is that value alone (a GeoJSON geometry stays recognisable as one), unless the
+    value is a JSON object, whose keys would then read as sub-attributes (the DateTime
+    ``{"@type", "@value"}``, the bands); anything with ``observedAt``/``unitCode`` keeps ``value``.
+    """
+    rest = {k: v for k, v in attribute.items() if k != "type"}
+    if attribute.get("type") == "GeoProperty" and set(rest) == {"value"}:
+        return rest["value"]
+    if attribute.get("type") == "Property" and set(rest) == {"value"} and not isinstance(rest["value"], dict):
+        return rest["value"]
+    return rest
+
+
 def _date_time(ts: datetime) -> dict[str, str]:
     return {"@type": "DateTime", "@value": iso_z(ts)}
 
@@ -133,6 +149,10 @@ class _Entity(BaseModel):
         if context_url is not None:
             body["@context"] = [context_url]
         return body
+
+    def concise(self, *, attrs: set[str] | None = None) -> dict[str, Any]:
+        """Concise representation (``options=concise``), derived from :meth:`normalized`."""
+        return {k: v if k in ("id", "type") else concise_attribute(v) for k, v in self.normalized(attrs=attrs).items()}
 
 
 class Device(_Entity):

@@ -344,3 +344,25 @@ async def test_georel_equals_a_polygon_never_matches_a_point(api: httpx.AsyncCli
     r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, georel="equals", geometry="Point", coordinates="[4.832,45.7578]",
                   q='aggregationPeriod=="P1D"', limit=100)
     assert {e["refDevice"]["object"] for e in r.json()} == {"urn:ngsi-ld:Device:lyon-bellecour"}
+
+
+async def test_concise_representation(api: httpx.AsyncClient) -> None:
+    """``options=concise`` (CIM 009 §4.5.1, the Query.options representation): attribute ``type`` members dropped,
+    a Property with nothing else as its bare value, a GeoProperty as its GeoJSON, a Relationship as ``{"object"}``."""
+    eid = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
+    normalized = (await api.get(f"/ngsi-ld/v1/entities/{eid}")).json()
+    for r in (await get(api, f"/ngsi-ld/v1/entities/{eid}", options="concise"),
+              await get(api, "/ngsi-ld/v1/entities", id=eid, options="concise")):
+        body = r.json()
+        ent = body[0] if isinstance(body, list) else body
+        assert ent["id"] == eid and ent["type"] == NOISE
+        assert ent["LAeq"] == {"value": normalized["LAeq"]["value"], "observedAt": "2024-06-10T05:00:00Z", "unitCode": "2N"}
+        assert ent["refDevice"] == {"object": "urn:ngsi-ld:Device:se-jacquard"}
+        assert ent["location"] == normalized["location"]["value"] and ent["location"]["type"] == "Point"
+        assert ent["sonometerClass"] == "1" and ent["aggregationPeriod"] == "PT1H"
+        assert ent["dateObserved"] == normalized["dateObserved"]["value"]
+        # a JSON object value keeps its "value" member: bare, its keys would read as sub-attributes
+        assert ent["dateObservedFrom"] == {"value": {"@type": "DateTime", "@value": "2024-06-10T05:00:00Z"}}
+        assert set(ent) == set(normalized)
+    r = await get(api, f"/ngsi-ld/v1/entities/{eid}", options="concise", attrs="LAeq")
+    assert set(r.json()) == {"id", "type", "LAeq"}
