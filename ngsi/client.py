@@ -73,12 +73,30 @@ class UpsertOutcome:
         self.requests += other.requests
 
 
+ERROR_STATUS: dict[str, int] = {
+    "InvalidRequest": 400, "BadRequestData": 400, "AlreadyExists": 409, "OperationNotSupported": 422,
+    "ResourceNotFound": 404, "InternalError": 500, "TooComplexQuery": 403, "TooManyResults": 403,
+    "LdContextNotAvailable": 503, "NoMultiTenantSupport": 501, "NonexistentTenant": 404,
+}
+"""HTTP status of each NGSI-LD error type (CIM 009 §6.3.2), for a ProblemDetails that omits ``status``."""
+
+
 def _problem(raw: Any) -> Problem:
+    """One BatchEntityError's ProblemDetails; without ``status``, the one its ETSI error type maps to.
+
+    Orion-LD's 207 errors may carry only type/title/detail: read as "no status", an
+    InternalError or LdContextNotAvailable (the broker failed to fetch our @context) was
+    parked as refused instead of retried.
+    """
     if not isinstance(raw, dict):
         return Problem(None, "", "broker gave no ProblemDetails")
     status = raw.get("status")
+    kind = str(raw.get("type", ""))
+    if not isinstance(status, int) or isinstance(status, bool):
+        # by its last segment: some brokers still spell the base http:// (Scorpio, early Orion-LD)
+        status = ERROR_STATUS.get(kind.rpartition("/")[2]) if "/ngsi-ld/errors/" in kind else None
     reason = " - ".join(str(raw[k]) for k in ("title", "detail") if raw.get(k)) or "no reason given"
-    return Problem(status if isinstance(status, int) else None, str(raw.get("type", "")), reason)
+    return Problem(status, kind, reason)
 
 
 def _is_retryable(problem: Problem) -> bool:

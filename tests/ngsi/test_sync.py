@@ -228,3 +228,30 @@ async def test_a_registry_change_that_commits_behind_the_cursor_still_reaches_th
             upserts = len(broker.requests)
             await syncer.run_once()  # nothing new: nothing re-sent
             assert [r for r in broker.requests[upserts:] if r[1].endswith("/upsert")] == []
+
+
+async def test_207_errors_without_status_are_classified_by_their_etsi_type() -> None:
+    """Orion-LD's BatchEntityError ProblemDetails may carry no ``status`` (only type/title/detail): an InternalError
+    or LdContextNotAvailable (the broker could not fetch our @context) is transient and retried, not parked."""
+    ids = [f"urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T0{h}:00:00Z" for h in range(4)]
+    sent: list[list[str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        batch = [e["id"] for e in httpx.Response(200, content=request.content).json()]
+        sent.append(batch)
+        if len(sent) > 1:
+            return httpx.Response(204)
+        errors = [{"entityId": ids[0], "error": {"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError", "title": "Database Error",
+                                                 "detail": "mongocEntitiesUpsert failed"}},
+                  {"entityId": ids[1], "error": {"type": "http://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable",
+                                                 "title": "Unable to download context", "detail": CTX}},
+                  {"entityId": ids[2], "error": {"type": "https://uri.etsi.org/ngsi-ld/errors/BadRequestData", "title": "",
+                                                 "detail": "Bad Request"}}]
+        return httpx.Response(207, json={"success": [ids[3]], "errors": errors})
+
+    entities = [{"id": i, "type": "NoiseLevelObserved", "@context": [CTX]} for i in ids]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://broker") as http:
+        out = await BrokerClient(http, settings(), sleep=no_sleep).upsert(entities)
+    assert sent == [ids, ids[:2]]
+    assert sorted(out.ok) == sorted([ids[3], ids[0], ids[1]]) and out.pending == {}
+    assert list(out.rejected) == [ids[2]] and out.rejected[ids[2]].status == 400
