@@ -155,6 +155,32 @@ def _attrs(request: Request) -> set[str] | None:
     return {compact(a.strip()) for a in raw.split(",") if a.strip()}
 
 
+def _names(request: Request, key: str) -> set[str] | None:
+    raw = request.query_params.get(key)
+    return None if raw is None else {compact(a.strip()) for a in raw.split(",") if a.strip()}
+
+
+def _projection(request: Request) -> tuple[set[str] | None, set[str] | None]:
+    """``pick`` / ``omit`` (CIM 009 V1.8 projection): entity members kept / dropped, ``id`` and ``type`` included.
+
+    Unlike ``attrs`` they select no entity. Orion-LD asks context sources for ``pick=id``
+    when it maps a distributed query; answering whole entities multiplied the bytes.
+    """
+    pick, omit = _names(request, "pick"), _names(request, "omit")
+    if pick is not None and omit is not None:
+        raise bad("pick and omit together", "give one of them")
+    return pick, omit
+
+
+def _project(body: dict[str, Any], projection: tuple[set[str] | None, set[str] | None]) -> dict[str, Any]:
+    pick, omit = projection
+    if pick is not None:
+        return {k: v for k, v in body.items() if k in pick}
+    if omit is not None:
+        return {k: v for k, v in body.items() if k not in omit}
+    return body
+
+
 def _options(request: Request) -> set[str]:
     out = set()
     for key in ("options", "format"):
@@ -280,6 +306,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         sensors = await geo_sensors(geo)
         count = p.get("count") == "true"
         attrs = _attrs(request)
+        projection = _projection(request)
         rows: list[dict[str, Any]] = []
         total = 0
         if served and periods and (keys is None or keys) and (sensors is None or sensors):
@@ -304,7 +331,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         has_next = len(rows) > limit
         rows = rows[:limit]
         representation = _representation(request)
-        body = [_render(_entity(row), attrs, representation) for row in rows]
+        body = [_project(_render(_entity(row), attrs, representation), projection) for row in rows]
         headers = {"NGSILD-Results-Count": str(total)} if count else {}
         return neg.respond(body, links=_page_links(request, limit, offset, has_next), headers=headers)
 
@@ -313,6 +340,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
     async def retrieve_entity(request: Request) -> Response:
         neg = _Negotiated(request, context_url(request))
         eid = entity_id(request.path_params["entity_id"])
+        projection = _projection(request)
         parsed = parse_observation_id(eid)
         if parsed is None:
             raise NgsiProblem(404, "ResourceNotFound", "Entity not found", eid)
@@ -328,7 +356,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
         body = _render(_entity(row), attrs, _representation(request))
         if attrs is not None and set(body) <= {"id", "type"}:  # attrs is matched: none of them -> 404 (CIM 009)
             raise NgsiProblem(404, "ResourceNotFound", "Entity has none of the requested attributes", f"{eid}: {', '.join(sorted(attrs))}")
-        return neg.respond(body)
+        return neg.respond(_project(body, projection))
 
     @router.get("/ngsi-ld/v1/temporal/entities", summary="Temporal evolution of NoiseLevelObserved (NGSI-LD)")
     @guarded

@@ -366,3 +366,20 @@ async def test_concise_representation(api: httpx.AsyncClient) -> None:
         assert set(ent) == set(normalized)
     r = await get(api, f"/ngsi-ld/v1/entities/{eid}", options="concise", attrs="LAeq")
     assert set(r.json()) == {"id", "type", "LAeq"}
+
+
+async def test_pick_and_omit_project_entity_members(api: httpx.AsyncClient) -> None:
+    """``pick``/``omit`` (CIM 009 V1.8 projection; Orion-LD asks context sources for ``pick=id`` to map entities):
+    only the members listed / all but those, id and type included; both together is BadRequestData."""
+    eid = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
+    r = await get(api, "/ngsi-ld/v1/entities", type=NOISE, q='aggregationPeriod=="P1D"', pick="id", limit=100)
+    assert r.status_code == 200 and len(r.json()) == 6 and all(set(e) == {"id"} for e in r.json())
+    full = (await api.get(f"/ngsi-ld/v1/entities/{eid}")).json()
+    picked = (await get(api, f"/ngsi-ld/v1/entities/{eid}", pick="id,type,LAeq,refDevice")).json()
+    assert picked == {k: full[k] for k in ("id", "type", "LAeq", "refDevice")}
+    kv = (await get(api, f"/ngsi-ld/v1/entities/{eid}", pick="LAeq", options="keyValues")).json()
+    assert kv == {"LAeq": full["LAeq"]["value"]}
+    omitted = (await get(api, "/ngsi-ld/v1/entities", id=eid, omit="thirdOctaveBands,location")).json()[0]
+    assert omitted == {k: v for k, v in full.items() if k not in ("thirdOctaveBands", "location")}
+    r = await get(api, "/ngsi-ld/v1/entities", id=eid, pick="id", omit="type")
+    assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData"
