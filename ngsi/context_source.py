@@ -428,7 +428,9 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                     mine = [s for s in mine if s not in done]
                 if not mine:
                     continue
-                sel = Selection([period], mine, keys, None, q, time)
+                # lastN counts instances per attribute (CIM 009): with attrs, only the buckets having one of
+                # them count, so lastN=1&attrs=Lden is the newest day with an Lden, not the newest day
+                sel = Selection([period], mine, keys, None, q, time, attrs if last_n else None)
                 # instances in binary (a day of 1-minute spectra is 43,200 reals, ~20 ms to parse from
                 # text; ngsi.mapping.round_decimals rounds an exact float4 as its text, by one rule), as
                 # tuples: the rows become columns at once

@@ -383,3 +383,14 @@ async def test_pick_and_omit_project_entity_members(api: httpx.AsyncClient) -> N
     assert omitted == {k: v for k, v in full.items() if k not in ("thirdOctaveBands", "location")}
     r = await get(api, "/ngsi-ld/v1/entities", id=eid, pick="id", omit="type")
     assert r.status_code == 400 and r.json()["type"] == ERR + "BadRequestData"
+
+
+async def test_lastn_counts_instances_of_the_requested_attribute(api: httpx.AsyncClient) -> None:
+    """``lastN``: the last n instances *per Attribute* (CIM 009 Query.lastN). The newest day has no Lden yet
+    (``lden_daily`` not computed): ``lastN=1&attrs=Lden`` is the day before's, not an entity without it."""
+    sid = "urn:ngsi-ld:NoiseLevelObserved:lyon-bellecour:P1D"
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, lastN=1, attrs="Lden")
+    (ent,) = r.json()
+    assert [(i["value"], i["observedAt"]) for i in ent["Lden"]] == [(67.0, "2024-06-09T22:00:00Z")]
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, lastN=1, attrs="LAeq")
+    assert [i["observedAt"] for i in r.json()[0]["LAeq"]] == ["2024-06-10T22:00:00Z"]
