@@ -396,7 +396,8 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             keys = keys or None
         if pattern is not None:
             rx = re.compile(pattern)
-            series = [x for x in series if rx.fullmatch(f"urn:ngsi-ld:NoiseLevelObserved:{x[0]}:{x[1].code}")]
+            # unanchored, like the entity view (PostgreSQL ~) and brokers (Orion-LD's $regex)
+            series = [x for x in series if rx.search(f"urn:ngsi-ld:NoiseLevelObserved:{x[0]}:{x[1].code}")]
         if not check_type(request, required=False):
             series = []
         q = p.get("q")

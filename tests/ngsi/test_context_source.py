@@ -394,3 +394,14 @@ async def test_lastn_counts_instances_of_the_requested_attribute(api: httpx.Asyn
     assert [(i["value"], i["observedAt"]) for i in ent["Lden"]] == [(67.0, "2024-06-09T22:00:00Z")]
     r = await get(api, "/ngsi-ld/v1/temporal/entities", id=sid, lastN=1, attrs="LAeq")
     assert [i["observedAt"] for i in r.json()[0]["LAeq"]] == ["2024-06-10T22:00:00Z"]
+
+
+async def test_idpattern_matches_anywhere_in_both_views(api: httpx.AsyncClient) -> None:
+    """idPattern is a regular expression the id must match, unanchored as brokers apply it (Orion-LD's $regex, and
+    this source's own entity view, PostgreSQL ``~``); the temporal view required it to match the whole id."""
+    r = await get(api, "/ngsi-ld/v1/entities", idPattern="se-jacquard:PT1H", count="true", limit=1)
+    assert r.headers["NGSILD-Results-Count"] == "24"
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", idPattern="se-jacquard:PT1H", count="true", attrs="LAeq")
+    assert r.headers["NGSILD-Results-Count"] == "1" and [e["id"] for e in r.json()] == ["urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H"]
+    r = await get(api, "/ngsi-ld/v1/temporal/entities", idPattern="^urn:ngsi-ld:NoiseLevelObserved:se-", count="true", limit=0)
+    assert r.headers["NGSILD-Results-Count"] == str(2 * 3)  # two sensors at Saint-Étienne x 1 min, 1 h, 1 day
