@@ -113,12 +113,13 @@ def _problem_response(exc: NgsiProblem) -> JSONResponse:
 
 
 MAX_OFFSET = 1_000_000_000
+DEFAULT_LIMIT = 20
 
 
 def _page(request: Request, settings: NgsiSettings) -> tuple[int, int]:
     p = request.query_params
     try:
-        limit = int(p.get("limit", 20))
+        limit = int(p.get("limit", min(DEFAULT_LIMIT, settings.max_page)))  # asking nothing never exceeds the maximum
         offset = int(p.get("offset", 0))
     except ValueError as exc:
         raise bad("limit and offset must be integers") from exc

@@ -405,3 +405,18 @@ async def test_idpattern_matches_anywhere_in_both_views(api: httpx.AsyncClient) 
     assert r.headers["NGSILD-Results-Count"] == "1" and [e["id"] for e in r.json()] == ["urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H"]
     r = await get(api, "/ngsi-ld/v1/temporal/entities", idPattern="^urn:ngsi-ld:NoiseLevelObserved:se-", count="true", limit=0)
     assert r.headers["NGSILD-Results-Count"] == str(2 * 3)  # two sensors at Saint-Étienne x 1 min, 1 h, 1 day
+
+
+async def test_default_page_fits_a_small_max_page(db: RoleDsns) -> None:
+    """No ``limit``: the default page (20) is capped by ``max_page``, not a 403 TooManyResults for asking nothing."""
+    seed.migrate(db.smart)
+    with psycopg.connect(db.smart) as conn:
+        seed.add_sensors(conn)
+        seed.add_aggregates(conn, "levels_1h", T0, timedelta(hours=1), 24)
+    async with seed.context_source(db.smart, max_page=10) as small:
+        r = await get(small, "/ngsi-ld/v1/entities", type=NOISE)
+        assert r.status_code == 200 and len(r.json()) == 10 and 'rel="next"' in r.headers["link"]
+        r = await get(small, "/ngsi-ld/v1/temporal/entities", type=NOISE, attrs="LAeq", lastN=5)
+        assert r.status_code == 200 and len(r.json()) == 3
+        r = await get(small, "/ngsi-ld/v1/entities", type=NOISE, limit=11)
+        assert r.status_code == 403 and r.json()["type"] == ERR + "TooManyResults"
