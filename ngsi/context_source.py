@@ -234,6 +234,9 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
                 return await handler(request)
             except NgsiProblem as exc:
                 return _problem_response(exc)
+            except Exception:  # noqa: BLE001 - any failure of ours is still a ProblemDetails (CIM 009), and logged
+                log.exception("NGSI-LD %s %s failed", request.method, request.url.path)
+                return _problem_response(NgsiProblem(500, "InternalError", "Internal error", "the context source failed to answer; see its log"))
 
         run.__name__ = handler.__name__
         run.__doc__ = handler.__doc__

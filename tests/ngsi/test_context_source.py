@@ -420,3 +420,32 @@ async def test_default_page_fits_a_small_max_page(db: RoleDsns) -> None:
         assert r.status_code == 200 and len(r.json()) == 3
         r = await get(small, "/ngsi-ld/v1/entities", type=NOISE, limit=11)
         assert r.status_code == 403 and r.json()["type"] == ERR + "TooManyResults"
+
+
+class _BrokenPool:
+    """A pool whose database is gone: every connection attempt fails as psycopg's would."""
+
+    def connection(self) -> object:
+        raise psycopg.OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
+
+
+async def test_an_internal_failure_is_an_internalerror_problem(caplog: pytest.LogCaptureFixture) -> None:
+    """A failure of our own (the database gone) is still a ProblemDetails, of type InternalError, and is logged."""
+    from fastapi import FastAPI
+
+    from ngsi.context_source import build_router
+    from ngsi.settings import NgsiSettings
+
+    app = FastAPI()
+    app.include_router(build_router(_BrokenPool(), settings=NgsiSettings()))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url="http://sonopolis.test") as client:
+        for path, params in (("/ngsi-ld/v1/entities", {"type": NOISE}),
+                             ("/ngsi-ld/v1/entities/urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z", {}),
+                             ("/ngsi-ld/v1/temporal/entities", {"type": NOISE})):
+            r = await client.get(path, params=params)
+            assert r.status_code == 500 and r.headers["content-type"].startswith("application/json"), (path, r.text)
+            problem = r.json()
+            assert problem["type"] == ERR + "InternalError" and problem["status"] == 500 and problem["detail"], path
+            assert "127.0.0.1" not in problem["detail"]  # no internals to the client
+    assert "Connection refused" in caplog.text
