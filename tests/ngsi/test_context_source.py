@@ -449,3 +449,23 @@ async def test_an_internal_failure_is_an_internalerror_problem(caplog: pytest.Lo
             assert problem["type"] == ERR + "InternalError" and problem["status"] == 500 and problem["detail"], path
             assert "127.0.0.1" not in problem["detail"]  # no internals to the client
     assert "Connection refused" in caplog.text
+
+
+async def test_accept_quality_values_are_honoured(api: httpx.AsyncClient) -> None:
+    """Content negotiation (CIM 009 §6.3.4, RFC 9110 §12.5.1): the preferred of the two JSON types by q-value, and q=0
+    refuses a type; nothing acceptable left is 406."""
+    cases = {
+        "application/json;q=0.9, application/ld+json;q=0.5": "application/json",
+        "application/ld+json;q=0, application/json": "application/json",
+        "application/json;q=0.2, application/ld+json": "application/ld+json",
+        "text/html, application/ld+json;q=0.1": "application/ld+json",
+        "*/*;q=0.1, application/json;q=0": "application/ld+json",
+        "application/ld+json": "application/ld+json",
+        "*/*": "application/json",
+    }
+    for accept, media in cases.items():
+        r = await api.get("/ngsi-ld/v1/entities", params={"type": NOISE, "limit": 1}, headers={"Accept": accept})
+        assert r.status_code == 200 and r.headers["content-type"].startswith(media), (accept, r.headers["content-type"])
+    for accept in ("application/json;q=0", "application/ld+json;q=0, application/json;q=0", "*/*;q=0"):
+        r = await api.get("/ngsi-ld/v1/entities", params={"type": NOISE, "limit": 1}, headers={"Accept": accept})
+        assert r.status_code == 406 and r.json()["type"] == ERR + "NotAcceptable", accept
