@@ -26,6 +26,7 @@ from typing import Any
 from psycopg import sql
 
 from ngsi.context import VOCAB
+from ngsi.models import DATETIME_ATTRS, MEASURED_ATTRS
 
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 _ENV_NS = "https://smartdatamodels.org/dataModel.Environment/"
@@ -77,6 +78,10 @@ def compact(term: str) -> str:
 
 
 NOISE_TYPES = frozenset({"NoiseLevelObserved", _ENV_NS + "NoiseLevelObserved"})
+
+PUBLISHED_ATTRS = frozenset(MEASURED_ATTRS + DATETIME_ATTRS + ("dateObserved", "location", "refDevice", "sonometerClass", "aggregationPeriod"))
+"""Every attribute a ``NoiseLevelObserved`` may have: a ``q`` term on one of these that cannot be compared is a
+400; on any other name it is false (the entity lacks the attribute), as a broker forwarding ``q`` expects."""
 
 # -- type -----------------------------------------------------------------------------------------
 
@@ -219,16 +224,18 @@ class _QParser:
         self.i += 1
         name = compact(t[1])
         column = self.columns.get(name)
-        if column is None:
-            raise bad("Unknown attribute in q", f"{name!r} (queryable: {', '.join(sorted(self.columns))})")
+        if column is None and name in PUBLISHED_ATTRS:
+            raise bad("Attribute not queryable in q", f"{name!r} (queryable: {', '.join(sorted(self.columns))})")
         op = self._peek()
         if op is None or op[0] != "op":
-            return sql.SQL("({} IS NOT NULL)").format(column.expr)
+            return sql.SQL("false") if column is None else sql.SQL("({} IS NOT NULL)").format(column.expr)
         self.i += 1
         value = self._peek()
         if value is None or value[0] not in ("word", "str"):
             raise bad("Invalid q expression", f"{name}{op[1]} needs a value")
         self.i += 1
+        if column is None:  # no NoiseLevelObserved has it: the term is false (CIM 009 §4.9), not an error
+            return sql.SQL("false")
         return self._compare(name, column, op[1], value)
 
     def _value(self, name: str, column: Column, raw: str, quoted: bool) -> Any:
