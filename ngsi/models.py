@@ -91,12 +91,13 @@ def concise_attribute(attribute: dict[str, Any]) -> Any:
     A Relationship keeps ``object``; a Property or GeoProperty with nothing besides its
     value is that value alone (a GeoJSON geometry stays recognisable as one), unless the
     value is a JSON object, whose keys would then read as sub-attributes (the DateTime
-    ``{"@type", "@value"}``, the bands); anything with ``observedAt``/``unitCode`` keeps ``value``.
+    ``{"@type", "@value"}``, the bands), or an array, which would read as the instances of
+    a multi-attribute (``controlledProperty``); anything with ``observedAt``/``unitCode`` keeps ``value``.
     """
     rest = {k: v for k, v in attribute.items() if k != "type"}
     if attribute.get("type") == "GeoProperty" and set(rest) == {"value"}:
         return rest["value"]
-    if attribute.get("type") == "Property" and set(rest) == {"value"} and not isinstance(rest["value"], dict):
+    if attribute.get("type") == "Property" and set(rest) == {"value"} and not isinstance(rest["value"], dict | list):
         return rest["value"]
     return rest
 

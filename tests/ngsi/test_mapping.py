@@ -132,3 +132,13 @@ def test_no_attribute_falls_into_the_default_context(shared_dir: Path) -> None:
     for name in list(ent) + list(device):
         if name not in ("id", "type", "location"):
             assert name in env or name in dev or name in SONOPOLIS_TERMS, name
+
+
+def test_concise_keeps_value_for_arrays_and_objects() -> None:
+    """Concise form: a bare array would read as several instances of a multi-attribute and a bare object as
+    sub-attributes, so those values keep their ``value`` member; scalars and GeoJSON go bare."""
+    device = device_from_row(SENSOR).concise()
+    assert device["controlledProperty"] == {"value": ["noiseLevel"]}
+    assert device["deviceCategory"] == {"value": ["sensor", "meter"]}
+    assert device["name"] == SENSOR["name"] and device["location"]["type"] == "Point"
+    assert device["dateInstalled"] == {"value": {"@type": "DateTime", "@value": "2024-03-01T00:00:00Z"}}
