@@ -27,6 +27,7 @@ class Action(str, Enum):
     INCIDENT_OPENED = "incident_opened"
     EVENT_CORRELATED = "event_correlated"
     CAMERA_MOVED = "camera_moved"
+    CAMERA_MOVE_REPLACED = "camera_move_replaced"
     CAMERA_UNAVAILABLE = "camera_unavailable"
     ALERT_DELIVERED = "alert_delivered"
     WEBHOOK_FAILED = "webhook_failed"

@@ -64,13 +64,16 @@ SideWrite = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
 class Steerer(Protocol):
     """Turns cameras toward an incident; never raises, one outcome dict per camera tried.
 
-    Outcome keys: camera_id, outcome ('moved_preset' | 'moved_absolute' | 'unavailable'),
+    Outcome keys: camera_id, outcome ('moved_preset' | 'moved_absolute' | 'replaced' | 'unavailable'),
     preset, pan, tilt, zoom, reason, latency_ms.
     """
 
     async def steer(self, incident: IncidentState) -> list[dict[str, Any]]: ...
 
     def camera_ids(self) -> list[str]: ...
+
+
+_CAMERA_MESSAGES = {"unavailable": "camera unavailable", "replaced": "replaced by a newer move to this camera"}
 
 
 def require_declaration(settings: SafeSettings) -> None:
@@ -352,9 +355,11 @@ class BridgeService:
         outcomes = await self.steerer.steer(inc)
         at = self.clock()
         for o in outcomes:
+            if o["outcome"] == "replaced":
+                continue  # never sent: says nothing of the camera, which the newer move reports on
             ok = o["outcome"] != "unavailable"
             self.camera_status[o["camera_id"]] = {"camera_id": o["camera_id"], "status": "ok" if ok else "unavailable", "reason": o.get("reason"), "at": at.isoformat()}
-        summary = [{**o, "message": "camera unavailable" if o["outcome"] == "unavailable" else o["outcome"]} for o in outcomes]
+        summary = [{**o, "message": _CAMERA_MESSAGES.get(o["outcome"], o["outcome"])} for o in outcomes]
         self.hub.publish("cameras", {"incident_id": str(inc.incident_id), "cameras": summary,
                                      "message": "no camera in range" if not outcomes else None,
                                      "elapsed_ms": round((time.monotonic() - started) * 1000, 1)})

@@ -199,6 +199,10 @@ async def quarantine(
     )
 
 
+_CAMERA_ACTIONS = {"unavailable": Action.CAMERA_UNAVAILABLE, "replaced": Action.CAMERA_MOVE_REPLACED}
+"""Journal action of a camera outcome other than a move (the journal says what happened, not just moved or not)."""
+
+
 async def record_camera_outcomes(
     conn: psycopg.AsyncConnection[Any], schema: str, incident_id: uuid.UUID, outcomes: list[dict[str, Any]], at: datetime
 ) -> None:
@@ -212,7 +216,7 @@ async def record_camera_outcomes(
                 ).format(_t(schema, "camera_moves")),
                 (incident_id, o["camera_id"], o["outcome"], o.get("preset"), o.get("pan"), o.get("tilt"), o.get("zoom"), o.get("reason"), o.get("latency_ms"), at),
             )
-            action = Action.CAMERA_UNAVAILABLE if o["outcome"] == "unavailable" else Action.CAMERA_MOVED
+            action = _CAMERA_ACTIONS.get(o["outcome"], Action.CAMERA_MOVED)
             await conn.execute(
                 sql.SQL("INSERT INTO {} (at, actor, action, incident_id, details) VALUES (%s, %s, %s, %s, %s::jsonb)").format(_t(schema, "journal")),
                 (at, SYSTEM, action.value, incident_id, json.dumps({k: o.get(k) for k in ("camera_id", "outcome", "preset", "pan", "tilt", "zoom", "reason")})),

@@ -9,7 +9,8 @@ skipping cameras whose breaker is open), plans each move (preset or absolute, se
   hung camera costs at most ``total_budget_s``; a call whose budget ran out while it
   waited for the lock never reached the camera: "busy", not a camera failure; a
   queued move that a newer one for the same camera replaces is skipped (the newest
-  target wins, the head's time is not spent on stale ones);
+  target wins, the head's time is not spent on stale ones) and reported "replaced":
+  the camera did nothing wrong, so it is neither a failure nor "unavailable";
 - a small retry budget, only for failures a retry can fix (timeouts, connection
   errors), never for refused credentials or a SOAP fault;
 - a circuit breaker: after ``breaker_failures`` consecutive failures the camera is
@@ -18,7 +19,8 @@ skipping cameras whose breaker is open), plans each move (preset or absolute, se
   after a connection failure, and closed explicitly by :meth:`close`.
 
 :meth:`steer` never raises: it returns one :class:`PtzOutcome` per camera considered,
-``moved_preset`` / ``moved_absolute`` / ``unavailable`` with the reason and latency.
+``moved_preset`` / ``moved_absolute`` / ``replaced`` (a newer move went instead) /
+``unavailable`` with the reason and latency.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from safecity_bridge.localisation import SourceEstimate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-OutcomeKind = Literal["moved_preset", "moved_absolute", "unavailable"]
+OutcomeKind = Literal["moved_preset", "moved_absolute", "replaced", "unavailable"]
+REPLACED = "replaced by a newer command to this camera before it was sent"
 
 
 class PtzSettings(BaseModel):
@@ -167,6 +170,9 @@ class PtzController:
                                               replaced=lambda: self._latest[cam.id] != mine)
         latency_ms = (time.perf_counter() - started) * 1000.0
         common = {"camera_id": cam.id, "distance_m": round(cand.distance_m, 1), "latency_ms": round(latency_ms, 2), "attempts": attempts}
+        if reason == REPLACED:
+            log.info("ptz: camera %s: a queued move was replaced by a newer one before it was sent", cam.id)
+            return PtzOutcome(outcome="replaced", reason=reason, **common)
         if reason is not None:
             log.warning("ptz: camera %s unavailable after %d attempt(s): %s", cam.id, attempts, reason)
             return PtzOutcome(outcome="unavailable", reason=reason, **common)
@@ -196,7 +202,7 @@ class PtzController:
                 async with self._locks[camera_id]:
                     holding = True
                     if replaced is not None and replaced():
-                        return None, "replaced by a newer command to this camera before it was sent", 0
+                        return None, REPLACED, 0
                     # Asked under the lock: a half-open trial is then one that really goes out.
                     if not breaker.allow():
                         return None, f"circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.0f} s", 0

@@ -91,3 +91,40 @@ def test_camera_failure_never_blocks_the_alert(db, mqtt_broker, operators, fault
             finally:
                 feed.stop()
                 pub.close()
+
+
+def test_a_queued_move_replaced_by_a_newer_one_is_journaled_as_replaced_not_as_an_unavailable_camera(db, mqtt_broker, operators):
+    """Three incidents at once on one slow head: the first move is sent, the second waits
+    behind it and is replaced by the third before it goes out. The journal is the legal
+    record of what the bridge did: the second move was once journaled
+    ``camera_unavailable`` and the console showed a working camera as unavailable."""
+    cam = sim_camera()
+    cam.command_delay_s = 0.5
+    with OnvifCameraSimulator(cam) as sim:
+        settings = make_settings(db.safe, mqtt_broker.port, operators=operators, cameras=[camera_config(sim.port)],
+                                 ptz=PtzSettings(command_timeout_s=2.0, total_budget_s=3.0, retries=0, connect_timeout_s=2.0))
+        with BridgeThread(settings, lambda: OnvifSteerer(settings, environ={})) as bt:
+            feed = FeedReader(f"http://127.0.0.1:{bt.settings.http_port}/feed", OPERATOR).start()
+            pub = Publisher(mqtt_broker.port)
+            try:
+                for sensor, cls in (("s-north", "gunshot"), ("s-south", "explosion"), ("s-east", "glass_break")):
+                    pub.publish(event(sensor, cls))
+                cams: list[dict] = []
+                while len(cams) < 3:
+                    m = feed.wait_for(lambda m: m["type"] == "cameras" and m["incident_id"] not in {c["incident_id"] for c in cams}, timeout=10)
+                    cams.append(m)
+                kinds = sorted(c["cameras"][0]["outcome"] for c in cams)
+                assert kinds == ["moved_preset", "moved_preset", "replaced"], [c["cameras"] for c in cams]
+                [replaced] = [c for c in cams if c["cameras"][0]["outcome"] == "replaced"]
+                assert replaced["cameras"][0]["message"] != "camera unavailable"
+                assert bt.service.camera_status["cam-square"]["status"] == "ok", bt.service.camera_status
+                bt.call(bt.service.settle())
+                with psycopg.connect(db.safe) as conn:
+                    actions = conn.execute("SELECT action, details->>'outcome' FROM safe.journal WHERE incident_id = %s AND action LIKE 'camera%%'",
+                                           (uuid.UUID(replaced["incident_id"]),)).fetchall()
+                    unavailable = conn.execute("SELECT count(*) FROM safe.journal WHERE action = 'camera_unavailable'").fetchone()
+                assert actions == [("camera_move_replaced", "replaced")] and unavailable == (0,)
+                assert [c.preset_token for c in sim.commands] == ["p-s-north", "p-s-east"]
+            finally:
+                feed.stop()
+                pub.close()
