@@ -1,8 +1,8 @@
 """``sonopolis bridge``: the safe path's own process.
 
 Refuses to start (exit code 2, with the reason) without a complete legal declaration:
-it then steers no camera and delivers no alert, but still runs one retention purge on
-what an earlier, declared bridge stored. With one, it journals the declaration
+it then steers no camera and delivers no alert, but journals the refusal and runs one
+retention purge on what an earlier, declared bridge stored (when its schema exists). With one, it journals the declaration
 at every start. ``--demo-declaration`` substitutes a clearly FICTITIOUS declaration,
 journaled as such, accepted only with cameras on this machine (simulators).
 """
@@ -59,7 +59,7 @@ def bridge(
     except DeclarationMissing as exc:
         typer.echo(f"sonopolis bridge refuses to steer cameras or deliver alerts: {exc}", err=True)
         if not validate_config:
-            _purge_while_refusing(settings)
+            _journal_refusal_and_purge(settings, str(exc))
         raise typer.Exit(REFUSAL_EXIT) from None
     if settings.declaration.fictitious:
         typer.echo("WARNING: FICTITIOUS legal declaration (demo only): no legal basis exists; simulated cameras only.", err=True)
@@ -94,9 +94,12 @@ def bridge(
         raise typer.Exit(1) from None
 
 
-def _purge_while_refusing(settings: "SafeSettings") -> None:
-    """Retention still applies to what an earlier, declared bridge stored (journaled purge).
+def _journal_refusal_and_purge(settings: "SafeSettings", reason: str) -> None:
+    """Journal the refusal, then run the retention purge still owed (both only in an existing safe schema).
 
+    An auditor reads the journal: a start without a legal basis must be seen there, with
+    its reason and what was declared (references only; the DSN and passwords never).
+    Retention still applies to what an earlier, declared bridge stored (journaled purge).
     Never fatal: the refusal is the message that matters; a database that cannot be
     reached is reported and the purge happens at the next start.
     """
@@ -104,14 +107,19 @@ def _purge_while_refusing(settings: "SafeSettings") -> None:
 
     import psycopg
 
-    from safecity_bridge import retention
+    from safecity_bridge import journal, retention
 
     if settings.db.dsn is None:
         return
+    dsn, schema, decl = settings.db.dsn.get_secret_value(), settings.db.schema_name, settings.declaration
+    details = {"reason": reason, "missing": [m.split(" ", 1)[0] for m in decl.missing()], "legal_basis": decl.legal_basis,
+               "dpia_reference": decl.dpia_reference, "declared_by": decl.declared_by, "fictitious": decl.fictitious}
     try:
-        result = asyncio.run(retention.purge_if_present(settings.db.dsn.get_secret_value(), settings.db.schema_name, settings.retention_days))
+        asyncio.run(journal.append_if_present(dsn, schema, at=retention.utc_now(), actor=journal.SYSTEM, action=journal.Action.BRIDGE_REFUSED,
+                                              details=details))
+        result = asyncio.run(retention.purge_if_present(dsn, schema, settings.retention_days))
     except (psycopg.Error, OSError) as exc:
-        typer.echo(f"retention purge not done ({type(exc).__name__}: {str(exc)[:200]}); retried at the next start", err=True)
+        typer.echo(f"refusal not journaled or retention purge not done ({type(exc).__name__}: {str(exc)[:200]}); retried at the next start", err=True)
         return
     if result is not None:
         typer.echo(f"retention purge done: {result.incidents} incident(s), {result.journal_entries} journal entr(y/ies), "

@@ -1,7 +1,8 @@
 """The append-only audit journal: who did what to which incident, and when.
 
 Every camera move, every operator action (acknowledge, qualify, legal hold), every
-start with its legal declaration and every retention purge lands here. The table
+start with its legal declaration, every start refused for lack of one and every
+retention purge lands here. The table
 refuses UPDATE/DELETE/TRUNCATE by trigger (see migration 0001); only the purge
 function may delete entries past retention, and it journals itself.
 
@@ -67,6 +68,21 @@ async def append(
 ) -> None:
     """Append one entry (in the caller's transaction when it has one)."""
     await conn.execute(insert_sql(schema), (at, actor, action.value, incident_id, json.dumps(details or {}, default=str)))
+
+
+async def append_if_present(dsn: str, schema: str, *, at: datetime, actor: str, action: Action, details: dict[str, Any] | None = None) -> bool:
+    """Append one entry on a fresh connection if the safe schema exists; False when it does not.
+
+    For a bridge that refuses to run: its refusal belongs in the journal an earlier,
+    declared bridge created, but a refusal must create nothing (no schema, no table).
+    """
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT to_regclass(%s)", (f"{schema}.journal",))
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return False
+        await append(conn, schema, at=at, actor=actor, action=action, details=details)
+        return True
 
 
 async def entries(

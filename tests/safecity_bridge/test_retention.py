@@ -157,3 +157,40 @@ def test_a_bridge_that_refuses_to_run_still_purges_what_is_past_retention(db, mo
     assert CliRunner().invoke(app, ["bridge", "--validate-config"]).exit_code == REFUSAL_EXIT
     with psycopg.connect(db.safe) as conn:
         assert conn.execute("SELECT count(*) FROM safe.journal WHERE action = 'purge'").fetchone()[0] == 1
+
+
+def test_a_refused_start_is_journaled_with_its_reason_when_the_safe_schema_exists(db, monkeypatch):
+    """The journal is what an auditor reads: a bridge started without a legal basis, which
+    refused, left no trace of that start in it (``bridge_refused`` was never written).
+    Without a safe schema nothing is created; ``--validate-config`` journals nothing."""
+    from typer.testing import CliRunner
+
+    from safecity_bridge.cli import REFUSAL_EXIT
+    from sonopolis.cli import app
+
+    for k in ("SONOPOLIS_SAFE_DECLARATION__LEGAL_BASIS", "SONOPOLIS_SAFE_DECLARATION__DPIA_REFERENCE", "SONOPOLIS_SAFE_CONFIG_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    secret = "pw-never-journaled-4711"  # the test server trusts local roles: a password is accepted, and must go nowhere
+    monkeypatch.setenv("SONOPOLIS_SAFE_DB__DSN", psycopg.conninfo.make_conninfo(db.safe, password=secret))
+    monkeypatch.setenv("SONOPOLIS_SAFE_DECLARATION__DPIA_REFERENCE", "AIPD-2030-007")
+
+    assert CliRunner().invoke(app, ["bridge"]).exit_code == REFUSAL_EXIT
+    with psycopg.connect(db.safe) as conn:
+        assert conn.execute("SELECT to_regclass('safe.journal')").fetchone() == (None,)  # nothing created to say so
+
+    store.migrate(db.safe, "safe")
+    result = CliRunner().invoke(app, ["bridge"])
+    assert result.exit_code == REFUSAL_EXIT and "refuses" in result.output
+    with psycopg.connect(db.safe) as conn:
+        rows = conn.execute("SELECT actor, details, at FROM safe.journal WHERE action = 'bridge_refused'").fetchall()
+        order = [a for (a,) in conn.execute("SELECT action FROM safe.journal ORDER BY id")]
+    [(actor, details, at)] = rows
+    assert actor == journal.SYSTEM and abs((datetime.now(timezone.utc) - at).total_seconds()) < 60
+    assert "no complete legal declaration" in details["reason"] and "declaration.legal_basis" in details["reason"]
+    assert details["missing"] == ["declaration.legal_basis"] and details["dpia_reference"] == "AIPD-2030-007"
+    assert secret not in str(details) and db.safe not in str(details)
+    assert order == ["bridge_refused", "purge"]  # the refusal, then what it still owes
+
+    assert CliRunner().invoke(app, ["bridge", "--validate-config"]).exit_code == REFUSAL_EXIT
+    with psycopg.connect(db.safe) as conn:
+        assert conn.execute("SELECT count(*) FROM safe.journal").fetchone()[0] == 2
