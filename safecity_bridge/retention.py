@@ -3,13 +3,16 @@ messages older than ``retention_days`` (default 15, at most 30) are deleted, exc
 incidents under legal hold and the journal entries about them.
 
 The purge runs in the database (``purge_expired``, the only code allowed past the
-journal's append-only trigger) and is itself journaled with its cutoff and counts,
-in the same transaction. The clock is injected so tests can travel in time.
+journal's append-only trigger, executable by the safe role only), which journals it
+itself with its cutoff and counts, in the same transaction: a purge run by hand in SQL
+leaves the same trace (migration 0003). The clock is injected so tests can travel in
+time: its time is the journal entry's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +23,8 @@ import psycopg
 from psycopg import sql
 
 from common.postgres import UNAVAILABLE
-from safecity_bridge import journal
-from safecity_bridge.journal import SYSTEM, Action
+from safecity_bridge import store
+from safecity_bridge.journal import SYSTEM
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +49,15 @@ async def purge(conn: psycopg.AsyncConnection[Any], schema: str, retention_days:
         raise ValueError(f"retention_days={retention_days} refused: between 1 and 30 days")
     now = clock()
     cutoff = now - timedelta(days=retention_days)
-    async with conn.transaction():
-        cur = await conn.execute(sql.SQL("SELECT * FROM {}.purge_expired(%s)").format(sql.Identifier(schema)), (cutoff,))
-        row = await cur.fetchone()
-        assert row is not None
-        result = PurgeResult(cutoff, int(row[0]), int(row[1]), int(row[2]))
-        await journal.append(
-            conn,
-            schema,
-            at=now,
-            actor=SYSTEM,
-            action=Action.PURGE,
-            details={"cutoff": cutoff.isoformat(), "retention_days": retention_days, "incidents": result.incidents,
-                     "journal_entries": result.journal_entries, "quarantined": result.quarantined},
-        )
+    # The function journals the purge itself (cutoff, counts), in its own statement: a
+    # purge run by hand in SQL leaves the same trace. Given here: the clock's time, the
+    # bridge as actor and the retention.
+    cur = await conn.execute(sql.SQL("SELECT * FROM {}.purge_expired(%s, %s, %s, %s::jsonb)").format(sql.Identifier(schema)),
+                             (cutoff, now, SYSTEM, json.dumps({"retention_days": retention_days})))
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"{schema}.purge_expired({cutoff.isoformat()}) returned no row")
+    result = PurgeResult(cutoff, int(row[0]), int(row[1]), int(row[2]))
     log.info("retention purge: cutoff=%s incidents=%d journal=%d quarantine=%d", cutoff.isoformat(), result.incidents, result.journal_entries, result.quarantined)
     return result
 
@@ -69,13 +67,20 @@ async def purge_if_present(dsn: str, schema: str, retention_days: int, *, clock:
 
     What a bridge that refuses to run (no declaration, e.g. a legal basis that lapsed)
     still owes: the purge ran only inside a running bridge, so what it had stored was
-    then kept for good. Deleting needs no legal basis; nothing is created here.
+    then kept for good. Deleting needs no legal basis; nothing is created here. An
+    existing schema is first brought to this version's migrations (as every start
+    does): one left by an older bridge has a purge that does not journal itself.
     """
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT to_regprocedure(%s)", (f"{schema}.purge_expired(timestamptz)",))
         row = await cur.fetchone()
         if row is None or row[0] is None:
-            return None
+            cur = await conn.execute("SELECT to_regprocedure(%s)", (f"{schema}.purge_expired(timestamptz, timestamptz, text, jsonb)",))
+            row = await cur.fetchone()
+            if row is None or row[0] is None:
+                return None
+        else:
+            await asyncio.to_thread(store.migrate, dsn, schema)
         return await purge(conn, schema, retention_days, clock=clock)
 
 

@@ -194,3 +194,53 @@ def test_a_refused_start_is_journaled_with_its_reason_when_the_safe_schema_exist
     assert CliRunner().invoke(app, ["bridge", "--validate-config"]).exit_code == REFUSAL_EXIT
     with psycopg.connect(db.safe) as conn:
         assert conn.execute("SELECT count(*) FROM safe.journal").fetchone()[0] == 2
+
+
+def test_a_purge_called_straight_in_sql_leaves_its_own_trace_in_the_journal(db):
+    """``purge_expired`` deletes journal entries and journaled nothing itself: only the
+    Python caller did. A mistaken ``SELECT safe.purge_expired(now())`` by hand wiped the
+    journal without a trace. The function now journals the purge itself, in the same
+    transaction, with the role that called it; and only the safe role may execute it."""
+    asyncio.run(_seed(db.safe))
+    with psycopg.connect(db.safe, autocommit=True) as conn:
+        cutoff = T0 + timedelta(days=300)  # the seed lives in 2030: a cutoff past all of it, as a slip of the hand would be
+        [(n_inc, n_jou, n_qua)] = conn.execute("SELECT * FROM safe.purge_expired(%s)", (cutoff,)).fetchall()
+        assert n_inc == 2 and n_jou > 0 and n_qua == 1  # the held incident stays
+        [(at, actor, details)] = conn.execute("SELECT at, actor, details FROM safe.journal WHERE action = 'purge'").fetchall()
+        assert actor == "sonopolis_safe" and abs((datetime.now(timezone.utc) - at).total_seconds()) < 60
+        assert (details["incidents"], details["journal_entries"], details["quarantined"]) == (n_inc, n_jou, n_qua)
+        assert datetime.fromisoformat(details["cutoff"]) == cutoff
+        # Counts are the function's own: a caller's extra details cannot overwrite them.
+        conn.execute("SELECT safe.purge_expired(%s, now(), 'bridge', '{\"incidents\": 99, \"retention_days\": 15}'::jsonb)", (cutoff,))
+        last = conn.execute("SELECT actor, details FROM safe.journal WHERE action = 'purge' ORDER BY id DESC LIMIT 1").fetchone()
+        assert last[0] == "bridge" and last[1]["incidents"] == 0 and last[1]["retention_days"] == 15
+        signature = conn.execute("SELECT 'safe.purge_expired'::regproc::oid::regprocedure::text").fetchone()[0]
+        who = {r: conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (r, signature)).fetchone()[0]
+               for r in ("sonopolis_safe", "sonopolis_smart", "public")}
+    assert who == {"sonopolis_safe": True, "sonopolis_smart": False, "public": False}
+
+
+def test_a_refusing_bridge_brings_an_older_schema_to_the_purge_that_journals_itself(db, monkeypatch, tmp_path):
+    """A schema left by an older bridge (migrations 0001-0002) has the purge that journals
+    nothing; the refusing bridge migrates the existing schema (creating none) and purges."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from common import migrations
+    from safecity_bridge.cli import REFUSAL_EXIT
+    from sonopolis.cli import app
+
+    older = tmp_path / "migrations"
+    older.mkdir()
+    for p in sorted(store.MIGRATIONS.glob("000[12]_*.sql")):
+        shutil.copy(p, older / p.name)
+    with psycopg.connect(db.safe, autocommit=True) as conn:
+        assert migrations.apply(conn, "safe", older) == [1, 2]
+    for k in ("SONOPOLIS_SAFE_DECLARATION__LEGAL_BASIS", "SONOPOLIS_SAFE_DECLARATION__DPIA_REFERENCE", "SONOPOLIS_SAFE_CONFIG_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SONOPOLIS_SAFE_DB__DSN", db.safe)
+    assert CliRunner().invoke(app, ["bridge"]).exit_code == REFUSAL_EXIT
+    with psycopg.connect(db.safe) as conn:
+        assert [a for (a,) in conn.execute("SELECT action FROM safe.journal ORDER BY id")] == ["bridge_refused", "purge"]
+        assert conn.execute("SELECT to_regprocedure('safe.purge_expired(timestamptz)')").fetchone() == (None,)
