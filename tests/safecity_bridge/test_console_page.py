@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +148,10 @@ def browser(tmp_path: Path):  # noqa: ANN201
     b.close()
 
 
-def _insert_incident(dsn: str, event_class: str, sensor_id: str) -> uuid.UUID:
+def _insert_incident(dsn: str, event_class: str, sensor_id: str, at: datetime | None = None) -> uuid.UUID:
     """An incident the live feed never carried: only a reload of the list can show it."""
     s = next(p for p in SENSORS if p.sensor_id == sensor_id)
-    incident_id, now = uuid.uuid4(), datetime.now(timezone.utc)
+    incident_id, now = uuid.uuid4(), at or datetime.now(timezone.utc)
     with psycopg.connect(dsn) as conn:
         conn.execute("INSERT INTO safe.incidents (incident_id, opened_at, first_onset, event_class, sensor_ids, confidence, latitude, longitude,"
                      " uncertainty_m, locate_method) VALUES (%s, %s, %s, %s, %s, 0.9, %s, %s, 150, 'sensor')",
@@ -219,3 +219,23 @@ def test_the_page_reconnects_its_feed_after_a_retry_answered_with_an_http_error(
     assert answered == [502] and shown["status"] == LIVE
     pub.publish(event("s-east", "glass_break"))  # and the feed it is back on is live
     browser.wait_for(lambda s: any(i.startswith("glass_break") for i in s["incidents"]), "an alert on the reopened feed")
+
+
+def test_an_incident_of_another_day_shows_its_date_not_only_its_time(bridge, db, browser):
+    """The list holds the whole retention (15 days by default): with its time only, an
+    incident of three days ago (or one recovered after an outage) read as one of today.
+    One of another day shows its date with its time; one of today its time only."""
+    old_at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=3, hours=2)
+    _insert_incident(db.safe, "explosion", "s-south", at=old_at)
+    _insert_incident(db.safe, "gunshot", "s-north")
+    browser.open_logged_in(f"http://127.0.0.1:{bridge.settings.http_port}/")
+    shown = browser.wait_for(lambda s: len(s["incidents"]) == 2, "both incidents listed")
+    old_iso, today_iso = old_at.isoformat(), datetime.now(timezone.utc).isoformat()
+    expect = browser.send("Runtime.evaluate", {"returnByValue": True, "expression": f"""JSON.stringify({{
+        old_date: new Date("{old_iso}").toLocaleDateString(), old_time: new Date("{old_iso}").toLocaleTimeString(),
+        today_date: new Date("{today_iso}").toLocaleDateString()}})"""})["result"]["value"]
+    expect = json.loads(expect)
+    [old] = [i for i in shown["incidents"] if i.startswith("explosion")]
+    [today] = [i for i in shown["incidents"] if i.startswith("gunshot")]
+    assert expect["old_date"] in old and expect["old_time"] in old, (old, expect)
+    assert expect["today_date"] not in today and expect["old_date"] not in today, (today, expect)
