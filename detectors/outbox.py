@@ -4,11 +4,12 @@ Every message is written here before it is published and deleted only once the
 broker acknowledged it (QoS 1 PUBACK), so a broker outage or a restart of the agent
 loses nothing that fits in the bound. The bound is *per channel*: when one channel
 reaches it, that channel's oldest messages are dropped and counted (``dropped``) and a
-warning says how many. A sensor cut off from the smart broker for weeks keeps its most
-recent frames and never fills the disk, and its frames can never push out a security
-event (one shared bound once did: a full smart backlog made every new event evict
-itself). The file holds JSON of level frames and security events only; nothing in this
-module can accept a numpy array.
+warning says how many: at the first drop, then at most once a minute (a full queue drops
+at every frame, and a warning a second flooded the gateway's log). A sensor cut off from
+the smart broker for weeks keeps its most recent frames and never fills the disk, and
+its frames can never push out a security event (one shared bound once did: a full smart
+backlog made every new event evict itself). The file holds JSON of level frames and
+security events only; nothing in this module can accept a numpy array.
 
 Each ``put`` and each ``ack`` is one transaction: acked row by row (a journal and an
 fsync each, ~0.7 ms), the 15 000 rows a broker could confirm at once after an outage
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ Channel = Literal["smart", "safe"]
 Kind = Literal["frame", "event"]
 FILE_NAME = "outbox.sqlite3"
 _IDS_PER_STATEMENT = 900  # well under SQLite's limit on bound parameters
+DROP_LOG_EVERY_S = 60.0
+"""A full queue drops a message at every put (a frame a second): the first drop is logged at once,
+then at most one line a minute per channel and table, with what was dropped since the last one."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class Outbox:
         self.path = Path(directory) / FILE_NAME
         self.max_messages = max_messages
         self.dropped = 0
+        self._drops_unlogged: dict[tuple[str, str], int] = {}  # (table, channel) -> dropped since its last warning
+        self._drops_logged_at: dict[tuple[str, str], float] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -110,8 +117,15 @@ class Outbox:
         ).rowcount
         counts[channel] -= removed
         self.dropped += removed
+        key = (table, channel)
+        unlogged = self._drops_unlogged.get(key, 0) + removed
+        now = time.monotonic()
+        if now - self._drops_logged_at.get(key, -DROP_LOG_EVERY_S) < DROP_LOG_EVERY_S:
+            self._drops_unlogged[key] = unlogged  # said in the next line, at most a minute from the last
+            return
+        self._drops_unlogged[key], self._drops_logged_at[key] = 0, now
         what = "message queue" if table == "outbox" else "store of refused messages"
-        log.warning("%s %s full (%d): dropped the %d oldest message(s), %d so far", channel, what, self.max_messages, removed, self.dropped)
+        log.warning("%s %s full (%d): dropped the %d oldest message(s), %d so far", channel, what, self.max_messages, unlogged, self.dropped)
 
     def pending(self, channel: Channel, limit: int, after: int = 0) -> list[Pending]:
         """The oldest ``limit`` rows of ``channel`` with an id above ``after``."""

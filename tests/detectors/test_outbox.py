@@ -149,3 +149,22 @@ def test_the_refused_rows_have_the_queues_bound_per_channel(tmp_path: Path) -> N
     assert (outbox.refused_count("smart"), outbox.dropped) == (100, 30)  # the oldest refused went first
     assert outbox.requeue_refused() == 100
     assert [json.loads(r.payload)["i"] for r in outbox.pending("smart", 1)] == [30]
+
+
+def test_a_full_queue_warns_once_a_minute_not_at_every_message(tmp_path: Path, caplog, monkeypatch) -> None:
+    """A sensor cut off for a day drops a frame a second once full: 86 400 warnings a day flooded the
+    gateway's log (an SD card; journald's rate limit then hides every other line). Counted all the same."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    outbox = Outbox(tmp_path, max_messages=100)
+    for i in range(100):
+        outbox.put("smart", "frame", "t", json.dumps({"i": i}))
+    with caplog.at_level("WARNING", logger="detectors.outbox"):
+        for i in range(600):  # ten minutes of frames at one a second, the queue full
+            outbox.put("smart", "frame", "t", json.dumps({"i": 100 + i}))
+            now[0] += 1.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert outbox.dropped == 600 and outbox.count("smart") == 100
+    assert len(warnings) == 10, warnings[:3]  # the first drop at once, then one a minute
+    assert "dropped the 1 oldest message(s), 1 so far" in warnings[0]  # the operator learns it when it starts
+    assert "dropped the 60 oldest message(s), 541 so far" in warnings[-1]  # every drop counted in the next line
