@@ -4,7 +4,8 @@ Order: open the outbox (replays anything left by a previous run), start the smar
 link and, only if configured, the safe link, load the classifier, then feed blocks
 from the source until it ends (file, stdin) or the process is stopped (sound card).
 At the end the held periods are released and the queue is drained for at most
-``drain_timeout_s``; what is not delivered stays in the outbox for the next start.
+``drain_timeout_s``, even when the stop (SIGTERM) arrives during them; what is not
+delivered stays in the outbox for the next start.
 Messages a broker refused in an earlier run (its ACL denied the topic...) are queued
 again at the start: fixing the account or the ACL and restarting the agent delivers them.
 """
@@ -12,6 +13,7 @@ again at the start: fixing the account or the ACL and restarting the agent deliv
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -135,7 +137,16 @@ def run_agent(
         close = getattr(blocks, "close", None)
         if close is not None:
             close()  # a live source stops capturing (PortAudio stream closed) before the drain
-        delivered = agent.finish(settings.drain_timeout_s)
+        drain_until = time.monotonic() + settings.drain_timeout_s
+        try:
+            delivered = agent.finish(settings.drain_timeout_s)
+        except KeyboardInterrupt:
+            # The stop (SIGTERM) came after the source ended, during the release or the drain: it
+            # asks for what the loop's stop gives, a release and a drain, so they run to their end
+            # (a second SIGTERM is ignored, the service manager's timeout still applies). It used to
+            # escape from here: exit 130, no final line. Ctrl-C again still aborts.
+            log.info("stopped by the operator during the final drain: releasing and draining to the end")
+            delivered = agent.finish(max(0.0, drain_until - time.monotonic()))
         if not delivered:
             log.warning("%d message(s) not yet delivered; they stay queued for the next start", outbox.count())
         if outbox.refused_count():
