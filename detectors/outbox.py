@@ -212,6 +212,9 @@ class Outbox:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            # The counts in memory changed with the statements: they come from the file again, whatever
+            # stopped the transaction (a KeyboardInterrupt from SIGTERM too, which no caller catches).
+            self._recount()
             raise
         self._db.execute("COMMIT")
 

@@ -168,3 +168,26 @@ def test_a_full_queue_warns_once_a_minute_not_at_every_message(tmp_path: Path, c
     assert len(warnings) == 10, warnings[:3]  # the first drop at once, then one a minute
     assert "dropped the 1 oldest message(s), 1 so far" in warnings[0]  # the operator learns it when it starts
     assert "dropped the 60 oldest message(s), 541 so far" in warnings[-1]  # every drop counted in the next line
+
+
+def test_a_stop_inside_a_put_leaves_the_counts_true_to_the_file(tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM reaches the agent as KeyboardInterrupt at any bytecode, also between a put's count and its
+    COMMIT: the row was rolled back but still counted, so the final drain waited for a message that did not
+    exist (its whole timeout) and the final line said queued=1 of an empty queue."""
+    outbox = Outbox(tmp_path, max_messages=100)
+    outbox.put("smart", "frame", "t", "{}")
+
+    def stopped(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outbox, "_enforce_bound", stopped)  # runs after the count, before the COMMIT
+    try:
+        outbox.put("smart", "frame", "t", "{}")
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the stop did not reach the put")
+    with sqlite3.connect(outbox.path) as check:
+        rows = check.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert rows == 1  # rolled back
+    assert (outbox.count("smart"), outbox.count()) == (rows, rows)
