@@ -20,7 +20,8 @@ scans the file.
 A message the broker *refused* (its PUBACK carries a failure reason: the ACL denies the
 topic, the payload is invalid...) is not delivered and must not be deleted as if it
 were, nor block the messages behind it: ``refuse`` moves it, with the reason, to the
-``refused`` table of the same file (a dead letter; no other file is ever written), bound
+``refused`` table of the same file (a dead letter; no other file is ever written, but a
+queue file found damaged at the start, kept aside as ``outbox.sqlite3.damaged``), bound
 per channel like the queue. ``requeue_refused`` puts such messages back in the queue in
 their original order; the agent calls it at each start, so fixing the broker account or
 ACL and restarting the agent delivers them.
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 Channel = Literal["smart", "safe"]
 Kind = Literal["frame", "event"]
 FILE_NAME = "outbox.sqlite3"
+DAMAGED_SUFFIX = ".damaged"
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 _IDS_PER_STATEMENT = 900  # well under SQLite's limit on bound parameters
 DROP_LOG_EVERY_S = 60.0
 """A full queue drops a message at every put (a frame a second): the first drop is logged at once,
@@ -72,7 +75,20 @@ class Outbox:
         self._drops_logged_at: dict[tuple[str, str], float] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                self._open()
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
+                    raise
+                self._set_aside(exc)
+                self._open()
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"cannot open message queue {self.path}: {exc}") from exc
+
+    def _open(self) -> None:
+        """Connect, create what is missing, check the file is whole and count its rows."""
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        try:
             self._db.execute("PRAGMA journal_mode=DELETE")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
@@ -87,9 +103,32 @@ class Outbox:
                 "topic TEXT NOT NULL, payload TEXT NOT NULL, reason TEXT NOT NULL, refused_at TEXT NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS refused_by_channel ON refused (channel, id)")
+            # Damage found now, not at a put in the middle of the audio loop (then at every restart).
+            verdict = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if verdict != "ok":
+                damaged = sqlite3.DatabaseError(f"database disk image is malformed ({verdict})")
+                damaged.sqlite_errorname = "SQLITE_CORRUPT"  # as SQLite's own errors say it
+                raise damaged
             self._load_counts()
-        except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(f"cannot open message queue {self.path}: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """Move a damaged queue file (and its journal) aside, replacing an earlier one: the directory stays bounded.
+
+        The queue holds messages that can be lost, the sensor must keep measuring: a file damaged by
+        a power cut once failed every start until someone deleted it by hand.
+        """
+        aside = self.path.with_name(self.path.name + DAMAGED_SUFFIX)
+        for suffix in ("", "-journal"):
+            src, dst = self.path.with_name(self.path.name + suffix), aside.with_name(aside.name + suffix)
+            if src.exists():
+                src.replace(dst)
+            else:
+                dst.unlink(missing_ok=True)  # an earlier damaged file's journal does not belong to this one
+        log.error("message queue %s is damaged (%s): moved to %s with the messages it held, which will not be sent; "
+                  "starting with an empty queue", self.path, exc, aside)
 
     def put(self, channel: Channel, kind: Kind, topic: str, payload: str) -> int:
         if not isinstance(payload, str):

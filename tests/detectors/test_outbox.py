@@ -15,7 +15,7 @@ import numpy as np
 
 from common.config import MqttSettings
 from detectors.meter import SoundLevelMeter
-from detectors.outbox import Outbox
+from detectors.outbox import Outbox, OutboxError
 from detectors.publisher import MAX_ROWS_PER_PUMP, BrokerLink
 from sonopolis.embedded import LocalMosquitto
 from tests.detectors.test_agent import Collector
@@ -191,3 +191,45 @@ def test_a_stop_inside_a_put_leaves_the_counts_true_to_the_file(tmp_path: Path, 
         rows = check.execute("SELECT count(*) FROM outbox").fetchone()[0]
     assert rows == 1  # rolled back
     assert (outbox.count("smart"), outbox.count()) == (rows, rows)
+
+
+def _damage(path: Path) -> None:
+    """Overwrite a stretch of pages, as a power cut during a write can leave an SD card's file."""
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 : 4096 * 3 + 200] = b"\xff" * 200
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_queue_file_is_set_aside_and_the_agent_starts_with_a_new_one(tmp_path: Path, caplog) -> None:
+    """A queue file damaged by a power cut made every start fail ("database disk image is malformed"):
+    a restarting service measured nothing until someone deleted the file by hand. The messages are
+    disposable, the sensor is not: the file is kept aside (one, in the queue directory) and a new one used."""
+    first = Outbox(tmp_path, max_messages=1000)
+    for i in range(300):
+        first.put("smart", "frame", "t", json.dumps({"i": i, "pad": "x" * 700}))
+    first.close()
+    _damage(first.path)
+    with caplog.at_level("ERROR", logger="detectors.outbox"):
+        again = Outbox(tmp_path, max_messages=1000)
+    assert again.count() == 0 and again.refused_count() == 0
+    assert again.put("safe", "event", "t", "{}") > 0 and again.count("safe") == 1
+    aside = tmp_path / "outbox.sqlite3.damaged"
+    assert aside.is_file() and aside.stat().st_size > 4096 * 3
+    assert any("damaged" in r.getMessage() and str(aside) in r.getMessage() for r in caplog.records)
+    again.close()
+
+    _damage(again.path)  # a second damaged file replaces the first: the directory stays bounded
+    Outbox(tmp_path, max_messages=1000).close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "damaged" in p.name) == ["outbox.sqlite3.damaged"]
+
+
+def test_a_queue_file_that_cannot_be_opened_is_still_an_error(tmp_path: Path) -> None:
+    """Only a damaged file is set aside; a directory the agent may not write is the operator's to fix."""
+    (tmp_path / "outbox.sqlite3").mkdir()  # not a file at all: no database can be opened there
+    try:
+        Outbox(tmp_path, max_messages=100)
+    except OutboxError as exc:
+        assert "cannot open message queue" in str(exc)
+    else:
+        raise AssertionError("a queue path that cannot be opened was accepted")
+    assert (tmp_path / "outbox.sqlite3").is_dir()
