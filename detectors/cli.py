@@ -12,7 +12,7 @@ def edge(
     config: Path | None = typer.Option(None, "--config", help="Edge settings TOML (else SONOPOLIS_EDGE_* variables)"),
     realtime: bool = typer.Option(False, "--realtime/--fast", help="Replay files at real-time pace or as fast as possible"),
     start: str | None = typer.Option(None, "--start", help="UTC time of the first sample (ISO 8601); default: now"),
-    rate: int = typer.Option(48000, "--rate", help="Sample rate of stdin PCM or the sound card"),
+    rate: int = typer.Option(48000, "--rate", min=8000, max=192000, help="Sample rate of stdin PCM or the sound card, Hz"),
     pcm_format: str = typer.Option("s16le", "--format", help="stdin PCM format: s16le, s32le or f32le"),
     channels: int = typer.Option(1, "--channels", min=1, max=32, help="Interleaved channels (mixed to mono)"),
     device: str | None = typer.Option(None, "--device", help="Sound card name or index"),

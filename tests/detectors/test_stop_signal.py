@@ -72,3 +72,19 @@ def test_a_sigterm_during_the_final_drain_lets_it_finish_and_exits_cleanly(tmp_p
     assert "not yet delivered" in err  # the drain ran to its timeout and said what stays queued
     assert took < 10, took
     assert _queued(queue) == 2  # kept for the next start
+
+
+def test_edge_refuses_a_sample_rate_no_sensor_has_before_starting(tmp_path: Path) -> None:
+    """``--rate 0`` (a slip for 48000) started the queue and the broker links, then died in the meter
+    with a traceback; check-edge already bounds its --rate to the sensors' range."""
+    from typer.testing import CliRunner
+
+    from sonopolis import cli
+
+    env = {"SONOPOLIS_EDGE_QUEUE_DIR": str(tmp_path / "queue"), "SONOPOLIS_EDGE_CLASSIFIER_ENABLED": "false",
+           "SONOPOLIS_EDGE_SMART_MQTT__PORT": str(_unused_port())}
+    for rate in ("0", "-48000", "480000"):
+        result = CliRunner().invoke(cli.app, ["edge", "-", "--rate", rate], input=b"", env=env)
+        assert result.exit_code == 2, (rate, result.exit_code, result.output[-500:])
+        assert "--rate" in result.output
+    assert not (tmp_path / "queue").exists()  # refused before anything was opened
