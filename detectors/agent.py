@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 CLASSIFIER_LOOKAHEAD_S = 2.0
 """How long after a period ends a detection may still report an onset inside it."""
 REPAIR_WARNING_EVERY_S = 60.0
+DRAIN_TURN_S = 0.1
+"""At the end, each broker link drains for this long in turn, so neither waits for the other."""
 
 
 class DetectionLike(Protocol):
@@ -226,10 +229,18 @@ class EdgeAgent:
                 link.pump()
 
     def finish(self, drain_timeout_s: float = 10.0) -> bool:
-        """End of stream: release held periods and try to deliver the queue."""
+        """End of stream: release held periods and try to deliver the queue within ``drain_timeout_s``.
+
+        Both links are drained at once, in turns of ``DRAIN_TURN_S``: one after the other, a smart
+        broker that is down held the security events back for its whole timeout, and a stop took
+        twice the timeout when both were down.
+        """
         self._release(final=True)
-        ok = True
-        for link in (self.smart, self.safe):
-            if link is not None:
-                ok &= link.drain(drain_timeout_s)
-        return ok
+        deadline = time.monotonic() + drain_timeout_s
+        waiting = [link for link in (self.smart, self.safe) if link is not None]
+        while waiting:
+            turn = min(DRAIN_TURN_S, deadline - time.monotonic())
+            if turn <= 0:
+                break
+            waiting = [link for link in waiting if not link.drain(turn)]
+        return not waiting

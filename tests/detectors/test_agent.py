@@ -205,3 +205,48 @@ def test_broker_outage_is_ridden_out_with_the_outbox(tmp_path: Path, mqtt_broker
     batches = [p for _, p in rx.messages if b"level-batch" in p]
     assert batches, "a backlog should be replayed as LevelBatch messages"
     assert (tmp_path / "queue" / "outbox.sqlite3").exists()
+
+
+def test_the_final_drain_serves_both_brokers_at_once_within_its_timeout(tmp_path: Path, mqtt_broker: LocalMosquitto) -> None:
+    """finish() drained the smart link, then the safe one, each for the whole drain_timeout_s: with the
+    smart broker down a security event waited the full timeout behind it (and a stop took twice the
+    timeout when both were down, past a service manager's grace period)."""
+    import socket
+
+    from detectors.agent import EdgeAgent
+    from detectors.outbox import Outbox
+    from detectors.publisher import BrokerLink
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]  # nothing listens: the smart broker is down
+    outbox = Outbox(tmp_path / "queue", 1000)
+    smart = BrokerLink("smart", MqttSettings(port=dead_port, client_id=f"edge-smart-{uuid.uuid4().hex[:6]}"), outbox)
+    safe = BrokerLink("safe", MqttSettings(port=mqtt_broker.port, client_id=f"edge-safe-{uuid.uuid4().hex[:6]}"), outbox)
+    rx = Collector(mqtt_broker.port, topic="sonopolis-safe/#")
+    for link in (smart, safe):
+        link.start()
+    try:
+        agent = EdgeAgent(sensor_id="sensor-07", calibration_offset_db=100.0, sample_rate=16000, start=T0,
+                          outbox=outbox, smart=smart, safe=safe)
+        outbox.put("smart", "frame", "sonopolis/v1/levels/sensor-07", "{}")
+        event = SecurityEvent.model_validate({"sensor_id": "sensor-07", "class": "gunshot", "confidence": 0.9,
+                                              "onset": T0, "level_db": 100.0})
+        outbox.put("safe", "event", event.topic(), event.to_json())
+        time.sleep(1.0)  # the safe link is connected; nothing was pumped yet
+        started = time.monotonic()
+        arrived: list[float] = []
+        watcher = threading.Thread(target=lambda: (rx.wait(lambda: bool(rx.messages), 10), arrived.append(time.monotonic())))
+        watcher.start()
+        delivered = agent.finish(3.0)
+        took = time.monotonic() - started
+        watcher.join()
+    finally:
+        for link in (smart, safe):
+            link.stop()
+        rx.close()
+    assert not delivered  # the frame stays queued for the next start
+    assert (outbox.count("smart"), outbox.count("safe")) == (1, 0)
+    assert [json.loads(p)["event_id"] for _, p in rx.messages] == [str(event.event_id)]
+    assert arrived[0] - started < 1.5, arrived[0] - started  # not after the smart link's whole timeout
+    assert took < 3.5, took  # one timeout for the whole drain
