@@ -24,6 +24,7 @@ from detectors.outbox import Outbox, OutboxError
 from detectors.publisher import BrokerLink
 from detectors.settings import EdgeSettings
 from detectors.sources import Block, FileSource, SoundCardSource, SourceError, StdinSource
+from messages.times import EARLIEST
 
 log = logging.getLogger(__name__)
 
@@ -181,5 +182,10 @@ def run_edge(
         raise RunError(f"--start {start!r} is not an ISO 8601 time") from exc
     if t0.tzinfo is None:
         raise RunError("--start must carry a UTC offset, e.g. 2026-11-23T10:00:00Z")
+    if t0 < EARLIEST:
+        # The wire refuses such frames: the agent measured, then died at its first frame with a
+        # validation traceback (and a service restarted into the same death).
+        what = f"--start {start}" if start else f"the system clock ({t0.isoformat()})"
+        raise RunError(f"{what} is before {EARLIEST:%Y-%m-%d}, which no frame may carry: is the clock set (NTP)?")
     classifier, model_id = load_classifier(settings)
     return run_agent(settings, src.blocks(), src.sample_rate, t0, classifier, model_id)

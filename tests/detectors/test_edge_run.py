@@ -1,10 +1,12 @@
-"""SIGTERM at the end of a run: the stop a service manager sends while the agent drains its queue.
+"""How a run of ``sonopolis edge`` starts and stops, in its own process where it matters.
 
-A file replay ends, the agent releases its periods and waits up to ``drain_timeout_s``
-for the broker; a SIGTERM arriving then (systemd stopping the unit, ``docker stop``, a
-replay script's timeout) raised KeyboardInterrupt inside the drain: exit 130, no final
-line, the drain cut short, where ``sonopolis edge`` promises exit 0 with the count of
-what stays queued.
+* SIGTERM at the end of a run, while the agent drains its queue: a file replay ends, the
+  agent releases its periods and waits up to ``drain_timeout_s`` for the broker; a SIGTERM
+  arriving then (systemd stopping the unit, ``docker stop``, a replay script's timeout)
+  raised KeyboardInterrupt inside the drain: exit 130, no final line, the drain cut short,
+  where ``sonopolis edge`` promises exit 0 with the count of what stays queued.
+* Arguments that cannot give valid frames (a sample rate of 0, a start before 2000) are
+  refused before anything is opened, not found by a traceback at the first frame.
 """
 
 from __future__ import annotations
@@ -88,3 +90,23 @@ def test_edge_refuses_a_sample_rate_no_sensor_has_before_starting(tmp_path: Path
         assert result.exit_code == 2, (rate, result.exit_code, result.output[-500:])
         assert "--rate" in result.output
     assert not (tmp_path / "queue").exists()  # refused before anything was opened
+
+
+def test_a_start_before_2000_is_refused_before_anything_is_measured(tmp_path: Path) -> None:
+    """Frames before 2000 are refused by the wire model (a clock never set, 1970 after a power cut
+    without RTC): the agent measured, then died at its first frame with a pydantic traceback, and as a
+    service restarted into the same death. Said at once, as the run's error, with nothing opened."""
+    from detectors.runner import RunError, run_edge
+    from detectors.settings import EdgeSettings
+
+    audio = tmp_path / "two.wav"
+    sf.write(audio, np.zeros(2 * 48000, np.float32), 48000)
+    settings = EdgeSettings(queue_dir=tmp_path / "queue", classifier_enabled=False)
+    for start in ("1999-12-31T23:59:59Z", "1970-01-01T00:00:07+00:00"):
+        try:
+            run_edge(settings, str(audio), start=start)
+        except RunError as exc:
+            assert "2000" in str(exc) and "clock" in str(exc), exc
+        else:
+            raise AssertionError(f"--start {start} was accepted")
+    assert not (tmp_path / "queue").exists()
