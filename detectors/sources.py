@@ -152,7 +152,8 @@ class SoundCardSource:
             ) from exc
         self._sd = sounddevice
         self.sample_rate = sample_rate
-        self.device = device
+        # ``--device 1`` arrives as a string, which PortAudio's lookup takes for a name to search.
+        self.device = int(device) if isinstance(device, str) and device.strip().isdigit() else device
         self.channels = channels
         self.block = max(1, int(block_s * sample_rate))
         self.ring = RingBuffer(int(buffer_s * sample_rate))
@@ -209,7 +210,7 @@ class SoundCardSource:
                 samplerate=self.sample_rate, device=self.device, channels=self.channels, dtype="float32",
                 callback=self.on_audio, blocksize=self.block,
             )
-        except self._sd.PortAudioError as exc:
+        except (self._sd.PortAudioError, ValueError) as exc:  # ValueError: no device, or several, of that name
             raise SourceError(f"cannot open sound card {self.device!r}: {exc}") from exc
         try:
             with self._stream:

@@ -148,3 +148,35 @@ def test_live_blocks_are_stamped_with_their_capture_time(tmp_path: Path) -> None
         assert before - timedelta(seconds=1) <= captured <= after, (before, captured, after)
         # A block is read only once all of it was captured: its first sample is at least one block older.
         assert float(stamp) + 0.1 <= float(read_at) + 1e-3, (stamp, read_at)
+
+
+BY_INDEX = """
+import sounddevice
+from detectors.sources import SoundCardSource, SourceError
+index = [d["name"] for d in sounddevice.query_devices()].index("sonopolis_card")
+blocks = SoundCardSource({rate}, device=str(index)).blocks()  # as --device gives it: a string
+block = next(blocks)
+print("index", block.samples.size, float(abs(block.samples).max()))
+blocks.close()
+try:
+    next(SoundCardSource({rate}, device="no_such_card").blocks())
+except SourceError as exc:
+    print("refused", exc)
+"""
+
+
+def test_a_card_is_found_by_its_index_and_an_unknown_one_is_a_source_error(tmp_path: Path) -> None:
+    """``--device`` says "name or index", but arrives as a string: "1" was searched as a name
+    ("No input device matching '1'"), and an unknown name escaped as sounddevice's ValueError
+    (a traceback) instead of the source error that names the device."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _card(home, tmp_path)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", BY_INDEX.format(rate=RATE)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    _, size, peak = lines[0].split()
+    assert int(size) == RATE // 10 and abs(float(peak) - AMPLITUDE) < 0.01  # the tone of sonopolis_card
+    assert lines[1].startswith("refused cannot open sound card 'no_such_card'"), lines
