@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import page, routes_data, routes_events, routes_exports, transparency
 from api.errors import ProblemDetails, install_handlers
 from api.events import EventStore, evaluator_loop
+from api.head import HeadAsGet
 from api.proxy import trust_proxy_headers
 from api.queries import Queries
 from api.security import TokenBuckets, rate_limit_factory, require_admin_factory
@@ -112,6 +113,7 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
     app.include_router(transparency.build_router(rate_limit))
     app.include_router(page.build_router(rate_limit))
     _mount_ngsi(app, pool, schema, ngsi_settings, rate_limit)
+    app.add_middleware(HeadAsGet)  # added last: outermost, every layer below sees a GET
     return app
 
 

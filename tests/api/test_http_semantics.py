@@ -1,0 +1,33 @@
+"""HTTP semantics of the open API for generic clients: HEAD, CORS, conditional GET of published files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from api.settings import ApiSettings
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_head_answers_every_get_route_without_a_body(client: httpx.AsyncClient, recent_dsn: str) -> None:
+    """RFC 9110 §9.3.2: HEAD is GET without the body; link checkers and harvesters probe with it (was 405)."""
+    for path in ("/v1/sensors", "/v1/levels?period=1h&limit=5", "/v1/transparency", "/openapi.json"):
+        got = await client.get(path)
+        head = await client.head(path)
+        assert head.status_code == got.status_code == 200, (path, head.status_code, head.text)
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers.get("link") == got.headers.get("link"), path
+    missing = await client.head("/v1/sensors/NOPE")
+    assert missing.status_code == 404 and missing.content == b""
+
+
+async def test_head_of_the_event_stream_ends(client: httpx.AsyncClient, recent_dsn: str) -> None:
+    """A HEAD of the endless SSE stream answers its headers and ends instead of streaming forever."""
+    with anyio.fail_after(10):
+        r = await client.head("/v1/events/stream")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream") and r.content == b""
