@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import AsyncConnectionPool
 
 from api import page, routes_data, routes_events, routes_exports, transparency
@@ -113,6 +114,13 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
     app.include_router(transparency.build_router(rate_limit))
     app.include_router(page.build_router(rate_limit))
     _mount_ngsi(app, pool, schema, ngsi_settings, rate_limit)
+    # Open data is read from web pages of any origin (reusers' maps, notebooks): reads only,
+    # no credentials, and none of the admin routes' Authorization or POST/DELETE, so a page
+    # elsewhere can never act with an operator's token. Link (next page), Retry-After (429),
+    # ETag/Last-Modified and Content-Disposition must be exposed or a script cannot see them.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
+                       allow_headers=["Accept", "Last-Event-ID", "If-None-Match", "If-Modified-Since", "Link"],
+                       expose_headers=["Link", "Retry-After", "ETag", "Last-Modified", "Content-Disposition"], max_age=86400)
     app.add_middleware(HeadAsGet)  # added last: outermost, every layer below sees a GET
     return app
 

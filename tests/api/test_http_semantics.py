@@ -31,3 +31,24 @@ async def test_head_of_the_event_stream_ends(client: httpx.AsyncClient, recent_d
     with anyio.fail_after(10):
         r = await client.head("/v1/events/stream")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream") and r.content == b""
+
+
+async def test_cors_lets_any_web_page_read_the_open_data(client: httpx.AsyncClient, recent_dsn: str) -> None:
+    """A reuser's web page on another origin can read levels and follow pages (Link exposed); there was no CORS."""
+    origin = {"Origin": "https://reuse.example.net"}
+    r = await client.get("/v1/levels", params={"period": "1min", "limit": 2}, headers=origin)
+    assert r.status_code == 200 and r.headers.get("access-control-allow-origin") == "*", r.headers
+    exposed = {h.strip().lower() for h in r.headers.get("access-control-expose-headers", "").split(",")}
+    assert {"link", "retry-after"} <= exposed
+    assert "access-control-allow-credentials" not in r.headers
+    pre = await client.options("/v1/sensors", headers={**origin, "Access-Control-Request-Method": "GET"})
+    assert pre.status_code == 200 and pre.headers.get("access-control-allow-origin") == "*"
+
+
+async def test_cors_does_not_open_admin_routes_to_web_pages(client: httpx.AsyncClient, recent_dsn: str) -> None:
+    """A cross-origin page may not send the admin bearer token nor POST: the preflight refuses both."""
+    origin = {"Origin": "https://evil.example.net"}
+    pre = await client.options("/v1/admin/webhooks", headers={**origin, "Access-Control-Request-Method": "POST",
+                                                              "Access-Control-Request-Headers": "authorization, content-type"})
+    assert pre.status_code == 400
+    assert "POST" not in pre.headers.get("access-control-allow-methods", "")
