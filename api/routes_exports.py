@@ -7,13 +7,13 @@ see why a day is missing from the open data instead of guessing.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from api.conditional import file_response
 from api.errors import BadRequest, NotFound
 from api.exports import DAILY_DATASETS, Exporter, ExportError, NotYetPublishable, get_run, list_runs
 from api.models import ExportRun
@@ -74,23 +74,23 @@ def build_router(rate_limit, require_admin) -> APIRouter:  # type: ignore[no-unt
 
     @router.get("/opendata/datapackage.json", tags=["opendata"], dependencies=[Depends(rate_limit)],
                 summary="Frictionless Data Package descriptor of the published files")
-    async def datapackage(request: Request) -> JSONResponse:
+    async def datapackage(request: Request) -> Response:
         path = _root(request) / "datapackage.json"
         if not path.is_file():
             raise NotFound("nothing published yet")
-        return JSONResponse(json.loads(path.read_text(encoding="utf-8")))
+        return file_response(request, path, "application/json")
 
     @router.get("/opendata/catalog.jsonld", tags=["opendata"], dependencies=[Depends(rate_limit)],
                 summary="DCAT-AP catalogue (JSON-LD)")
-    async def dcat(request: Request) -> JSONResponse:
+    async def dcat(request: Request) -> Response:
         path = _root(request) / "catalog.jsonld"
         if not path.is_file():
             raise NotFound("nothing published yet")
-        return JSONResponse(json.loads(path.read_text(encoding="utf-8")), media_type="application/ld+json")
+        return file_response(request, path, "application/ld+json")
 
     @router.get("/opendata/files/{file_path:path}", tags=["opendata"], dependencies=[Depends(rate_limit)],
                 summary="A published CSV file")
-    async def files(request: Request, file_path: str) -> FileResponse:
+    async def files(request: Request, file_path: str) -> Response:
         root = _root(request)
         try:
             target = (root / file_path).resolve()
@@ -101,6 +101,6 @@ def build_router(rate_limit, require_admin) -> APIRouter:  # type: ignore[no-unt
             raise NotFound(f"{file_path[:200]} is not published") from exc
         if not published:
             raise NotFound(f"{file_path[:200]} is not published")
-        return FileResponse(target, media_type="text/csv; charset=utf-8")
+        return file_response(request, target, "text/csv; charset=utf-8")
 
     return router

@@ -52,3 +52,30 @@ async def test_cors_does_not_open_admin_routes_to_web_pages(client: httpx.AsyncC
                                                               "Access-Control-Request-Headers": "authorization, content-type"})
     assert pre.status_code == 400
     assert "POST" not in pre.headers.get("access-control-allow-methods", "")
+
+
+def _publish(settings: ApiSettings) -> str:
+    """One published file and the descriptors, as an export leaves them."""
+    from api.catalog import write_metadata
+
+    root = Path(settings.exports.directory)
+    (root / "lden_daily").mkdir(parents=True, exist_ok=True)
+    (root / "lden_daily" / "lden_daily_2026-03-29.csv").write_text("sensor_id,day,lden,lday,levening,lnight,coverage\nSE-1,2026-03-29,61.2,58.1,57.3,52.4,0.99\n")
+    write_metadata(root, settings.exports)
+    return "/v1/opendata/files/lden_daily/lden_daily_2026-03-29.csv"
+
+
+async def test_published_files_answer_304_when_unchanged(client: httpx.AsyncClient, settings: ApiSettings, smart_dsn: str) -> None:
+    """A harvester revalidating a daily file it holds gets a 304, not the whole file again (ETag was ignored)."""
+    for path in (_publish(settings), "/v1/opendata/datapackage.json", "/v1/opendata/catalog.jsonld"):
+        first = await client.get(path)
+        assert first.status_code == 200 and first.content, path
+        etag, modified = first.headers.get("etag"), first.headers.get("last-modified")
+        assert etag and modified, (path, first.headers)
+        assert "no-cache" in first.headers.get("cache-control", ""), path  # may be stored, but revalidated
+        same = await client.get(path, headers={"If-None-Match": etag})
+        assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag, (path, same.status_code)
+        since = await client.get(path, headers={"If-Modified-Since": modified})
+        assert since.status_code == 304, (path, since.status_code)
+        other = await client.get(path, headers={"If-None-Match": '"not-it"', "If-Modified-Since": modified})
+        assert other.status_code == 200 and other.content == first.content, path  # If-None-Match wins (RFC 9110 §13.2.2)
