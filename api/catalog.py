@@ -8,6 +8,7 @@ Frictionless table schema and the DCAT-AP dataset descriptions.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import io
@@ -160,6 +161,30 @@ def datapackage(root: Path, settings: ExportSettings) -> dict[str, Any]:
     }
 
 
+WKT_LITERAL = "http://www.opengis.net/ont/geosparql#wktLiteral"
+
+
+def spatial_coverage(root: Path) -> dict[str, Any] | None:
+    """DCAT-AP ``dct:spatial`` of the published sensors: the WGS84 extent of ``sensors.csv`` as it was published.
+
+    Harvesters (data.gouv.fr, the EU portal) place a dataset on a map from it. Read from the
+    published file, so it never shows a position finer than the 1e-6 degree published there.
+    A single position has no area: it is given as ``dcat:centroid`` instead of a box.
+    """
+    path = root / "sensors.csv"
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8", newline="") as fh:
+        points = [(float(r["longitude"]), float(r["latitude"])) for r in csv.DictReader(fh) if r.get("longitude") and r.get("latitude")]
+    if not points:
+        return None
+    (w, e), (s, n) = (min(p[0] for p in points), max(p[0] for p in points)), (min(p[1] for p in points), max(p[1] for p in points))
+    if w == e or s == n:
+        return {"@type": "dct:Location", "dcat:centroid": {"@value": f"POINT({(w + e) / 2} {(s + n) / 2})", "@type": WKT_LITERAL}}
+    return {"@type": "dct:Location",
+            "dcat:bbox": {"@value": f"POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))", "@type": WKT_LITERAL}}
+
+
 def dcat_catalog(root: Path, settings: ExportSettings) -> dict[str, Any]:
     """DCAT-AP 2/3 catalogue as JSON-LD: one dataset per family, one distribution per file."""
     lic_name, lic_url = LICENCES[settings.licence]
@@ -167,6 +192,7 @@ def dcat_catalog(root: Path, settings: ExportSettings) -> dict[str, Any]:
     by_dataset: dict[str, list[tuple[dt.date | None, Path]]] = {}
     for dataset, day, path in _published(root):
         by_dataset.setdefault(dataset, []).append((day, path))
+    spatial = spatial_coverage(root)
     datasets = []
     for dataset, files in by_dataset.items():
         days = [d for d, _ in files if d]
@@ -194,6 +220,8 @@ def dcat_catalog(root: Path, settings: ExportSettings) -> dict[str, Any]:
                                      "dcat:endDate": {"@value": d.isoformat(), "@type": "xsd:date"}}} if d else {}),
             } for d, path in files],
         }
+        if spatial:
+            ds["dct:spatial"] = spatial
         if days:
             ds["dct:temporal"] = {"@type": "dct:PeriodOfTime", "dcat:startDate": {"@value": min(days).isoformat(), "@type": "xsd:date"},
                                   "dcat:endDate": {"@value": max(days).isoformat(), "@type": "xsd:date"}}

@@ -159,3 +159,24 @@ async def test_published_sensors_keep_their_positions_and_text_cells_stay_text(c
     assert {row["active"] for row in api_csv} <= {"true", "false"}
     runs = (await client.get("/v1/opendata/runs")).json()
     assert runs and all(not x["file_path"].startswith("/") and str(settings.exports.directory) not in x["file_path"] for x in runs if x["file_path"])
+
+
+def test_dcat_datasets_state_their_spatial_coverage(tmp_path: Path) -> None:
+    """Each DCAT-AP dataset gives the extent of the published sensor positions (dct:spatial); it had no spatial coverage."""
+    from api.catalog import dcat_catalog
+
+    root = tmp_path / "opendata"
+    (root / "lden_daily").mkdir(parents=True)
+    (root / "sensors.csv").write_text(
+        "sensor_id,name,latitude,longitude,street,place,sonometer_class,installed_on,timezone,active\n"
+        "se-a,A,45.4355,4.3925,,,2,,Europe/Paris,true\nse-b,B,45.442,4.389,,,2,,Europe/Paris,true\n"
+        "se-c,C,45.43,4.4,,,2,,Europe/Paris,false\n")
+    (root / "lden_daily" / "lden_daily_2026-03-29.csv").write_text("sensor_id,day,lden,lday,levening,lnight,coverage\n")
+    cat = dcat_catalog(root, ExportSettings(directory=root))
+    assert cat["dcat:dataset"]
+    for ds in cat["dcat:dataset"]:
+        spatial = ds["dct:spatial"]
+        assert spatial["@type"] == "dct:Location"
+        assert spatial["dcat:bbox"] == {
+            "@value": "POLYGON((4.389 45.43, 4.4 45.43, 4.4 45.442, 4.389 45.442, 4.389 45.43))",
+            "@type": "http://www.opengis.net/ont/geosparql#wktLiteral"}
