@@ -30,6 +30,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from api.models import OpenEvent
 from api.settings import OpenEventSettings
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,10 @@ class WebhookStore:
         return len(due)
 
     async def _send_one(self, conn: AsyncConnection, client: httpx.AsyncClient, settings: OpenEventSettings, d: dict[str, Any]) -> None:
-        event = {"id": d["event_id"], "event_type": d["event_type"], "sensor_id": d["sensor_id"],
-                 "started_at": d["started_at"].isoformat(), "value": d["value"], "threshold": d["threshold"],
-                 "coverage": d["coverage"]}
+        # Rendered by the model /v1/events and SSE render with (docs: the same JSON); a dict of
+        # its own wrote started_at as '+00:00' where they write 'Z'.
+        event = OpenEvent.model_validate({"id": d["event_id"], **{k: d[k] for k in (
+            "event_type", "sensor_id", "started_at", "value", "threshold", "coverage")}}).model_dump(mode="json")
         body = json.dumps(event, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(d["secret"], body, int(time.time())),
                    "X-Sonopolis-Event-Id": str(d["event_id"]), "User-Agent": "sonopolis-webhooks/1"}

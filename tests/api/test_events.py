@@ -196,3 +196,21 @@ async def test_evaluations_take_turns_so_ids_become_visible_in_order(event_dsn: 
     async with await psycopg.AsyncConnection.connect(event_dsn, autocommit=True) as conn:
         served = [e["id"] for e in await EventStore().after(conn, 0)]
     assert served == sorted(served) and set(ids) <= set(served)
+
+
+async def test_webhook_body_is_the_event_as_the_api_and_sse_publish_it(client: httpx.AsyncClient, event_dsn: str,
+                                                                        settings: ApiSettings, admin: dict, receiver: str) -> None:
+    """docs/open-events.md: the same JSON is the SSE data and the webhook body. The webhook wrote started_at with
+    Python's isoformat ('...+00:00') while /v1/events and SSE write pydantic's ('...Z'): a receiver matching the
+    two by text saw two different events."""
+    _Receiver.fail_first = 0
+    await client.post("/v1/admin/webhooks", json={"url": receiver}, headers=admin)
+    await _evaluate(event_dsn, settings)
+    async with await psycopg.AsyncConnection.connect(event_dsn, autocommit=True) as conn, httpx.AsyncClient() as http:
+        while await WebhookStore().dispatch_due(conn, http, settings.events):
+            pass
+    published = {e["id"]: e for e in (await client.get("/v1/events")).json()}
+    delivered = {json.loads(body)["id"]: json.loads(body) for _, body in _Receiver.received}
+    assert published and delivered.keys() == published.keys()
+    for event_id, event in delivered.items():
+        assert event == published[event_id], (event, published[event_id])
