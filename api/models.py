@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC) if value.tzinfo is not None else value
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
+"""An instant as the API writes it: in UTC ('Z'). psycopg returns timestamptz in the session's
+TimeZone, which initdb takes from the host: on a server set to Europe/Paris every time
+came out as '+01:00'/'+02:00' although the docs and the published files say UTC."""
 
 
 class Period(str, Enum):
@@ -74,7 +84,7 @@ class LevelRow(BaseModel):
         "car_horn": 4, "siren": 0}]})
 
     sensor_id: str
-    bucket: dt.datetime = Field(..., description="Start of the bucket (1d: local midnight of the sensor's zone)")
+    bucket: UtcDatetime = Field(..., description="Start of the bucket (1d: local midnight of the sensor's zone)")
     period: Period
     laeq: float | None = Field(None, description="Energetic mean A-weighted level, dB(A)")
     lamax: float | None = Field(None, description="Highest 1 s LAFmax, dB(A)")
@@ -109,7 +119,7 @@ class SourceCountRow(BaseModel):
     """Non-security noise sources counted per hour (no security class is ever counted here)."""
 
     sensor_id: str
-    hour: dt.datetime
+    hour: UtcDatetime
     car_horn: int
     siren: int
 
@@ -136,7 +146,7 @@ class SourceCountPage(Page):
 
 class LatestLevel(BaseModel):
     sensor_id: str
-    bucket: dt.datetime
+    bucket: UtcDatetime
     laeq: float | None
 
 
@@ -154,7 +164,7 @@ class OpenEvent(BaseModel):
     id: int = Field(..., description="Increasing; resume after it (`after`, `Last-Event-ID`)")
     event_type: OpenEventType
     sensor_id: str
-    started_at: dt.datetime = Field(
+    started_at: UtcDatetime = Field(
         ..., description="noise_threshold_exceeded: start of the aligned 5 min window (UTC, multiple of 5 min); "
         "sensor_silent: time of the sensor's last frame")
     value: float | None = Field(
@@ -185,7 +195,7 @@ class Webhook(BaseModel):
     event_types: list[str]
     description: str | None = None
     active: bool
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 class WebhookCreated(Webhook):
@@ -198,6 +208,6 @@ class ExportRun(BaseModel):
     dataset: str
     status: Literal["published", "rejected"]
     rows: int
-    started_at: dt.datetime
+    started_at: UtcDatetime
     report: dict[str, Any]
     file_path: str | None = None
