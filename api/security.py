@@ -9,6 +9,7 @@ several replicas, the reverse proxy should limit too).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -79,11 +80,30 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def rate_key(host: str) -> str:
+    """The bucket of an address: an IPv6 client's /64, an IPv4 client's address.
+
+    An IPv6 subscriber is given a whole /64 (RFC 6177) and may use any address in it
+    (privacy extensions change it by themselves): counted per address, one client could
+    take a fresh address per request and never be limited. An IPv4-mapped address
+    (``::ffff:192.0.2.1``, from a dual-stack socket) is the IPv4 client it maps.
+    """
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # "unknown", a test client's name
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
 def rate_limit_factory(buckets: TokenBuckets) -> Callable[[Request], None]:
     """A dependency for the public read routes: 429 + ``Retry-After`` when the bucket is empty."""
 
     def rate_limit(request: Request) -> None:
-        wait = buckets.take(client_ip(request))
+        wait = buckets.take(rate_key(client_ip(request)))
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise TooManyRequests(f"rate limit exceeded, retry in {seconds} s", headers={"Retry-After": str(seconds)})

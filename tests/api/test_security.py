@@ -132,3 +132,22 @@ async def test_openapi_event_types_are_only_public_ones(client: httpx.AsyncClien
     assert spec["components"]["schemas"]["OpenEvent"]["properties"]["event_type"]["enum"] == ["noise_threshold_exceeded", "sensor_silent"]
     r = await client.get("/v1/events", params={"type": "gunshot"})
     assert r.status_code == 422
+
+
+async def test_rate_limit_counts_an_ipv6_client_by_its_64_prefix(tmp_path, smart_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    """An IPv6 subscriber gets a whole /64 (RFC 6177) and picks any address in it: counted per address, it was
+    never limited (a new address per request). IPv4-mapped addresses count as their IPv4 address."""
+    settings = make_settings(tmp_path, rate_limit_per_minute=60, rate_limit_burst=3)
+    async with AsyncConnectionPool(smart_dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False) as pool:
+        app = create_app(settings, pool)
+
+        async def get(addr: str) -> int:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(addr, 1)), base_url="http://t") as c:
+                return (await c.get("/v1/sensors")).status_code
+
+        same_64 = [await get(f"2001:db8:1:2::{i}") for i in range(1, 5)]
+        other_64 = await get("2001:db8:1:3::1")
+        v4 = [await get("192.0.2.44") for _ in range(3)] + [await get("::ffff:192.0.2.44")]
+    assert same_64 == [200, 200, 200, 429]
+    assert other_64 == 200
+    assert v4 == [200, 200, 200, 429]
