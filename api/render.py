@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 from enum import Enum
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import Request
@@ -24,16 +25,54 @@ from messages.bands import BAND_KEYS
 Format = Literal["json", "csv", "geojson"]
 
 
+def _accepted(accept: str) -> list[tuple[str, float]]:
+    """(media range, q) of each element of an Accept header; a malformed q counts as 0."""
+    out = []
+    for part in accept.split(","):
+        media, *params = part.split(";")
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media.strip():
+            out.append((media.strip(), q))
+    return out
+
+
+def _quality(ranges: list[tuple[str, float]], specific: Callable[[str], bool], partial: tuple[str, ...]) -> tuple[float, bool]:
+    """q of the most specific range matching a format (RFC 9110 §12.5.1), and whether it was named exactly."""
+    for level, match in ((2, specific), (1, lambda m: m in partial), (0, lambda m: m == "*/*")):
+        qs = [q for m, q in ranges if match(m)]
+        if qs:
+            return max(qs), level == 2
+    return 0.0, False
+
+
 def choose_format(request: Request, explicit: str | None, default: str = "json") -> str:
-    """``format=`` wins; else the Accept header (text/csv or JSON); else ``default``."""
+    """``format=`` wins; else the Accept header ranked by its q-values (text/csv or JSON); else ``default``.
+
+    Any mention of json used to win, so ``text/csv, application/json;q=0.5`` was answered
+    in JSON. ``text/html`` counts for JSON, as before: a browser gets the default.
+    """
     if explicit:
         return explicit
     accept = request.headers.get("accept", "").lower()
-    if "text/csv" in accept and "json" not in accept:
-        return "csv"
-    if not accept or any(t in accept for t in ("json", "*/*", "application/*", "text/html")):
+    if not accept.strip():
         return default
-    raise NotAcceptable(f"cannot produce {accept!r}: use application/json or text/csv (or format=json|csv)")
+    ranges = _accepted(accept)
+    q_csv, csv_named = _quality(ranges, lambda m: m == "text/csv", ("text/*",))
+    q_json, json_named = _quality(ranges, lambda m: "json" in m, ("application/*", "text/html"))
+    if q_csv <= 0 and q_json <= 0:
+        raise NotAcceptable(f"cannot produce {accept!r}: use application/json or text/csv (or format=json|csv)")
+    if q_csv > q_json or (q_csv == q_json and csv_named and not json_named):
+        return "csv"
+    if q_json > q_csv:
+        return "json"
+    return default
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

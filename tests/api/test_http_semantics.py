@@ -79,3 +79,24 @@ async def test_published_files_answer_304_when_unchanged(client: httpx.AsyncClie
         assert since.status_code == 304, (path, since.status_code)
         other = await client.get(path, headers={"If-None-Match": '"not-it"', "If-Modified-Since": modified})
         assert other.status_code == 200 and other.content == first.content, path  # If-None-Match wins (RFC 9110 §13.2.2)
+
+
+@pytest.mark.parametrize(("accept", "expected"), [
+    ("text/csv, application/json;q=0.5", "text/csv"),       # was JSON: any mention of json won, whatever its q
+    ("application/json;q=0.1, text/csv", "text/csv"),
+    ("application/json, text/csv;q=0.5", "application/json"),
+    ("text/csv;q=0, application/json", "application/json"),
+    ("text/csv", "text/csv"),
+    ("text/csv, */*;q=0.1", "text/csv"),
+    ("*/*", "application/json"),
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "application/json"),  # a browser
+])
+async def test_accept_q_values_choose_between_csv_and_json(client: httpx.AsyncClient, smart_dsn: str, accept: str, expected: str) -> None:
+    """RFC 9110 §12.5.1: the q-values rank the media types a client accepts."""
+    r = await client.get("/v1/lden", headers={"Accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"].startswith(expected), (accept, r.headers["content-type"])
+
+
+async def test_accept_refusing_both_formats_is_406(client: httpx.AsyncClient, smart_dsn: str) -> None:
+    r = await client.get("/v1/lden", headers={"Accept": "text/csv;q=0, application/json;q=0"})
+    assert r.status_code == 406 and r.headers["content-type"] == "application/problem+json"
