@@ -52,6 +52,10 @@ def _quality(ranges: list[tuple[str, float]], specific: Callable[[str], bool], p
     return 0.0, False
 
 
+VARY = "Accept"
+"""Every answer whose format ``choose_format`` picks from Accept says so: a shared cache must not hand CSV to a JSON client."""
+
+
 def choose_format(request: Request, explicit: str | None, default: str = "json") -> str:
     """``format=`` wins; else the Accept header ranked by its q-values (text/csv or JSON); else ``default``.
 
@@ -133,6 +137,7 @@ def page_response(request: Request, fmt: str, model: type[BaseModel], page_model
     items = [model.model_validate(r) for r in rows]
     nxt = next_url(request, rows[-1][time_key], rows[-1]["sensor_id"]) if has_more and rows else None
     headers = {"Link": f'<{nxt}>; rel="next"'} if nxt else {}
+    headers["Vary"] = VARY
     if fmt == "csv":
         headers["Content-Disposition"] = f'inline; filename="{filename}.csv"'
         return Response(to_csv(model, items), media_type="text/csv; charset=utf-8", headers=headers)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from api.errors import BadRequest, NotFound
 from api.models import LatestLevel, LdenPage, LdenRow, LevelPage, LevelRow, Period, SensorCollection, SensorFeature, SourceCountPage, SourceCountRow
 from api.queries import Cursor
-from api.render import choose_format, page_response, to_csv
+from api.render import VARY, choose_format, page_response, to_csv
 
 SensorIds = Annotated[list[str] | None, Query(alias="sensor", description="Sensor id; repeat for several", examples=["SE-001"])]
 FromTime = Annotated[dt.datetime | None, Query(alias="from", description="Inclusive start (ISO 8601 with offset)", examples=["2025-06-01T00:00:00+02:00"])]
@@ -67,9 +67,10 @@ def build_router(rate_limit) -> APIRouter:  # type: ignore[no-untyped-def]
             from pydantic import create_model
 
             flat = create_model("SensorCsv", latitude=(float, ...), longitude=(float, ...), __base__=SensorProperties)
-            return Response(to_csv(flat, [flat.model_validate(r) for r in rows]), media_type="text/csv; charset=utf-8")
+            return Response(to_csv(flat, [flat.model_validate(r) for r in rows]), media_type="text/csv; charset=utf-8",
+                            headers={"Vary": VARY})
         body = SensorCollection(features=[_feature(r) for r in rows])
-        return JSONResponse(body.model_dump(mode="json"), media_type="application/geo+json")
+        return JSONResponse(body.model_dump(mode="json"), media_type="application/geo+json", headers={"Vary": VARY})
 
     @router.get("/sensors/{sensor_id}", tags=["sensors"], response_model=SensorFeature, summary="One sensor as a GeoJSON Feature")
     async def sensor(request: Request, sensor_id: SensorPath) -> JSONResponse:

@@ -100,3 +100,12 @@ async def test_accept_q_values_choose_between_csv_and_json(client: httpx.AsyncCl
 async def test_accept_refusing_both_formats_is_406(client: httpx.AsyncClient, smart_dsn: str) -> None:
     r = await client.get("/v1/lden", headers={"Accept": "text/csv;q=0, application/json;q=0"})
     assert r.status_code == 406 and r.headers["content-type"] == "application/problem+json"
+
+
+async def test_negotiated_answers_say_they_vary_with_accept(client: httpx.AsyncClient, recent_dsn: str) -> None:
+    """The same URL answers CSV or JSON by Accept: without 'Vary: Accept' a shared cache could hand one to the other."""
+    for path in ("/v1/levels", "/v1/lden", "/v1/sources/hourly", "/v1/sensors"):
+        for accept in ("text/csv", "application/json"):
+            r = await client.get(path, headers={"Accept": accept})
+            assert r.status_code == 200
+            assert "accept" in [v.strip().lower() for v in r.headers.get("vary", "").split(",")], (path, accept, r.headers)
