@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -150,3 +151,31 @@ class FeedReader:
 
 def past(seconds: float) -> datetime:
     return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+
+
+class WebhookReceiver:
+    """A control-room or VMS endpoint on this machine: keeps each JSON body posted to it and its delivery id."""
+
+    def __init__(self, delivery_header: str = "X-Sonopolis-Delivery") -> None:
+        received = self.received = []
+        deliveries = self.deliveries = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                deliveries.append(self.headers[delivery_header])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def incident_ids(self) -> list[str]:
+        return [m["incident"]["incident_id"] for m in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -8,45 +8,17 @@ random id per sending made it a second incident in the VMS.
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
 import psycopg
 
 from safecity_bridge.delivery.webhooks import DELIVERY_HEADER
 from safecity_bridge.runner import BridgeThread, NoCameras
 from safecity_bridge.settings import WebhookTarget
 from tests.polling import wait_until
-from tests.safecity_bridge.bridge_harness import event, make_settings, past
-
-
-class HeaderReceiver:
-    """A VMS endpoint on this machine that keeps each delivery id it was sent."""
-
-    def __init__(self) -> None:
-        deliveries = self.deliveries = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers["Content-Length"]))
-                deliveries.append(self.headers[DELIVERY_HEADER])
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
+from tests.safecity_bridge.bridge_harness import WebhookReceiver, event, make_settings, past
 
 
 def test_an_alert_sent_again_after_a_restart_keeps_its_delivery_id(db, mqtt_broker, operators, pub):
-    hook = HeaderReceiver()
+    hook = WebhookReceiver(DELIVERY_HEADER)
     target = WebhookTarget(name="vms", url=hook.url, secret="0123456789abcdef-test")
     shot = event("s-north", "gunshot", onset=past(2))
     try:

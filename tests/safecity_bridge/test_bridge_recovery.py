@@ -10,11 +10,8 @@ been acknowledged, or came back and was taken for a duplicate.
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import uuid
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -25,7 +22,7 @@ from safecity_bridge.correlation import Correlator
 from safecity_bridge.runner import BridgeThread
 from safecity_bridge.settings import CorrelationSettings, WebhookTarget
 from tests.polling import wait_until
-from tests.safecity_bridge.bridge_harness import SENSORS, FeedReader, event, make_settings, past
+from tests.safecity_bridge.bridge_harness import SENSORS, FeedReader, WebhookReceiver, event, make_settings, past
 from tests.safecity_bridge.conftest import OPERATOR
 
 SCHEMA = "safe"
@@ -43,32 +40,6 @@ class RecordingSteerer:
 
     def camera_ids(self) -> list[str]:
         return []
-
-
-class WebhookReceiver:
-    """A control-room endpoint on this machine: keeps each incident posted to it."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def incident_ids(self) -> list[str]:
-        return [m["incident"]["incident_id"] for m in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 def _commit_like_a_bridge_that_then_stopped(dsn: str, events: list[dict[str, Any]]) -> list[uuid.UUID]:
