@@ -16,11 +16,13 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from api import precision
 from api.render import spreadsheet_safe
 from api.settings import LICENCES, SDM_ATTRIBUTION, ExportSettings
 
@@ -101,9 +103,9 @@ def to_csv(dataset: str, frame: pd.DataFrame) -> str:
         elif typ == "date":
             out[name] = out[name].map(lambda d: d.isoformat() if isinstance(d, dt.date) else ("" if pd.isna(d) else str(d)))
         elif typ == "number":
-            # Levels to 0.01 dB; positions to 1e-6 degree (~0.1 m): rounded to 2 decimals
-            # like the levels, every sensor of a city was published at one point.
-            out[name] = pd.to_numeric(out[name], errors="coerce").round(6 if unit == "deg" else 2)
+            # The rule of api.precision, as the data routes apply it: positions rounded to 2
+            # decimals like the levels had put every sensor of a city at one point.
+            out[name] = pd.to_numeric(out[name], errors="coerce").map(_number_rule(name, unit))
         elif typ == "string":
             out[name] = out[name].map(lambda v: v if not isinstance(v, str) else spreadsheet_safe(v))
         elif typ == "integer":
@@ -113,6 +115,15 @@ def to_csv(dataset: str, frame: pd.DataFrame) -> str:
     buf = io.StringIO()
     out.to_csv(buf, index=False, lineterminator="\n", na_rep="")
     return buf.getvalue()
+
+
+def _number_rule(name: str, unit: str | None) -> Callable[[float | None], float | None]:
+    """Rounding of a numeric column: degrees, ratios (``coverage``) or levels (dB)."""
+    if unit == "deg":
+        return precision.degrees
+    if name == "coverage":
+        return precision.ratio
+    return precision.level
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -13,6 +13,9 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from api import precision
+from api.precision import LEVEL_RULE, RATIO_RULE
+
 
 def _utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC) if value.tzinfo is not None else value
@@ -22,6 +25,14 @@ UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
 """An instant as the API writes it: in UTC ('Z'). psycopg returns timestamptz in the session's
 TimeZone, which initdb takes from the host: on a server set to Europe/Paris every time
 came out as '+01:00'/'+02:00' although the docs and the published files say UTC."""
+
+
+Level = Annotated[float, AfterValidator(precision.level)]
+"""A level in dB as the data routes write it, JSON and CSV alike: 0.01 dB, as the published files
+(``api.precision``). The float4 aggregates came out as ``61.254997``."""
+
+Ratio = Annotated[float, AfterValidator(precision.ratio)]
+"""A share in 0..1 as the data routes write it: 4 decimals (``0.93333334`` came out before)."""
 
 
 class Period(str, Enum):
@@ -86,17 +97,17 @@ class LevelRow(BaseModel):
     sensor_id: str
     bucket: UtcDatetime = Field(..., description="Start of the bucket (1d: local midnight of the sensor's zone)")
     period: Period
-    laeq: float | None = Field(None, description="Energetic mean A-weighted level, dB(A)")
-    lamax: float | None = Field(None, description="Highest 1 s LAFmax, dB(A)")
-    lamin: float | None = Field(None, description="Lowest 1 s LAFmin, dB(A)")
-    la10: float | None = Field(None, description="Level exceeded 10 % of the time, dB(A)")
-    la50: float | None = Field(None, description="Median level, dB(A)")
-    la90: float | None = Field(None, description="Background level exceeded 90 % of the time, dB(A)")
-    coverage: float | None = Field(None, ge=0, le=1, description="Seconds measured / seconds in the bucket")
+    laeq: Level | None = Field(None, description=f"Energetic mean A-weighted level, dB(A), {LEVEL_RULE}")
+    lamax: Level | None = Field(None, description=f"Highest 1 s LAFmax, dB(A), {LEVEL_RULE}")
+    lamin: Level | None = Field(None, description=f"Lowest 1 s LAFmin, dB(A), {LEVEL_RULE}")
+    la10: Level | None = Field(None, description=f"Level exceeded 10 % of the time, dB(A), {LEVEL_RULE}")
+    la50: Level | None = Field(None, description=f"Median level, dB(A), {LEVEL_RULE}")
+    la90: Level | None = Field(None, description=f"Background level exceeded 90 % of the time, dB(A), {LEVEL_RULE}")
+    coverage: Ratio | None = Field(None, ge=0, le=1, description=f"Seconds measured / seconds in the bucket, {RATIO_RULE}")
     n_seconds: int | None = None
     car_horn: int | None = Field(None, description="Car horns counted in the bucket")
     siren: int | None = Field(None, description="Sirens counted in the bucket")
-    bands: dict[str, float] | None = Field(None, description="Third-octave band levels keyed by nominal centre (Hz), dB")
+    bands: dict[str, Level] | None = Field(None, description=f"Third-octave band levels keyed by nominal centre (Hz), dB, {LEVEL_RULE}")
 
 
 # The period hours are set in ingestion/aggregates.py (_lden_statement, plain PostgreSQL) and
@@ -108,11 +119,11 @@ class LdenRow(BaseModel):
 
     sensor_id: str
     day: dt.date
-    lden: float | None = Field(None, description="Day-evening-night level, dB(A)")
-    lday: float | None = None
-    levening: float | None = None
-    lnight: float | None = None
-    coverage: float | None = Field(None, ge=0, le=1)
+    lden: Level | None = Field(None, description=f"Day-evening-night level, dB(A), {LEVEL_RULE}")
+    lday: Level | None = Field(None, description=f"Day level 06:00-18:00 local, dB(A), {LEVEL_RULE}")
+    levening: Level | None = Field(None, description=f"Evening level 18:00-22:00 local, dB(A), {LEVEL_RULE}")
+    lnight: Level | None = Field(None, description=f"Night level 22:00-06:00 local, dB(A), {LEVEL_RULE}")
+    coverage: Ratio | None = Field(None, ge=0, le=1, description=f"Share of the day measured, {RATIO_RULE}")
 
 
 class SourceCountRow(BaseModel):
@@ -147,7 +158,7 @@ class SourceCountPage(Page):
 class LatestLevel(BaseModel):
     sensor_id: str
     bucket: UtcDatetime
-    laeq: float | None
+    laeq: Level | None = Field(..., description=f"1-minute LAeq, dB(A), {LEVEL_RULE}")
 
 
 OpenEventType = Literal["noise_threshold_exceeded", "sensor_silent"]

@@ -18,6 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from api import precision
 from api.errors import BadRequest
 from api.models import PERIOD_RELATION, Period
 from messages.bands import BAND_KEYS
@@ -59,7 +60,7 @@ class Cursor:
 def bands_dict(values: list[float | None] | None) -> dict[str, float] | None:
     if values is None:
         return None
-    return {BAND_KEYS[i]: round(float(v), 2) for i, v in enumerate(values[: len(BAND_KEYS)]) if v is not None}
+    return {BAND_KEYS[i]: round(float(v), precision.LEVEL_DECIMALS) for i, v in enumerate(values[: len(BAND_KEYS)]) if v is not None}
 
 
 class Queries:
