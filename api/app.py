@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI, Request
@@ -109,6 +110,7 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
     require_admin = require_admin_factory(settings.admin_token)
 
     app.include_router(routes_data.build_router(rate_limit))
+    _advertise_page_cap(app, settings.page_max_limit)
     app.include_router(routes_events.build_router(rate_limit, require_admin))
     app.include_router(routes_exports.build_router(rate_limit, require_admin))
     app.include_router(transparency.build_router(rate_limit))
@@ -123,6 +125,24 @@ def create_app(settings: ApiSettings, pool: AsyncConnectionPool, *, schema: str 
                        expose_headers=["Link", "Retry-After", "ETag", "Last-Modified", "Content-Disposition"], max_age=86400)
     app.add_middleware(HeadAsGet)  # added last: outermost, every layer below sees a GET
     return app
+
+
+def _advertise_page_cap(app: FastAPI, cap: int) -> None:
+    """The OpenAPI document gives the city's ``page_max_limit`` as the maximum of ``limit``.
+
+    The routes' ``Limit`` cannot carry it (it is a setting, not a constant); the document
+    advertised a fixed 100000 while the default cap is 10000.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        spec = generate()
+        if first:
+            routes_data.advertise_page_cap(spec, cap)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _mount_ngsi(app: FastAPI, pool: AsyncConnectionPool, schema: str, ngsi_settings: NgsiSettings | None,

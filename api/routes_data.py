@@ -9,7 +9,7 @@ header. Only anonymous aggregates are reachable: there is no route to raw audio
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,17 +22,37 @@ from api.render import VARY, choose_format, page_response, to_csv
 SensorIds = Annotated[list[str] | None, Query(alias="sensor", description="Sensor id; repeat for several", examples=["SE-001"])]
 FromTime = Annotated[dt.datetime | None, Query(alias="from", description="Inclusive start (ISO 8601 with offset)", examples=["2025-06-01T00:00:00+02:00"])]
 ToTime = Annotated[dt.datetime | None, Query(alias="to", description="Exclusive end (ISO 8601 with offset)")]
-Limit = Annotated[int, Query(ge=1, le=100_000, description="Rows per page")]
+LIMIT_DESCRIPTION = ("Rows per page, at most the city's `page_max_limit` (default 10000; the `maximum` here is the "
+                     "configured value); above it a 400. Follow `next` for more rows")
+# No `le=` here: the bound is the city's setting, known only when the app is built. A
+# fixed le=100000 answered 422 above it while the cap answered 400 below it, advertised
+# 100000 against a default cap of 10000 and made a cap above 100000 unreachable.
+Limit = Annotated[int, Query(ge=1, description=LIMIT_DESCRIPTION)]
 CursorQ = Annotated[str | None, Query(description="Opaque cursor from the previous page's `next` link")]
 FormatQ = Annotated[str | None, Query(alias="format", pattern="^(json|csv)$", description="json (default) or csv; overrides Accept")]
 SensorPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 def _limit(request: Request, limit: int) -> int:
+    """The one check of ``limit`` against the city's cap: a bad query parameter, so a 400 (``api.errors``)."""
     cap = request.app.state.settings.page_max_limit
     if limit > cap:
-        raise BadRequest(f"limit must be at most {cap}")
+        raise BadRequest(f"limit={limit} is above this service's page_max_limit ({cap}): ask for at most {cap} rows "
+                         "and follow the `next` link for the rest")
     return limit
+
+
+def advertise_page_cap(spec: dict[str, Any], cap: int) -> None:
+    """Write the configured cap as the OpenAPI ``maximum`` of every ``limit`` declared with ``Limit``.
+
+    Found by its description, so a route that pages with another bound (``/v1/events``,
+    ``/v1/opendata/runs``) keeps its own.
+    """
+    for operations in spec.get("paths", {}).values():
+        for op in operations.values():
+            for param in op.get("parameters", []) if isinstance(op, dict) else []:
+                if param.get("name") == "limit" and param.get("description", param["schema"].get("description")) == LIMIT_DESCRIPTION:
+                    param["schema"]["maximum"] = cap
 
 
 def _window(start: dt.datetime | None, end: dt.datetime | None) -> None:

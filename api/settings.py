@@ -119,7 +119,8 @@ class ApiSettings(BaseModel):
         description="Addresses or CIDR networks of the proxies whose X-Forwarded-* headers are believed (with "
         "trust_forwarded_for); any other peer's are ignored, so a client that reaches the API directly cannot pick "
         'its address or scheme. Environment: a JSON list, e.g. \'["172.30.20.10"]\'')
-    page_max_limit: int = Field(10_000, ge=10, le=1_000_000, description="Largest page a client may ask for")
+    page_max_limit: int = Field(10_000, ge=10, le=1_000_000, description="Largest page (`limit`) a client may ask for on "
+                                "the data routes: above it a 400; the OpenAPI document advertises it as the maximum")
     exports: ExportSettings = Field(default_factory=ExportSettings)
     events: OpenEventSettings = Field(default_factory=OpenEventSettings)
     transparency: TransparencySettings = Field(default_factory=TransparencySettings)

@@ -125,6 +125,8 @@ async def test_latest_levels(client: httpx.AsyncClient, recent_dsn: str) -> None
     ("/v1/levels", {"from": "2025-06-02T00:00:00Z", "to": "2025-06-01T00:00:00Z"}, 400),
     ("/v1/levels", {"limit": 0}, 422),
     ("/v1/levels", {"limit": 50_000}, 400),
+    ("/v1/levels", {"limit": 200_000}, 400),
+    ("/v1/lden", {"limit": 2_000_000}, 400),
     ("/v1/levels", {"cursor": "not-a-cursor!"}, 400),
     ("/v1/levels", {"format": "xml"}, 422),
     ("/v1/sensors/nope/levels", {}, 404),
@@ -139,6 +141,33 @@ async def test_bad_input_gives_problem_details(client: httpx.AsyncClient, smart_
     body = r.json()
     assert body["status"] == status and body["title"] and body["type"].startswith("https://")
     assert body["instance"] == path.replace(" ", "%20").replace("!", "%21") or body["instance"] == path
+
+
+@pytest.mark.parametrize("limit", [10_001, 200_000, 5_000_000])
+async def test_limit_above_the_configured_cap_is_one_400_naming_the_cap(client: httpx.AsyncClient, smart_dsn: str, limit: int) -> None:
+    """Above ``page_max_limit`` (10000 here) is a 400 whatever the size; it was a 400 up to 100000 and a 422 beyond."""
+    r = await client.get("/v1/levels", params={"limit": limit})
+    assert r.status_code == 400, r.text
+    assert "10000" in r.json()["detail"] and "page_max_limit" in r.json()["detail"]
+
+
+async def test_openapi_advertises_the_configured_page_cap(tmp_path, smart_dsn: str, pool) -> None:  # type: ignore[no-untyped-def]
+    """The OpenAPI maximum of ``limit`` is the city's ``page_max_limit``; it advertised 100000 with a cap of 10000."""
+    from api.app import create_app
+    from tests.api.conftest import make_settings
+
+    for cap in (10_000, 250_000):
+        app = create_app(make_settings(tmp_path, page_max_limit=cap), pool)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+            spec = (await c.get("/openapi.json")).json()
+            for path in ("/v1/levels", "/v1/sensors/{sensor_id}/levels", "/v1/lden", "/v1/sources/hourly"):
+                (param,) = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == "limit"]
+                assert param["schema"]["maximum"] == cap, (path, param)
+                assert param["schema"]["minimum"] == 1
+            # a page the city allows is served, whatever FastAPI's own bounds were
+            r = await c.get("/v1/levels", params={"limit": cap})
+            assert r.status_code == 200, r.text
+            assert (await c.get("/v1/levels", params={"limit": cap + 1})).status_code == 400
 
 
 async def test_not_acceptable(client: httpx.AsyncClient, smart_dsn: str) -> None:
