@@ -197,7 +197,7 @@ def spatial_coverage(root: Path) -> dict[str, Any] | None:
 
 
 def dcat_catalog(root: Path, settings: ExportSettings) -> dict[str, Any]:
-    """DCAT-AP 2/3 catalogue as JSON-LD: one dataset per family, one distribution per file."""
+    """DCAT-AP 3.0 catalogue as JSON-LD: one dataset per family, one distribution per file."""
     lic_name, lic_url = LICENCES[settings.licence]
     base = settings.base_url.rstrip("/") + "/v1/opendata/files/"
     by_dataset: dict[str, list[tuple[dt.date | None, Path]]] = {}
@@ -225,11 +225,12 @@ def dcat_catalog(root: Path, settings: ExportSettings) -> dict[str, Any]:
                 "dcat:accessURL": {"@id": base + str(path.relative_to(root))},
                 "dcat:mediaType": {"@id": "http://www.iana.org/assignments/media-types/text/csv"},
                 "dct:format": {"@id": "http://publications.europa.eu/resource/authority/file-type/CSV"},
-                "dct:license": {"@id": lic_url}, "dcat:byteSize": {"@value": str(path.stat().st_size), "@type": "xsd:decimal"},
+                # DCAT-AP 3.0: byteSize is an xsd:nonNegativeInteger (it was typed xsd:decimal), and a
+                # Distribution has no dct:temporal: the Dataset's period below covers its files, and
+                # each file's day is in its title and URL.
+                "dct:license": {"@id": lic_url}, "dcat:byteSize": {"@value": str(path.stat().st_size), "@type": "xsd:nonNegativeInteger"},
                 "spdx:checksum": {"@type": "spdx:Checksum", "spdx:algorithm": {"@id": "spdx:checksumAlgorithm_sha256"}, "spdx:checksumValue": _sha256(path)},
-                **({"dct:temporal": {"@type": "dct:PeriodOfTime", "dcat:startDate": {"@value": d.isoformat(), "@type": "xsd:date"},
-                                     "dcat:endDate": {"@value": d.isoformat(), "@type": "xsd:date"}}} if d else {}),
-            } for d, path in files],
+            } for _, path in files],
         }
         if spatial:
             ds["dct:spatial"] = spatial

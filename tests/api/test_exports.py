@@ -180,3 +180,23 @@ def test_dcat_datasets_state_their_spatial_coverage(tmp_path: Path) -> None:
         assert spatial["dcat:bbox"] == {
             "@value": "POLYGON((4.389 45.43, 4.4 45.43, 4.4 45.442, 4.389 45.442, 4.389 45.43))",
             "@type": "http://www.opengis.net/ont/geosparql#wktLiteral"}
+
+
+def test_dcat_distributions_follow_dcat_ap_3(tmp_path: Path) -> None:
+    """DCAT-AP 3.0: a Distribution has no ``dct:temporal`` (the Dataset's period covers its files) and its
+    ``dcat:byteSize`` is an ``xsd:nonNegativeInteger``; distributions carried a period each and a size typed xsd:decimal."""
+    from api.catalog import dcat_catalog
+
+    root = tmp_path / "opendata"
+    (root / "lden_daily").mkdir(parents=True)
+    header = "sensor_id,day,lden,lday,levening,lnight,coverage\n"
+    for day in ("2026-03-28", "2026-03-29"):
+        (root / "lden_daily" / f"lden_daily_{day}.csv").write_text(header)
+    cat = dcat_catalog(root, ExportSettings(directory=root))
+    (ds,) = cat["dcat:dataset"]
+    assert ds["dct:temporal"]["dcat:startDate"]["@value"] == "2026-03-28"
+    assert ds["dct:temporal"]["dcat:endDate"]["@value"] == "2026-03-29"
+    assert len(ds["dcat:distribution"]) == 2
+    for dist in ds["dcat:distribution"]:
+        assert "dct:temporal" not in dist, dist
+        assert dist["dcat:byteSize"] == {"@value": str(len(header)), "@type": "xsd:nonNegativeInteger"}
