@@ -29,6 +29,7 @@ class Action(str, Enum):
     EVENT_CORRELATED = "event_correlated"
     CAMERA_MOVED = "camera_moved"
     CAMERA_MOVE_REPLACED = "camera_move_replaced"
+    CAMERA_MOVE_BUSY = "camera_move_busy"
     CAMERA_UNAVAILABLE = "camera_unavailable"
     ALERT_DELIVERED = "alert_delivered"
     WEBHOOK_FAILED = "webhook_failed"

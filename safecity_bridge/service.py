@@ -64,7 +64,7 @@ SideWrite = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
 class Steerer(Protocol):
     """Turns cameras toward an incident; never raises, one outcome dict per camera tried.
 
-    Outcome keys: camera_id, outcome ('moved_preset' | 'moved_absolute' | 'replaced' | 'unavailable'),
+    Outcome keys: camera_id, outcome ('moved_preset' | 'moved_absolute' | 'replaced' | 'busy' | 'unavailable'),
     preset, pan, tilt, zoom, reason, latency_ms.
     """
 
@@ -73,7 +73,10 @@ class Steerer(Protocol):
     def camera_ids(self) -> list[str]: ...
 
 
-_CAMERA_MESSAGES = {"unavailable": "camera unavailable", "replaced": "replaced by a newer move to this camera"}
+_CAMERA_MESSAGES = {"unavailable": "camera unavailable", "replaced": "replaced by a newer move to this camera",
+                    "busy": "not sent: camera busy with earlier moves"}
+_NOT_SENT = frozenset({"replaced", "busy"})
+"""Outcomes of moves that never reached the camera: they say nothing of its health."""
 
 
 def require_declaration(settings: SafeSettings) -> None:
@@ -355,8 +358,8 @@ class BridgeService:
         outcomes = await self.steerer.steer(inc)
         at = self.clock()
         for o in outcomes:
-            if o["outcome"] == "replaced":
-                continue  # never sent: says nothing of the camera, which the newer move reports on
+            if o["outcome"] in _NOT_SENT:
+                continue  # never sent: says nothing of the camera, which the moves it did receive report on
             ok = o["outcome"] != "unavailable"
             self.camera_status[o["camera_id"]] = {"camera_id": o["camera_id"], "status": "ok" if ok else "unavailable", "reason": o.get("reason"), "at": at.isoformat()}
         summary = [{**o, "message": _CAMERA_MESSAGES.get(o["outcome"], o["outcome"])} for o in outcomes]

@@ -199,7 +199,7 @@ async def quarantine(
     )
 
 
-_CAMERA_ACTIONS = {"unavailable": Action.CAMERA_UNAVAILABLE, "replaced": Action.CAMERA_MOVE_REPLACED}
+_CAMERA_ACTIONS = {"unavailable": Action.CAMERA_UNAVAILABLE, "replaced": Action.CAMERA_MOVE_REPLACED, "busy": Action.CAMERA_MOVE_BUSY}
 """Journal action of a camera outcome other than a move (the journal says what happened, not just moved or not)."""
 
 

@@ -11,7 +11,7 @@ Public API for the bridge service (all safe-side; nothing here publishes anythin
     # per incident (never raises; one outcome per camera considered):
     outcomes = await ptz.steer(estimate)          # estimate: localisation.SourceEstimate
     for o in outcomes:                            # PtzOutcome
-        o.camera_id, o.outcome                    # 'moved_preset' | 'moved_absolute' | 'replaced' | 'unavailable'
+        o.camera_id, o.outcome                    # 'moved_preset' | 'moved_absolute' | 'replaced' | 'busy' | 'unavailable'
         o.reason, o.preset, o.pan, o.tilt, o.zoom, o.latency_ms, o.attempts
         o.to_record()                             # plain dict for the journal / feed
     ptz.camera_states()                           # connected?, breaker state, last error

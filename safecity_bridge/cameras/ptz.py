@@ -6,8 +6,9 @@ skipping cameras whose breaker is open), plans each move (preset or absolute, se
 
 - one command at a time (an ``asyncio.Lock``): a camera is a single physical head;
 - a hard timeout per attempt and a total budget per steer (``asyncio.timeout``), so a
-  hung camera costs at most ``total_budget_s``; a call whose budget ran out while it
-  waited for the lock never reached the camera: "busy", not a camera failure; a
+  hung camera costs at most ``total_budget_s``; a move whose budget ran out while it
+  waited for the lock never reached the camera: reported "busy", neither a camera
+  failure (breaker untouched) nor "unavailable" (the head answers, it was occupied); a
   queued move that a newer one for the same camera replaces is skipped (the newest
   target wins, the head's time is not spent on stale ones) and reported "replaced":
   the camera did nothing wrong, so it is neither a failure nor "unavailable";
@@ -20,7 +21,8 @@ skipping cameras whose breaker is open), plans each move (preset or absolute, se
 
 :meth:`steer` never raises: it returns one :class:`PtzOutcome` per camera considered,
 ``moved_preset`` / ``moved_absolute`` / ``replaced`` (a newer move went instead) /
-``unavailable`` with the reason and latency.
+``busy`` (not sent: the head was occupied for the whole budget) / ``unavailable`` with
+the reason and latency.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from safecity_bridge.localisation import SourceEstimate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-OutcomeKind = Literal["moved_preset", "moved_absolute", "replaced", "unavailable"]
+OutcomeKind = Literal["moved_preset", "moved_absolute", "replaced", "busy", "unavailable"]
 REPLACED = "replaced by a newer command to this camera before it was sent"
+BUSY = "camera busy with earlier commands"
+"""Start of the reason of a call whose budget ran out while it waited for the camera's lock."""
 
 
 class PtzSettings(BaseModel):
@@ -173,6 +177,11 @@ class PtzController:
         if reason == REPLACED:
             log.info("ptz: camera %s: a queued move was replaced by a newer one before it was sent", cam.id)
             return PtzOutcome(outcome="replaced", reason=reason, **common)
+        if attempts == 0 and reason is not None and reason.startswith(BUSY):
+            # Never sent: the head was working on earlier moves. Reported as what it is, since
+            # "unavailable" had the journal and the console call a working camera down.
+            log.info("ptz: camera %s: a move was not sent: %s", cam.id, reason)
+            return PtzOutcome(outcome="busy", reason=reason, **common)
         if reason is not None:
             log.warning("ptz: camera %s unavailable after %d attempt(s): %s", cam.id, attempts, reason)
             return PtzOutcome(outcome="unavailable", reason=reason, **common)
@@ -228,7 +237,7 @@ class PtzController:
                 # Never reached the camera: it was busy with earlier commands (a burst of
                 # incidents). Counted as a failure, this opened the breaker of a camera
                 # answering every command; the command holding the lock counts its own.
-                return None, f"camera busy with earlier commands for the whole {budget * 1000:.0f} ms budget", 0
+                return None, f"{BUSY} for the whole {budget * 1000:.0f} ms budget", 0
             reason = f"no answer within the {budget * 1000:.0f} ms budget"
             breaker.record_failure(reason)
             return None, reason, attempts

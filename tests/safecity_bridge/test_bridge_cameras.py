@@ -8,11 +8,13 @@ outcome; a dead camera and a wrong password still deliver the alert, which then 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
 
-from safecity_bridge.cameras import CameraConfig, PresetConfig, PtzSettings
+from safecity_bridge.cameras import CameraConfig, PresetConfig, PtzController, PtzSettings
+from safecity_bridge.correlation import IncidentState
 from safecity_bridge.runner import BridgeThread
 from safecity_bridge.steering import OnvifSteerer
 from simulators.onvif_camera import OnvifCameraSimulator, SimulatedCamera
@@ -125,6 +127,76 @@ def test_a_queued_move_replaced_by_a_newer_one_is_journaled_as_replaced_not_as_a
                     unavailable = conn.execute("SELECT count(*) FROM safe.journal WHERE action = 'camera_unavailable'").fetchone()
                 assert actions == [("camera_move_replaced", "replaced")] and unavailable == (0,)
                 assert [c.preset_token for c in sim.commands] == ["p-s-north", "p-s-east"]
+            finally:
+                feed.stop()
+                pub.close()
+
+
+class ImpatientAfterFirst:
+    """The service's steerer over a real PtzController whose moves after the first get a
+    0.2 s budget: the second incident's move then runs out of time waiting behind the
+    first on a slow head, deterministically (equal budgets only race for it)."""
+
+    def __init__(self, cameras: list[CameraConfig], settings: PtzSettings):
+        self.ptz = PtzController(cameras, settings, environ={})
+        self._short = settings.model_copy(update={"total_budget_s": 0.2})
+        self.calls = 0
+
+    async def start(self) -> dict[str, str | None]:
+        return await self.ptz.start()
+
+    async def steer(self, incident: IncidentState) -> list[dict[str, Any]]:
+        self.calls += 1
+        if self.calls > 1:
+            self.ptz.settings = self._short
+        return [o.to_record() for o in await self.ptz.steer(incident.estimate)]
+
+    def camera_ids(self) -> list[str]:
+        return self.ptz.camera_ids()
+
+    def camera_states(self) -> list[dict[str, Any]]:
+        return self.ptz.camera_states()
+
+    async def aclose(self) -> None:
+        await self.ptz.close()
+
+
+def test_a_move_that_ran_out_of_time_waiting_for_a_busy_head_is_journaled_as_busy_not_as_an_unavailable_camera(db, mqtt_broker, operators):
+    """Two incidents on one slow head: the second move waits behind the first and its
+    budget runs out before the head is free. It never reached the camera, yet it was
+    journaled ``camera_unavailable`` and the console showed a working camera as
+    unavailable; it is journaled ``camera_move_busy`` and the camera's status is left
+    to the moves that did reach it."""
+    cam = sim_camera()
+    cam.command_delay_s = 1.5
+    with OnvifCameraSimulator(cam) as sim:
+        ptz = PtzSettings(command_timeout_s=2.5, total_budget_s=3.0, retries=0, connect_timeout_s=2.0, breaker_failures=1)
+        cameras = [camera_config(sim.port)]
+        settings = make_settings(db.safe, mqtt_broker.port, operators=operators, cameras=cameras, ptz=ptz)
+        steerer = ImpatientAfterFirst(cameras, ptz)
+        with BridgeThread(settings, lambda: steerer) as bt:
+            feed = FeedReader(f"http://127.0.0.1:{bt.settings.http_port}/feed", OPERATOR).start()
+            pub = Publisher(mqtt_broker.port)
+            try:
+                pub.publish(event("s-north", "gunshot"))
+                first = feed.wait_for(lambda m: m["type"] == "incident", timeout=5)["incident"]
+                pub.publish(event("s-south", "explosion"))  # the head is busy with the first move for 1.5 s
+                second = feed.wait_for(lambda m: m["type"] == "incident" and m["incident"]["incident_id"] != first["incident_id"], timeout=5)["incident"]
+                [busy] = feed.wait_for(lambda m: m["type"] == "cameras" and m["incident_id"] == second["incident_id"], timeout=10)["cameras"]
+                assert busy["outcome"] == "busy" and "busy with earlier commands" in busy["reason"], busy
+                assert busy["message"] != "camera unavailable"
+                [moved] = feed.wait_for(lambda m: m["type"] == "cameras" and m["incident_id"] == first["incident_id"], timeout=10)["cameras"]
+                assert moved["outcome"] == "moved_preset", moved
+                assert bt.service.camera_status["cam-square"]["status"] == "ok", bt.service.camera_status
+                [state] = steerer.camera_states()
+                assert (state["breaker"], state["consecutive_failures"]) == ("closed", 0), state
+                bt.call(bt.service.settle())
+                with psycopg.connect(db.safe) as conn:
+                    actions = conn.execute("SELECT action, details->>'outcome' FROM safe.journal WHERE incident_id = %s AND action LIKE 'camera%%'",
+                                           (uuid.UUID(second["incident_id"]),)).fetchall()
+                    unavailable = conn.execute("SELECT count(*) FROM safe.journal WHERE action = 'camera_unavailable'").fetchone()
+                assert actions == [("camera_move_busy", "busy")] and unavailable == (0,)
+                assert [c.preset_token for c in sim.commands] == ["p-s-north"]
             finally:
                 feed.stop()
                 pub.close()

@@ -315,13 +315,44 @@ async def test_waiting_behind_earlier_commands_does_not_open_the_breaker_of_a_wo
             assert await ptz.start() == {"cam-slow": None}
             burst = [o for outcomes in await asyncio.gather(*(ptz.steer(estimate(0, 110, uncertainty=30)) for _ in range(6))) for o in outcomes]
             moved = [o for o in burst if o.outcome == "moved_preset"]
-            waited = [o for o in burst if o.outcome in ("unavailable", "replaced") and o.attempts == 0]
+            waited = [o for o in burst if o.outcome in ("busy", "replaced") and o.attempts == 0]
             assert moved and waited, [(o.outcome, o.reason) for o in burst]
             [state] = ptz.camera_states()
             assert state["breaker"] == "closed", state
             assert all("busy" in (o.reason or "") or "replaced by a newer command" in (o.reason or "") for o in waited), [o.reason for o in waited]
             [after] = await ptz.steer(estimate(0, 110, uncertainty=30))
             assert after.outcome == "moved_preset", after.reason
+        finally:
+            await ptz.close()
+
+
+@pytest.mark.anyio
+async def test_a_move_whose_budget_ran_out_waiting_for_the_head_is_reported_busy_not_unavailable():
+    """A move queued behind a long command on the same head, whose budget runs out before
+    the lock is free, never reached the camera. It was reported "unavailable" (the
+    journal then said camera_unavailable and the console showed a working camera as
+    unavailable); it is "busy", and counts neither as a failure nor against the breaker.
+
+    Deterministic: the head takes 1 s per move, the first move has a 3 s budget, and the
+    second one (made while the first holds the head) only 0.2 s."""
+    cam = SimulatedCamera(name="cam-slow", users={"operator": "a-secret"}, presets=[Preset("square", "Square", 0.0, 0.3)], command_delay_s=1.0)
+    patient = PtzSettings(command_timeout_s=2.0, total_budget_s=3.0, retries=0, breaker_failures=1, breaker_cooldown_s=30.0)
+    with OnvifCameraSimulator(cam) as sim:
+        cfg = config("cam-slow", sim, 0, 0, env="CAM_A_PASSWORD", presets=[("square", 0, 120)])
+        ptz = PtzController([cfg], patient, ENV)
+        try:
+            assert await ptz.start() == {"cam-slow": None}
+            first = asyncio.create_task(ptz.steer(estimate(0, 110, uncertainty=30)))
+            await asyncio.sleep(0.1)  # the first move holds the head for 1 s from here
+            ptz.settings = patient.model_copy(update={"total_budget_s": 0.2})
+            [waited] = await ptz.steer(estimate(0, 110, uncertainty=30))
+            [moved] = await first
+            assert moved.outcome == "moved_preset", moved.reason
+            assert (waited.outcome, waited.attempts) == ("busy", 0), (waited.outcome, waited.reason)
+            assert "busy with earlier commands" in (waited.reason or ""), waited.reason
+            [state] = ptz.camera_states()
+            assert (state["breaker"], state["consecutive_failures"], state["last_error"]) == ("closed", 0, None), state
+            assert [c.preset_token for c in sim.commands] == ["square"]
         finally:
             await ptz.close()
 
