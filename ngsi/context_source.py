@@ -14,7 +14,8 @@ raw 1 s table):
   ``options=temporalValues``. ``q`` filters instances; series without any are left out.
 
 ``application/json`` answers carry the ``@context`` in a ``Link`` header,
-``application/ld+json`` answers in the body; errors are ProblemDetails.
+``application/ld+json`` answers in the body; errors are ProblemDetails, unknown paths
+and methods under ``/ngsi-ld/`` included (:mod:`ngsi.not_served`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from ngsi.mapping import (
     parse_observation_id,
 )
 from ngsi.models import iso_z
+from ngsi.not_served import add_not_served, problem
 from ngsi.query import (
     NOISE_TYPES,
     GeoQuery,
@@ -130,7 +132,7 @@ class _Negotiated:
 
 
 def _problem_response(exc: NgsiProblem) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, media_type="application/json")
+    return problem(exc)
 
 
 MAX_OFFSET = 1_000_000_000
@@ -480,6 +482,7 @@ def build_router(pool: AsyncConnectionPool, *, schema: str = "smart", settings: 
             headers["Content-Range"] = f"date-time {truncated[0][0]}-{truncated[0][1]}/{settings.max_instances}"
         return neg.respond(body, status=status, links=_page_links(request, limit, offset, offset + limit < len(present)), headers=headers)
 
+    add_not_served(router)  # last: unknown paths and methods under /ngsi-ld/ are NGSI-LD errors too
     return router
 
 

@@ -26,6 +26,26 @@ async def test_head_answers_every_get_route_without_a_body(client: httpx.AsyncCl
     assert missing.status_code == 404 and missing.content == b""
 
 
+async def test_ngsi_ld_prefix_answers_ngsi_ld_problem_details_and_the_open_api_keeps_its_own(client: httpx.AsyncClient, recent_dsn: str) -> None:
+    """Under /ngsi-ld/ an unknown path or method is an NGSI-LD ProblemDetails (ETSI error
+    type), as a broker expects of a context source; it was the open API's own problem type.
+    The open API's routes keep their RFC 9457 problems."""
+    etsi = "https://uri.etsi.org/ngsi-ld/errors/"
+    missing = await client.get("/ngsi-ld/v1/types")
+    assert missing.status_code == 404 and missing.json()["type"] == etsi + "ResourceNotFound", missing.text
+    refused = await client.post("/ngsi-ld/v1/entities", json={"id": "urn:ngsi-ld:X:1", "type": "X"})
+    assert refused.status_code == 405 and refused.json()["type"] == etsi + "OperationNotSupported", refused.text
+    assert refused.headers["allow"] == "GET, HEAD"
+    head = await client.head("/ngsi-ld/v1/entities", params={"type": "NoiseLevelObserved", "limit": 1})
+    assert head.status_code == 200 and head.content == b""  # HEAD is still the GET it stands for
+    own = await client.get("/v1/nothing-here")
+    assert own.status_code == 404 and own.headers["content-type"] == "application/problem+json"
+    assert own.json()["type"].startswith("https://sonopolis.example.org/problems/")
+    wrong = await client.post("/v1/sensors")
+    assert wrong.status_code == 405 and wrong.json()["type"].startswith("https://sonopolis.example.org/problems/")
+    assert wrong.headers["allow"] == "GET"
+
+
 async def test_head_of_the_event_stream_ends(client: httpx.AsyncClient, recent_dsn: str) -> None:
     """A HEAD of the endless SSE stream answers its headers and ends instead of streaming forever."""
     with anyio.fail_after(10):

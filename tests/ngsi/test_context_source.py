@@ -159,6 +159,26 @@ async def test_georel_near_and_within(api: httpx.AsyncClient) -> None:
     assert r.status_code == 400
 
 
+async def test_unknown_paths_and_unsupported_methods_answer_ngsi_ld_problem_details(api: httpx.AsyncClient) -> None:
+    """A broker or client reading errors by their ETSI type got FastAPI's ``{"detail": ...}``
+    for a path or a method the context source does not serve: 404 ResourceNotFound, and 405
+    (with Allow, RFC 9110) typed OperationNotSupported, in the module's ProblemDetails."""
+    for method, path in (("GET", "/ngsi-ld/v1/subscriptions"), ("POST", "/ngsi-ld/v1/entityOperations/upsert"), ("GET", "/ngsi-ld/v1/")):
+        r = await api.request(method, path)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/json"), (method, path, r.status_code, r.text)
+        assert r.json() == {"type": ERR + "ResourceNotFound", "title": "Resource not found", "status": 404, "detail": f"{path}: no such NGSI-LD resource here"}
+    eid = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
+    for method, path in (("POST", "/ngsi-ld/v1/entities"), ("DELETE", f"/ngsi-ld/v1/entities/{eid}"), ("PATCH", f"/ngsi-ld/v1/entities/{eid}"),
+                         ("PUT", "/ngsi-ld/v1/temporal/entities"), ("POST", "/ngsi-ld/contexts/sonopolis.jsonld")):
+        r = await api.request(method, path, json={"id": eid, "type": NOISE})
+        assert r.status_code == 405 and r.headers["content-type"].startswith("application/json"), (method, path, r.status_code, r.text)
+        assert r.headers["allow"] == "GET, HEAD", (method, path)
+        body = r.json()
+        assert (body["type"], body["status"], body["title"]) == (ERR + "OperationNotSupported", 405, "Method not allowed"), body
+        assert method in body["detail"] and "GET" in body["detail"], body
+    assert (await api.get(f"/ngsi-ld/v1/entities/{eid}")).status_code == 200  # the served routes still answer
+
+
 async def test_id_idpattern_attrs_keyvalues_and_retrieve(api: httpx.AsyncClient) -> None:
     eid = "urn:ngsi-ld:NoiseLevelObserved:se-jacquard:PT1H:2024-06-10T05:00:00Z"
     r = await get(api, "/ngsi-ld/v1/entities", id=eid, attrs="LAeq,LA90")
