@@ -235,6 +235,10 @@ class EdgeAgent:
         broker that is down held the security events back for its whole timeout, and a stop took
         twice the timeout when both were down.
         """
+        rest = self.meter.unfinished_s
+        if rest > 0:  # said, not silent: a replay of a 2.8 s file gives 2 frames, and the operator should know why
+            log.info("end of stream: its last %.3f s is less than a whole %g s period and gives no level frame",
+                     rest, self.meter.period_s)
         self._release(final=True)
         deadline = time.monotonic() + drain_timeout_s
         waiting = [link for link in (self.smart, self.safe) if link is not None]

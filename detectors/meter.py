@@ -126,6 +126,11 @@ class SoundLevelMeter:
         return self._index
 
     @property
+    def unfinished_s(self) -> float:
+        """Seconds of the current, incomplete period: what an end of stream leaves unreported."""
+        return self._n / self.fs
+
+    @property
     def next_period_start(self) -> datetime:
         return self._start + timedelta(seconds=self._index * self.period_s)
 

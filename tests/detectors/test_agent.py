@@ -8,6 +8,7 @@ of the stream, so the routing can be checked exactly. Brokers are real.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -173,6 +174,15 @@ def test_without_safe_broker_events_never_leave(tmp_path: Path, mqtt_broker: Loc
     assert stats.events == 0 and stats.events_withheld == 2
     assert len(smart_rx.frames()) == 6
     assert all(t.startswith("sonopolis/v1/levels/") for t, _ in smart_rx.messages)
+
+
+def test_an_unfinished_last_second_is_said_not_silently_dropped(tmp_path: Path, mqtt_broker: LocalMosquitto, caplog) -> None:
+    """Level frames cover whole seconds: a 2.8 s stream gives 2 frames, and the log says what became of the rest."""
+    scene = street_scene(2.8, 16000, seed=5)
+    with caplog.at_level(logging.INFO, logger="detectors.agent"):
+        stats = run_agent(_settings(tmp_path, mqtt_broker.port, None), _blocks(scene.audio, 16000), 16000, T0, None, "none")
+    assert stats.frames == 2
+    assert any("its last 0.800 s is less than a whole 1 s period" in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_broker_outage_is_ridden_out_with_the_outbox(tmp_path: Path, mqtt_broker: LocalMosquitto) -> None:
