@@ -11,7 +11,6 @@ import csv
 import datetime as dt
 import io
 from enum import Enum
-from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import Request
@@ -21,35 +20,9 @@ from pydantic import BaseModel
 from api.errors import NotAcceptable
 from api.queries import Cursor
 from messages.bands import BAND_KEYS
+from smart.accept import accepted, quality
 
 Format = Literal["json", "csv", "geojson"]
-
-
-def _accepted(accept: str) -> list[tuple[str, float]]:
-    """(media range, q) of each element of an Accept header; a malformed q counts as 0."""
-    out = []
-    for part in accept.split(","):
-        media, *params = part.split(";")
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if media.strip():
-            out.append((media.strip(), q))
-    return out
-
-
-def _quality(ranges: list[tuple[str, float]], specific: Callable[[str], bool], partial: tuple[str, ...]) -> tuple[float, bool]:
-    """q of the most specific range matching a format (RFC 9110 §12.5.1), and whether it was named exactly."""
-    for level, match in ((2, specific), (1, lambda m: m in partial), (0, lambda m: m == "*/*")):
-        qs = [q for m, q in ranges if match(m)]
-        if qs:
-            return max(qs), level == 2
-    return 0.0, False
 
 
 VARY = "Accept"
@@ -67,9 +40,10 @@ def choose_format(request: Request, explicit: str | None, default: str = "json")
     accept = request.headers.get("accept", "").lower()
     if not accept.strip():
         return default
-    ranges = _accepted(accept)
-    q_csv, csv_named = _quality(ranges, lambda m: m == "text/csv", ("text/*",))
-    q_json, json_named = _quality(ranges, lambda m: "json" in m, ("application/*", "text/html"))
+    ranges = accepted(accept)
+    q_csv, csv_level = quality(ranges, lambda m: m == "text/csv", ("text/*",))
+    q_json, json_level = quality(ranges, lambda m: "json" in m, ("application/*", "text/html"))
+    csv_named, json_named = csv_level == 2, json_level == 2
     if q_csv <= 0 and q_json <= 0:
         raise NotAcceptable(f"cannot produce {accept!r}: use application/json or text/csv (or format=json|csv)")
     if q_csv > q_json or (q_csv == q_json and csv_named and not json_named):

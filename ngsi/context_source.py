@@ -66,6 +66,7 @@ from ngsi.selection import Selection, select_sql
 from ngsi.settings import NgsiSettings
 from ngsi.temporal import head, sensor_rows_sql, series_columns, temporal_entity, temporal_instances_sql, temporal_presence_sql
 from ngsi.temporal_days import whole_days
+from smart.accept import accepted, quality
 
 log = logging.getLogger(__name__)
 
@@ -79,34 +80,13 @@ def _entity(row: dict[str, Any]) -> Any:
     return observation_from_row(period, row, row, row if period.length is None else None)
 
 
-def _quality(accept: str, media: str) -> tuple[float, int]:
-    """(q, specificity) of ``media`` under an ``Accept`` header: the most specific matching range decides (RFC 9110)."""
-    kind = media.split("/")[0]
-    best: tuple[int, float] = (-1, 0.0)
-    for part in accept.split(","):
-        rng, *params = (x.strip() for x in part.split(";"))
-        specificity = {media: 2, f"{kind}/*": 1, "*/*": 0}.get(rng.lower(), -1)
-        if specificity < 0 or specificity < best[0]:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
-        best = (specificity, q) if specificity > best[0] else (specificity, max(q, best[1]))
-    return best[1], best[0]
-
-
 class _Negotiated:
     """Response media type from ``Accept`` (q-values honoured); 406 for what NGSI-LD does not serve."""
 
     def __init__(self, request: Request, context_url: str) -> None:
-        accept = request.headers.get("accept") or "*/*"
-        ld_q, ld_exact = _quality(accept, "application/ld+json")
-        json_q, _ = _quality(accept, "application/json")
+        ranges = [(m, min(max(q, 0.0), 1.0)) for m, q in accepted((request.headers.get("accept") or "*/*").lower())]
+        ld_q, ld_exact = quality(ranges, lambda m: m == "application/ld+json", ("application/*",))
+        json_q, _ = quality(ranges, lambda m: m == "application/json", ("application/*",))
         if max(ld_q, json_q) <= 0:
             raise NgsiProblem(406, "NotAcceptable", "Not Acceptable", "serve application/json or application/ld+json")
         # a tie goes to JSON-LD only when asked by name: */* (or application/*) alone is plain JSON
